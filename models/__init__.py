@@ -1,0 +1,1 @@
+"""Vision models built on ssops' ops (ssops.models)."""

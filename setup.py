@@ -1,0 +1,29 @@
+"""ssops: state-space scan operators for PyTorch.
+
+The CUDA extension (csrc/) is optional: the package installs as pure Python wherever it is
+not built, and the cuda backend then says why it is unavailable.
+"""
+from setuptools import setup
+
+PACKAGES = {
+    "ssops": "ssops",
+    "ssops.reference": "reference",
+    "ssops.triton_kernels": "triton_kernels",
+    "ssops.models": "models",
+}
+
+setup(
+    name="ssops",
+    version="0.1.0",
+    description="State-space scan operators (selective scan, bidirectional scan, SS2D cross "
+                "scan) for PyTorch, with CUDA, Triton and reference backends",
+    python_requires=">=3.10",
+    packages=list(PACKAGES),
+    package_dir=PACKAGES,
+    install_requires=["torch>=2.4"],
+    extras_require={
+        "test": ["pytest>=7", "hypothesis>=6", "pytest-benchmark>=4", "numpy"],
+        "triton": ["triton>=3.0"],
+    },
+    entry_points={"console_scripts": ["ssops=ssops.__main__:main"]},
+)
