@@ -23,7 +23,12 @@ def _named(names, values):
 
 
 def _present(tensors):
-    return [t for t in tensors if t is not None]
+    """The gradients of present inputs, contiguous as the fake kernels promise."""
+    return [t.contiguous() for t in tensors if t is not None]
+
+
+def _fake_grads(inputs):
+    return [t.new_empty(t.shape) for t in inputs if t is not None]
 
 
 def _spread(grads, like):
@@ -43,7 +48,8 @@ def selective_scan(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D:
                    out_dtype: torch.dtype, backend: str) -> tuple[Tensor, Tensor]:
     args = (u, delta, A, B, C, D, z, delta_bias)
     impl = resolve("selective_scan", backend, _named(_SCAN_ARGS, args))
-    return impl.selective_scan_fwd(*args, delta_softplus, out_dtype)
+    y, last_state = impl.selective_scan_fwd(*args, delta_softplus, out_dtype)
+    return y.contiguous(), last_state.contiguous()
 
 
 @selective_scan.register_fake
@@ -64,7 +70,7 @@ def selective_scan_backward(dy: Tensor, dlast_state: Optional[Tensor], u: Tensor
 
 @selective_scan_backward.register_fake
 def _(dy, dlast_state, *args):
-    return [torch.empty_like(t) for t in _present(args[:8])]
+    return _fake_grads(args[:8])
 
 
 def _scan_setup(ctx, inputs, output):
@@ -89,7 +95,7 @@ def bidirectional_scan(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor
                        backend: str) -> Tensor:
     args = (u, delta, A, B, C, D, z, delta_bias)
     impl = resolve("bidirectional_scan", backend, _named(_SCAN_ARGS, args))
-    return impl.bidirectional_scan_fwd(*args, delta_softplus, combine, out_dtype)
+    return impl.bidirectional_scan_fwd(*args, delta_softplus, combine, out_dtype).contiguous()
 
 
 @bidirectional_scan.register_fake
@@ -109,7 +115,7 @@ def bidirectional_scan_backward(dy: Tensor, u: Tensor, delta: Tensor, A: Tensor,
 
 @bidirectional_scan_backward.register_fake
 def _(dy, *args):
-    return [torch.empty_like(t) for t in _present(args[:8])]
+    return _fake_grads(args[:8])
 
 
 def _bidi_setup(ctx, inputs, output):
@@ -130,7 +136,7 @@ bidirectional_scan.register_autograd(_bidi_backward, setup_context=_bidi_setup)
 # Linear maps, each the other's adjoint: each one's backward is the other.
 @torch.library.custom_op("ssops::cross_scan", mutates_args=())
 def cross_scan(x: Tensor, layout: str, routes: str, backend: str) -> Tensor:
-    return resolve("cross_scan", backend, {"x": x}).cross_scan(x, layout, routes)
+    return resolve("cross_scan", backend, {"x": x}).cross_scan(x, layout, routes).contiguous()
 
 
 @cross_scan.register_fake
@@ -141,7 +147,7 @@ def _(x, layout, routes, backend):
 
 @torch.library.custom_op("ssops::cross_merge", mutates_args=())
 def cross_merge(y: Tensor, H: int, W: int, layout: str, routes: str, backend: str) -> Tensor:
-    return resolve("cross_merge", backend, {"y": y}).cross_merge(y, H, W, layout, routes)
+    return resolve("cross_merge", backend, {"y": y}).cross_merge(y, H, W, layout, routes).contiguous()
 
 
 @cross_merge.register_fake
@@ -177,7 +183,8 @@ def cross_selective_scan(x: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tens
                          layout: str, routes: str, out_dtype: torch.dtype, backend: str) -> Tensor:
     args = (x, delta, A, B, C, D, delta_bias)
     impl = resolve("cross_selective_scan", backend, _named(_CSS_ARGS, args))
-    return impl.cross_selective_scan_fwd(*args, delta_softplus, layout, routes, out_dtype)
+    return impl.cross_selective_scan_fwd(*args, delta_softplus, layout, routes,
+                                         out_dtype).contiguous()
 
 
 @cross_selective_scan.register_fake
@@ -197,7 +204,7 @@ def cross_selective_scan_backward(dy: Tensor, x: Tensor, delta: Tensor, A: Tenso
 
 @cross_selective_scan_backward.register_fake
 def _(dy, *args):
-    return [torch.empty_like(t) for t in _present(args[:7])]
+    return _fake_grads(args[:7])
 
 
 def _css_setup(ctx, inputs, output):

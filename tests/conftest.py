@@ -1,0 +1,47 @@
+import os
+
+import pytest
+import torch
+from hypothesis import HealthCheck, settings
+
+from ssops.dispatch import BACKENDS, available_backends
+
+_common = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                     HealthCheck.data_too_large])
+settings.register_profile("ci", max_examples=15, derandomize=True, **_common)
+settings.register_profile("dev", max_examples=60, **_common)
+settings.register_profile("gpu", max_examples=100, **_common)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "gpu: needs a CUDA device (skipped without one)")
+
+
+def pytest_collection_modifyitems(config, items):
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+def _backend_params():
+    """Every backend; those that cannot run here are skipped with their reason."""
+    reasons = available_backends()
+    return [pytest.param(name, marks=[] if reasons[name] is None else
+                         pytest.mark.skip(reason=f"{name}: {reasons[name]}"))
+            for name in BACKENDS]
+
+
+@pytest.fixture(scope="session", params=_backend_params())
+def backend(request):
+    return request.param
+
+
+@pytest.fixture(scope="session")
+def device():
+    return DEVICE

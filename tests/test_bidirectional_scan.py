@@ -1,0 +1,53 @@
+"""bidirectional_scan: definition via two selective scans with flips, gradients, backends."""
+import pytest
+import torch
+from hypothesis import given
+
+import ssops
+from ssops import testing
+from conftest import DEVICE
+
+
+def _flip(t):
+    return t.flip(-1) if t.dim() > 2 else t
+
+
+@pytest.mark.parametrize("combine", ["sum", "mean"])
+@pytest.mark.parametrize("b_mode", ["constant", "variable", "grouped"])
+def test_equals_vim_flip_composition(combine, b_mode):
+    """Vim: out = scan(x, z) + flip(scan_b(flip(x), flip(z))) [/2]; z gates each direction."""
+    args, kw = testing.make_selective_scan_inputs(batch=2, dim=4, L=9, N=3, b_mode=b_mode,
+                                                  c_mode=b_mode, groups=2, dtype=torch.float64,
+                                                  direction_axis=True)
+    y = ssops.bidirectional_scan(*args, **kw, combine=combine)
+    u, delta, A, B, C = args
+    D, z, bias = kw["D"], kw["z"], kw["delta_bias"]
+    fwd = ssops.selective_scan(u[0], delta[0], A[0], B[0], C[0], D[0], z, bias[0], True)
+    bwd = ssops.selective_scan(u[1].flip(-1), delta[1].flip(-1), A[1], _flip(B[1]), _flip(C[1]),
+                               D[1], z.flip(-1), bias[1], True).flip(-1)
+    expected = (fwd + bwd) / (2 if combine == "mean" else 1)
+    torch.testing.assert_close(y, expected, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("z,D,softplus", [(True, True, True), (False, False, False),
+                                          (True, False, True)])
+def test_gradcheck_reference(z, D, softplus):
+    args, kw = testing.make_selective_scan_inputs(batch=2, dim=2, L=5, N=2, z=z, D=D,
+                                                  delta_softplus=softplus, dtype=torch.float64,
+                                                  direction_axis=True)
+    assert testing.gradcheck_op("bidirectional_scan", *args, combine="mean", **kw)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_backends_agree_vim_like(backend, dtype):
+    args, kw = testing.make_selective_scan_inputs(batch=2, dim=16, L=197, N=16, dtype=dtype,
+                                                  device=DEVICE, direction_axis=True)
+    testing.assert_backends_agree("bidirectional_scan", *args, backends=[backend],
+                                  combine="mean", **kw)
+
+
+@given(testing.selective_scan_inputs(dtypes=(torch.float32, torch.bfloat16), device=DEVICE,
+                                     max_len=40, direction_axis=True))
+def test_backends_agree_hypothesis(backend, case):
+    args, kw = case
+    testing.assert_backends_agree("bidirectional_scan", *args, backends=[backend], **kw)

@@ -1,0 +1,128 @@
+"""Backend selection: precedence, errors, fallback, thread-safety, broken backends."""
+import threading
+
+import pytest
+import torch
+
+import ssops
+from ssops import dispatch, testing
+
+
+@pytest.fixture
+def record(monkeypatch):
+    """Record which backend module served each op call (wrapping dispatch.resolve)."""
+    calls = []
+    real = dispatch.resolve
+
+    def spy(op, request, tensors):
+        module = real(op, request, tensors)
+        calls.append((request, module.__name__.rsplit(".", 1)[-1]))
+        return module
+
+    monkeypatch.setattr("ssops._ops.resolve", spy)
+    return calls
+
+
+@pytest.fixture
+def fake_backend(monkeypatch):
+    """A stand-in 'triton' backend that serves float64 only, running the reference."""
+    import ssops.reference as ref
+
+    class Fake:
+        __name__ = "fake_triton"
+
+        def __getattr__(self, name):
+            return getattr(ref, name)
+
+        def why_not(self, op, tensors):
+            return None if tensors[next(iter(tensors))].dtype == torch.float64 else "float64 only"
+
+    monkeypatch.setitem(dispatch._loaded, "triton", Fake())
+    monkeypatch.delitem(dispatch._load_errors, "triton", raising=False)
+
+
+def _inputs(dtype=torch.float32):
+    args, kw = testing.make_selective_scan_inputs(batch=1, dim=2, L=4, N=2, dtype=dtype)
+    return args, kw
+
+
+def test_precedence(record, fake_backend, monkeypatch):
+    args, kw = _inputs(torch.float64)
+    monkeypatch.setenv("SSOPS_BACKEND", "reference")
+    ssops.selective_scan(*args, **kw)
+    ssops.set_backend("triton")
+    try:
+        ssops.selective_scan(*args, **kw)
+        with ssops.use_backend("reference"):
+            ssops.selective_scan(*args, **kw)
+            with ssops.use_backend("triton"):  # nested: innermost wins
+                ssops.selective_scan(*args, **kw)
+                ssops.selective_scan(*args, **kw, backend="reference")  # per call wins
+            ssops.selective_scan(*args, **kw)
+    finally:
+        ssops.set_backend(None)
+    assert [r for r, _ in record] == ["reference", "triton", "reference", "triton", "reference",
+                                      "reference"]
+
+
+def test_auto_falls_back_silently(record, fake_backend):
+    ssops.selective_scan(*_inputs(torch.float64)[0], backend="auto")
+    ssops.selective_scan(*_inputs(torch.float32)[0], backend="auto")
+    assert [m for _, m in record] == ["fake_triton", "reference"]
+
+
+def test_explicit_backend_that_cannot_serve_says_why(fake_backend):
+    with pytest.raises(ssops.BackendError, match="triton.*float64 only"):
+        ssops.selective_scan(*_inputs(torch.float32)[0], backend="triton")
+
+
+def test_unavailable_backend_error_names_reason(monkeypatch):
+    monkeypatch.setitem(dispatch._load_errors, "cuda", "no GPU here")
+    monkeypatch.delitem(dispatch._loaded, "cuda", raising=False)
+    assert ssops.available_backends()["cuda"] == "no GPU here"
+    with pytest.raises(ssops.BackendError, match="no GPU here"):
+        ssops.cross_scan(torch.randn(1, 1, 2, 2), backend="cuda")
+
+
+def test_broken_backend_module_is_reported_not_raised(monkeypatch):
+    monkeypatch.setitem(dispatch._MODULES, "cuda", "ssops._no_such_module")
+    monkeypatch.delitem(dispatch._loaded, "cuda", raising=False)
+    monkeypatch.delitem(dispatch._load_errors, "cuda", raising=False)
+    reason = ssops.available_backends()["cuda"]
+    assert reason.startswith("import failed: ModuleNotFoundError")
+    assert ssops.selective_scan(*_inputs()[0]) is not None  # auto still works
+
+
+def test_unknown_names_rejected(monkeypatch):
+    with pytest.raises(ValueError, match="unknown ssops backend 'cudnn'"):
+        ssops.set_backend("cudnn")
+    with pytest.raises(ValueError, match="unknown"):
+        with ssops.use_backend("fast"):
+            pass
+    monkeypatch.setenv("SSOPS_BACKEND", "bogus")
+    with pytest.raises(ValueError, match="bogus"):
+        ssops.get_backend()
+
+
+def test_use_backend_is_thread_local():
+    seen = {}
+    ready, done = threading.Event(), threading.Event()
+
+    def worker():
+        with ssops.use_backend("triton"):
+            ready.set()
+            done.wait(5)
+            seen["worker"] = ssops.get_backend()
+
+    t = threading.Thread(target=worker)
+    t.start()
+    ready.wait(5)
+    seen["main"] = ssops.get_backend()
+    done.set()
+    t.join()
+    assert seen == {"worker": "triton", "main": "auto"}
+
+
+def test_reference_is_always_available():
+    assert ssops.available_backends()["reference"] is None
+    assert set(ssops.available_backends()) == {"cuda", "triton", "reference"}

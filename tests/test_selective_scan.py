@@ -1,0 +1,102 @@
+"""selective_scan: the reference's two formulations, gradients, and every backend vs float64."""
+import itertools
+
+import pytest
+import torch
+from hypothesis import given
+
+import ssops
+from ssops import reference, testing
+from conftest import DEVICE
+
+DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+@pytest.mark.parametrize("b_mode,c_mode,groups", [("variable", "variable", 1),
+                                                  ("grouped", "constant", 2),
+                                                  ("constant", "grouped", 4)])
+@pytest.mark.parametrize("L", [1, 7, 64, 333])
+def test_logdepth_matches_sequential_oracle(b_mode, c_mode, groups, L):
+    args, kw = testing.make_selective_scan_inputs(batch=2, dim=8, L=L, N=5, b_mode=b_mode,
+                                                  c_mode=c_mode, groups=groups,
+                                                  dtype=torch.float64, seed=L)
+    y, last = reference.selective_scan_fwd(*args, kw["D"], kw["z"], kw["delta_bias"], True,
+                                           torch.float64)
+    y0, last0 = reference.selective_scan_sequential(*args, **kw)
+    torch.testing.assert_close(y, y0, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(last, last0, rtol=1e-12, atol=1e-12)
+
+
+def test_matches_mamba_definition_written_out():
+    """A direct transcription of the recurrence in the docstring, step by step."""
+    args, kw = testing.make_selective_scan_inputs(batch=1, dim=3, L=6, N=2, b_mode="variable",
+                                                  c_mode="constant", dtype=torch.float64)
+    u, delta, A, B, C = args
+    y = ssops.selective_scan(*args, **kw)
+    dt = torch.nn.functional.softplus(delta + kw["delta_bias"][:, None])[0]
+    h = torch.zeros(3, 2, dtype=torch.float64)
+    for t in range(6):
+        h = torch.exp(dt[:, t, None] * A) * h + dt[:, t, None] * B[0, None, :, t] * u[0, :, t, None]
+        out = (h * C).sum(1) + kw["D"] * u[0, :, t]
+        out = out * torch.nn.functional.silu(kw["z"][0, :, t])
+        torch.testing.assert_close(y[0, :, t], out, rtol=1e-12, atol=1e-12)
+
+
+OPTIONS = list(itertools.product([False, True], repeat=4))  # D, z, delta_bias, softplus
+
+
+@pytest.mark.parametrize("D,z,delta_bias,softplus", OPTIONS)
+@pytest.mark.parametrize("b_mode,c_mode", [("constant", "variable"), ("variable", "grouped"),
+                                           ("grouped", "constant")])
+def test_gradcheck_reference(D, z, delta_bias, softplus, b_mode, c_mode):
+    args, kw = testing.make_selective_scan_inputs(batch=2, dim=4, L=5, N=3, b_mode=b_mode,
+                                                  c_mode=c_mode, groups=2, D=D, z=z,
+                                                  delta_bias=delta_bias, delta_softplus=softplus,
+                                                  dtype=torch.float64)
+    assert testing.gradcheck_op("selective_scan", *args, return_last_state=True, **kw)
+
+
+def test_last_state_gradient_flows():
+    """mamba_ssm drops the gradient of last_state; ssops does not."""
+    args, kw = testing.make_selective_scan_inputs(batch=1, dim=2, L=4, N=2, dtype=torch.float64)
+    leaves = [a.clone().requires_grad_() for a in args]
+    _, last = ssops.selective_scan(*leaves, **kw, return_last_state=True)
+    last.sum().backward()
+    assert leaves[0].grad.abs().sum() > 0
+    assert testing.gradcheck_op(lambda *a, **k: ssops.selective_scan(*a, **k, return_last_state=True)[1],
+                                *args, **kw)
+
+
+def test_out_dtype_and_state_dtype():
+    args, kw = testing.make_selective_scan_inputs(dtype=torch.float16)
+    y, last = ssops.selective_scan(*args, **kw, return_last_state=True)
+    assert y.dtype == torch.float16 and last.dtype == torch.float32
+    y32 = ssops.selective_scan(*args, **kw, out_dtype=torch.float32)
+    assert y32.dtype == torch.float32
+    torch.testing.assert_close(y32.half(), y)
+
+
+def test_nan_in_nan_out():
+    args, kw = testing.make_selective_scan_inputs(L=8)
+    args[0][0, 1, 3] = float("nan")
+    y = ssops.selective_scan(*args, **kw)
+    assert torch.isnan(y[0, 1, 3:]).all()  # the NaN reaches the state from step 3 on
+    assert torch.isfinite(y[0, 1, :3]).all() and torch.isfinite(y[1]).all()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_backends_agree_fixed(backend, dtype):
+    for b_mode, c_mode, g in (("variable", "variable", 1), ("grouped", "grouped", 4),
+                              ("constant", "constant", 1)):
+        args, kw = testing.make_selective_scan_inputs(batch=2, dim=8, L=130, N=16, b_mode=b_mode,
+                                                      c_mode=c_mode, groups=g, dtype=dtype,
+                                                      device=DEVICE)
+        testing.assert_backends_agree("selective_scan", *args, backends=[backend],
+                                      return_last_state=True, **kw)
+
+
+@given(testing.selective_scan_inputs(dtypes=DTYPES, device=DEVICE))
+def test_backends_agree_hypothesis(backend, case):
+    args, kw = case
+    testing.assert_backends_agree("selective_scan", *args, backends=[backend],
+                                  return_last_state=True, **kw)
