@@ -22,7 +22,8 @@ setup(
     package_dir=PACKAGES,
     install_requires=["torch>=2.4"],
     extras_require={
-        "test": ["pytest>=7", "hypothesis>=6", "pytest-benchmark>=4", "numpy"],
+        # numpy<2.4: Triton 3.6's interpreter (TRITON_INTERPRET=1) calls int() on 1-element arrays
+        "test": ["pytest>=7", "hypothesis>=6", "pytest-benchmark>=4", "numpy<2.4"],
         "triton": ["triton>=3.0"],
     },
     entry_points={"console_scripts": ["ssops=ssops.__main__:main"]},

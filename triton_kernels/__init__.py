@@ -1,5 +1,49 @@
-"""The ``triton`` backend (ssops.triton_kernels)."""
+"""The ``triton`` backend (ssops.triton_kernels): Triton kernels for every op.
+
+Runs on CUDA tensors, or on CPU tensors under ``TRITON_INTERPRET=1`` (Triton's interpreter,
+used to test the kernels without a GPU).  Computes in float32: float64 inputs are left to the
+reference backend.
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+
+_OPS = ("selective_scan",)
+MAX_N = 256
+
+
+def _interpreting() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
 def why_unavailable():
-    return "not implemented yet"
+    try:
+        import triton  # noqa: F401
+    except ImportError as exc:
+        return f"triton is not installed ({exc}); pip install 'ssops[triton]'"
+    if not (torch.cuda.is_available() or _interpreting()):
+        return "no CUDA device (set TRITON_INTERPRET=1 to run the kernels on the CPU, slowly)"
+    return None
+
+
+def why_not(op, tensors):
+    if op not in _OPS:
+        return f"{op} has no Triton kernel yet"
+    first = next(iter(tensors.values()))
+    if first.device.type == "cpu" and not _interpreting():
+        return "CPU tensors need TRITON_INTERPRET=1"
+    if first.device.type not in ("cpu", "cuda"):
+        return f"tensors on {first.device.type}"
+    if any(t is not None and t.dtype == torch.float64 for t in tensors.values()):
+        return "float64 inputs (the Triton kernels compute in float32)"
+    A = tensors.get("A")
+    if A is not None and A.shape[-1] > MAX_N:
+        return f"N={A.shape[-1]} > {MAX_N}"
+    return None
+
+
+from .selective_scan import selective_scan_bwd, selective_scan_fwd  # noqa: E402
+
+__all__ = ["selective_scan_fwd", "selective_scan_bwd", "why_unavailable", "why_not"]
