@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# On the GPU machine: install, check, test on the GPU, benchmark. Logs go to $OUT (or ./gpu-out).
+set -uo pipefail
+OUT=${OUT:-gpu-out}; mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
+python3 -m pip install -q --no-deps --no-build-isolation -e . 2>&1 | tail -2
+python3 -m ssops info
+python3 -m ssops check --device cuda --backend triton 2>&1 | tee "$OUT/check.log" | tail -4
+timeout ${TEST_TIMEOUT:-300} python3 -m pytest -q -x -p no:cacheprovider --hypothesis-profile=ci tests/ ${PYTEST_ARGS:-} 2>&1 | tee "$OUT/gpu_tests.log" | tail -6
+python3 bench/run.py --out "$OUT" ${BENCH_ARGS:-} 2>&1 | tee "$OUT/bench.log"

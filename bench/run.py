@@ -1,0 +1,128 @@
+"""Kernel benchmark: each scan case x backend, forward and backward, against the copy roofline.
+
+    python bench/run.py [--backends triton,cuda] [--out bench/results]
+
+Times the backends' forward and backward functions directly (no autograd overhead), with CUDA
+events: medians over fresh runs after warm-up, inputs drawn at random.  "roofline" is
+(bytes that must move) / time / (device-to-device copy bandwidth measured in this run), where
+the forward moves u, delta, z, B, C in and y out once, and the backward additionally reads dy
+and writes du, ddelta, dz, dB, dC once (the shared/anchors convention).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import statistics
+import subprocess
+import sys
+
+import torch
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+from ssops import dispatch, testing  # noqa: E402
+
+# name -> (batch, dim, L, N, groups, dtype, z): the shapes of shared/anchors
+CASES = {
+    "mamba_lm": (8, 1536, 2048, 16, 1, torch.bfloat16, True),
+    "vim_s": (64, 768, 197, 16, 1, torch.bfloat16, True),
+    "vmamba_t_s1": (128, 384, 3136, 1, 4, torch.float16, False),
+    "vmamba_t_s2": (128, 768, 784, 1, 4, torch.float16, False),
+    "vmamba_t_s3": (128, 1536, 196, 1, 4, torch.float16, False),
+    "vmamba_t_s4": (128, 3072, 49, 1, 4, torch.float16, False),
+}
+
+
+def cuda_time_ms(fn, warmup=5, repeat=30):
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeat):
+        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        a.record()
+        fn()
+        b.record()
+        b.synchronize()
+        times.append(a.elapsed_time(b))
+    return statistics.median(times)
+
+
+def copy_bandwidth_gbps():
+    x = torch.randn(256 * 2 ** 20, device="cuda")  # 1 GiB
+    y = torch.empty_like(x)
+    ms = cuda_time_ms(lambda: y.copy_(x))
+    return 2 * x.numel() * 4 / ms / 1e6
+
+
+def _bytes(*tensors):
+    return sum(t.numel() * t.element_size() for t in tensors if t is not None)
+
+
+def bench_case(name, backend, copy_gbps):
+    batch, dim, L, N, G, dtype, with_z = CASES[name]
+    b_mode = "grouped" if G > 1 else "variable"
+    args, kw = testing.make_selective_scan_inputs(batch=batch, dim=dim, L=L, N=N, b_mode=b_mode,
+                                                  c_mode=b_mode, groups=G, z=with_z,
+                                                  dtype=dtype, device="cuda", seed=1)
+    u, delta, A, B, C = args
+    D, z, bias = kw["D"], kw["z"], kw["delta_bias"]
+    impl = dispatch.resolve("selective_scan", backend, dict(u=u, delta=delta, A=A, B=B, C=C))
+    fwd = lambda: impl.selective_scan_fwd(u, delta, A, B, C, D, z, bias, True, dtype)  # noqa: E731
+    y, last = fwd()
+    dy = torch.randn_like(y)
+    bwd = lambda: impl.selective_scan_bwd(dy, None, u, delta, A, B, C, D, z, bias, True)  # noqa: E731
+    fwd_ms, bwd_ms = cuda_time_ms(fwd), cuda_time_ms(bwd)
+    torch.cuda.reset_peak_memory_stats()
+    base = torch.cuda.memory_allocated()
+    bwd()
+    peak_bwd = torch.cuda.max_memory_allocated() - base
+    fwd_bytes = _bytes(u, delta, z, B, C, y)
+    bwd_bytes = _bytes(u, delta, z, B, C, dy) + _bytes(u, delta, z, B, C)
+    return dict(shape=dict(batch=batch, dim=dim, L=L, N=N, groups=G, dtype=str(dtype),
+                           z=with_z), backend=backend,
+                fwd_ms=fwd_ms, bwd_ms=bwd_ms, fwd_bytes=fwd_bytes, bwd_bytes=bwd_bytes,
+                fwd_GBps=fwd_bytes / fwd_ms / 1e6, bwd_GBps=bwd_bytes / bwd_ms / 1e6,
+                fwd_roofline=fwd_bytes / fwd_ms / 1e6 / copy_gbps,
+                bwd_roofline=bwd_bytes / bwd_ms / 1e6 / copy_gbps,
+                bwd_extra_peak_MB=peak_bwd / 2 ** 20)
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--backends", default="triton")
+    p.add_argument("--cases", default=",".join(CASES))
+    p.add_argument("--out", default="bench/results")
+    args = p.parse_args()
+    import triton
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                            cwd=pathlib.Path(__file__).parent).stdout.strip() or os.environ.get(
+                                "SSOPS_COMMIT", "unknown")
+    copy = copy_bandwidth_gbps()
+    anchors_path = pathlib.Path(__file__).resolve().parents[1] / "bench" / "anchors_h100.json"
+    anchors = json.loads(anchors_path.read_text())["cases"] if anchors_path.exists() else {}
+    result = dict(device=torch.cuda.get_device_name(), torch=torch.__version__,
+                  triton=triton.__version__, cuda=torch.version.cuda, commit=commit,
+                  copy_GBps=copy, cases={})
+    print(f"{result['device']}  torch {torch.__version__}  triton {triton.__version__}  "
+          f"copy {copy:.0f} GB/s  commit {commit[:10]}")
+    print(f"{'case':<13}{'backend':<9}{'fwd ms':>8}{'%roof':>7}{'bwd ms':>8}{'%roof':>7}"
+          f"{'vs mamba_ssm fwd':>18}{'bwd':>7}")
+    for name in args.cases.split(","):
+        for backend in args.backends.split(","):
+            r = bench_case(name, backend, copy)
+            result["cases"][f"{name}/{backend}"] = r
+            a = anchors.get(name)
+            ratio = (f"{a['fwd_ms'] / r['fwd_ms']:>17.2f}x{a['bwd_ms'] / r['bwd_ms']:>6.2f}x"
+                     if a else "")
+            print(f"{name:<13}{backend:<9}{r['fwd_ms']:>8.3f}{100 * r['fwd_roofline']:>6.1f}%"
+                  f"{r['bwd_ms']:>8.3f}{100 * r['bwd_roofline']:>6.1f}%{ratio}")
+    out = pathlib.Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"selective_scan_{result['device'].replace(' ', '_')}_{commit[:10]}.json"
+    path.write_text(json.dumps(result, indent=1))
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
