@@ -4,7 +4,10 @@ set -uo pipefail
 OUT=${OUT:-gpu-out}; mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
-python3 -m pip install -q --no-deps --no-build-isolation -e . 2>&1 | tail -2
+# no package registry there: lay the installed package out by hand (setup.py's package_dir)
+SITE=$(mktemp -d); cp -r ssops "$SITE/"
+for d in reference triton_kernels models; do ln -s "$PWD/$d" "$SITE/ssops/$d"; done
+export PYTHONPATH="$SITE"
 python3 -m ssops info
 python3 -m ssops check --device cuda --backend triton 2>&1 | tee "$OUT/check.log" | tail -4
 timeout ${TEST_TIMEOUT:-300} python3 -m pytest -q -x -p no:cacheprovider --hypothesis-profile=ci tests/ ${PYTEST_ARGS:-} 2>&1 | tee "$OUT/gpu_tests.log" | tail -6

@@ -20,7 +20,6 @@ import sys
 
 import torch
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 from ssops import dispatch, testing  # noqa: E402
 
 # name -> (batch, dim, L, N, groups, dtype, z): the shapes of shared/anchors
@@ -95,9 +94,9 @@ def main():
     p.add_argument("--out", default="bench/results")
     args = p.parse_args()
     import triton
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                            cwd=pathlib.Path(__file__).parent).stdout.strip() or os.environ.get(
-                                "SSOPS_COMMIT", "unknown")
+    commit = os.environ.get("SSOPS_COMMIT") or subprocess.run(
+        ["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+        cwd=pathlib.Path(__file__).parent).stdout.strip()
     copy = copy_bandwidth_gbps()
     anchors_path = pathlib.Path(__file__).resolve().parents[1] / "bench" / "anchors_h100.json"
     anchors = json.loads(anchors_path.read_text())["cases"] if anchors_path.exists() else {}

@@ -66,7 +66,11 @@ def check(args):
     print(f"checking {', '.join(backends)} against the float64 reference on {device} "
           f"(relative L2 errors; tolerances in ssops.testing.TOLERANCE)")
     print(f"{'op':<22}{'case':<26}{'backend':<11}{'fwd err':>10}{'grad err':>10}  result")
-    failures = 0
+    failures = ran = 0
+    for name in backends:
+        if available_backends()[name] is not None:
+            print(f"{name}: unavailable: {available_backends()[name]}")
+            failures += 1
     for label, op, a, kw in _check_cases(device, dtypes):
         for name in backends:
             try:
@@ -78,9 +82,12 @@ def check(args):
                 continue
             ok = testing.passed(r)
             failures += not ok
+            ran += 1
             print(f"{op:<22}{label:<26}{name:<11}{max(r['out']):>10.2e}"
                   f"{max(r['grad'], default=0):>10.2e}  {'pass' if ok else 'FAIL'}")
-    print("all checks passed" if not failures else f"{failures} check(s) FAILED")
+    if not ran:
+        failures += 1
+    print(f"all {ran} checks passed" if not failures else f"{failures} check(s) FAILED ({ran} ran)")
     return 1 if failures else 0
 
 

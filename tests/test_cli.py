@@ -19,7 +19,7 @@ def test_info_lists_every_backend():
 def test_check_reference_passes():
     r = _run("check", "--backend", "reference", "--device", "cpu", "--dtypes", "float32,bfloat16")
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "all checks passed" in r.stdout
+    assert "checks passed" in r.stdout
     assert r.stdout.count(" pass") >= 20 and "FAIL" not in r.stdout
 
 
