@@ -7,6 +7,7 @@ import triton
 from .scan_kernels import scan_bwd_kernel, scan_fwd_kernel
 
 TILE = 4096  # elements of one (BLOCK_D, N, BLOCK_L) tile: 32 per thread at 4 warps
+override = {}  # (BLOCK_D cap, BLOCK_L, num_warps) forced by bench/sweep.py, keyed by N padded
 
 
 def _block_d(dpg: int, cap: int) -> int:
@@ -20,6 +21,9 @@ def _block_d(dpg: int, cap: int) -> int:
 def blocks(dim: int, dpg: int, N: int, L: int):
     """(BLOCK_D, N padded, BLOCK_L, num_warps) for a scan of this size."""
     NP = triton.next_power_of_2(N)
+    if NP in override:
+        cap, BL, warps = override[NP]
+        return _block_d(dpg, cap), NP, BL, warps
     BL = max(16, min(256 if NP == 1 else 64, triton.next_power_of_2(L)))
     BD = _block_d(dpg, max(1, min(64, TILE // (NP * BL))))
     return BD, NP, BL, 4
