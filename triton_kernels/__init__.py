@@ -10,7 +10,7 @@ import os
 
 import torch
 
-_OPS = ("selective_scan",)
+_OPS = ("selective_scan", "bidirectional_scan", "cross_scan", "cross_merge", "cross_selective_scan")
 MAX_N = 256
 
 
@@ -44,6 +44,11 @@ def why_not(op, tensors):
     return None
 
 
+from .bidirectional_scan import bidirectional_scan_bwd, bidirectional_scan_fwd  # noqa: E402
+from .cross_scan import cross_merge, cross_scan  # noqa: E402
+from .cross_selective_scan import cross_selective_scan_bwd, cross_selective_scan_fwd  # noqa: E402
 from .selective_scan import selective_scan_bwd, selective_scan_fwd  # noqa: E402
 
-__all__ = ["selective_scan_fwd", "selective_scan_bwd", "why_unavailable", "why_not"]
+__all__ = ["selective_scan_fwd", "selective_scan_bwd", "bidirectional_scan_fwd",
+           "bidirectional_scan_bwd", "cross_scan", "cross_merge", "cross_selective_scan_fwd",
+           "cross_selective_scan_bwd", "why_unavailable", "why_not"]
