@@ -41,14 +41,12 @@ def _cross_kernel(src_ptr, dst_ptr, C, L, W, H, sx_b, sx_c, sx_l, K: tl.constexp
     kstride = C * L
     acc = tl.zeros((BC, BS), dtype=tl.float32)
     for k in tl.static_range(K):
-        rev: tl.constexpr = FLAGS[k][0]
-        tr: tl.constexpr = FLAGS[k][1]
         if MERGE:
-            s = _route_pos_to_step(i, L, W, H, rev, tr)
+            s = _route_pos_to_step(i, L, W, H, FLAGS[k][0], FLAGS[k][1])
             acc += tl.load(src_ptr + b * K * kstride + k * kstride + c[:, None] * L + s[None, :],
                            mask=mask, other=0.0).to(tl.float32)
         else:
-            p = _route_step_to_pos(i, L, W, H, rev, tr).to(tl.int64)
+            p = _route_step_to_pos(i, L, W, H, FLAGS[k][0], FLAGS[k][1]).to(tl.int64)
             v = tl.load(src_ptr + b * sx_b + c[:, None] * sx_c + p[None, :] * sx_l, mask=mask)
             tl.store(dst_ptr + b * K * kstride + k * kstride + c[:, None] * L + i[None, :], v,
                      mask=mask)
