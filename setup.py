@@ -7,6 +7,7 @@ from setuptools import setup
 
 PACKAGES = {
     "ssops": "ssops",
+    "ssops.compat": "ssops/compat",
     "ssops.reference": "reference",
     "ssops.triton_kernels": "triton_kernels",
     "ssops.models": "models",

@@ -103,7 +103,9 @@ def make_cross_selective_scan_inputs(batch=2, channels=3, H=4, W=5, N=2, layout=
 
 # --------------------------------------------------------------------------------- comparing
 def rel_error(out: torch.Tensor, ref: torch.Tensor) -> float:
-    """||out - ref|| / ||ref|| in float64; inf where out has a non-finite value ref has not."""
+    """||out - ref|| / max(||ref||, 1e-3 sqrt(n)) in float64; inf where out has a non-finite
+    value ref has not.  The floor judges tensors whose RMS is under 1e-3 (an exactly zero
+    gradient, say) by their absolute error instead of dividing by almost nothing."""
     out, ref = out.detach().double().cpu(), ref.detach().double().cpu()
     if out.shape != ref.shape:
         return math.inf
@@ -111,7 +113,8 @@ def rel_error(out: torch.Tensor, ref: torch.Tensor) -> float:
         return math.inf
     fin = torch.isfinite(ref)
     diff = torch.linalg.vector_norm((out - ref)[fin])
-    return (diff / torch.linalg.vector_norm(ref[fin]).clamp_min(1e-30)).item()
+    floor = 1e-3 * math.sqrt(max(int(fin.sum()), 1))
+    return (diff / torch.linalg.vector_norm(ref[fin]).clamp_min(floor)).item()
 
 
 def _as_tuple(out):
@@ -228,7 +231,7 @@ def selective_scan_inputs(dtypes=(torch.float32,), device="cpu", max_batch=3, ma
         return make_selective_scan_inputs(
             batch=d(st.integers(1, max_batch)), dim=dim,
             L=d(st.one_of(st.just(1), st.integers(1, max_len))),
-            N=d(st.one_of(st.just(1), st.just(16), st.integers(1, max_N))),
+            N=d(st.one_of(st.just(1), st.just(min(16, max_N)), st.integers(1, max_N))),
             b_mode=d(st.sampled_from(["constant", "variable", "grouped"])),
             c_mode=d(st.sampled_from(["constant", "variable", "grouped"])), groups=groups,
             D=d(st.booleans()), z=d(st.booleans()), delta_bias=d(st.booleans()),

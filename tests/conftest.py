@@ -45,3 +45,16 @@ def backend(request):
 @pytest.fixture(scope="session")
 def device():
     return DEVICE
+
+
+# Where the Triton kernels run in Triton's interpreter (no GPU), keep shapes small: the
+# interpreter runs a (BLOCK_D, N, BLOCK_L) tile at Python speed.
+INTERPRETED_LIMITS = dict(max_len=24, max_N=4, max_dim=4, max_batch=2, max_side=5,
+                          L=24, N=4, dim=4, H=5, W=6, channels=4)
+
+
+def budget(backend, **sizes):
+    """The given sizes, capped where ``backend`` is interpreted on the CPU."""
+    if backend == "triton" and DEVICE == "cpu":
+        return {k: min(v, INTERPRETED_LIMITS[k]) for k, v in sizes.items()}
+    return sizes

@@ -2,10 +2,11 @@
 import pytest
 import torch
 from hypothesis import given
+from hypothesis import strategies as st
 
 import ssops
 from ssops import testing
-from conftest import DEVICE
+from conftest import DEVICE, budget
 
 
 def _flip(t):
@@ -40,14 +41,15 @@ def test_gradcheck_reference(z, D, softplus):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
 def test_backends_agree_vim_like(backend, dtype):
-    args, kw = testing.make_selective_scan_inputs(batch=2, dim=16, L=197, N=16, dtype=dtype,
-                                                  device=DEVICE, direction_axis=True)
+    args, kw = testing.make_selective_scan_inputs(batch=2, **budget(backend, dim=16, L=197, N=16),
+                                                  dtype=dtype, device=DEVICE, direction_axis=True)
     testing.assert_backends_agree("bidirectional_scan", *args, backends=[backend],
                                   combine="mean", **kw)
 
 
-@given(testing.selective_scan_inputs(dtypes=(torch.float32, torch.bfloat16), device=DEVICE,
-                                     max_len=40, direction_axis=True))
-def test_backends_agree_hypothesis(backend, case):
-    args, kw = case
+@given(data=st.data())
+def test_backends_agree_hypothesis(backend, data):
+    args, kw = data.draw(testing.selective_scan_inputs(
+        dtypes=(torch.float32, torch.bfloat16), device=DEVICE, direction_axis=True,
+        **budget(backend, max_len=40, max_N=17, max_dim=8)))
     testing.assert_backends_agree("bidirectional_scan", *args, backends=[backend], **kw)

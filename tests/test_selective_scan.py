@@ -4,10 +4,11 @@ import itertools
 import pytest
 import torch
 from hypothesis import given
+from hypothesis import strategies as st
 
 import ssops
 from ssops import reference, testing
-from conftest import DEVICE
+from conftest import DEVICE, budget
 
 DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
@@ -86,17 +87,27 @@ def test_nan_in_nan_out():
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_backends_agree_fixed(backend, dtype):
+    size = budget(backend, dim=8, L=130, N=16)
     for b_mode, c_mode, g in (("variable", "variable", 1), ("grouped", "grouped", 4),
                               ("constant", "constant", 1)):
-        args, kw = testing.make_selective_scan_inputs(batch=2, dim=8, L=130, N=16, b_mode=b_mode,
+        args, kw = testing.make_selective_scan_inputs(batch=2, **size, b_mode=b_mode,
                                                       c_mode=c_mode, groups=g, dtype=dtype,
                                                       device=DEVICE)
         testing.assert_backends_agree("selective_scan", *args, backends=[backend],
                                       return_last_state=True, **kw)
 
 
-@given(testing.selective_scan_inputs(dtypes=DTYPES, device=DEVICE))
-def test_backends_agree_hypothesis(backend, case):
-    args, kw = case
+@given(data=st.data())
+def test_backends_agree_hypothesis(backend, data):
+    args, kw = data.draw(testing.selective_scan_inputs(
+        dtypes=DTYPES, device=DEVICE, **budget(backend, max_len=70, max_N=17, max_dim=8)))
     testing.assert_backends_agree("selective_scan", *args, backends=[backend],
                                   return_last_state=True, **kw)
+
+
+def test_backends_agree_b_and_c_with_different_groups(backend):
+    """B with 4 groups and C with 2: each is indexed by its own group."""
+    args, kw = testing.make_selective_scan_inputs(batch=2, dim=8, L=20, N=2, b_mode="grouped",
+                                                  c_mode="grouped", groups=4, device=DEVICE)
+    C = torch.randn(2, 2, 2, 20, device=DEVICE)
+    testing.assert_backends_agree("selective_scan", *args[:4], C, backends=[backend], **kw)

@@ -1,13 +1,15 @@
 """selective_scan on the Triton kernels, and the launch helpers the other scan ops share."""
 from __future__ import annotations
 
+import math
+
 import torch
 import triton
 
 from .scan_kernels import scan_bwd_kernel, scan_fwd_kernel
 
 TILE = 4096  # elements of one (BLOCK_D, N, BLOCK_L) tile: 32 per thread at 4 warps
-override = {}  # (BLOCK_D cap, BLOCK_L, num_warps) forced by bench/sweep.py, keyed by N padded
+override = {}  # (BLOCK_D cap, BLOCK_L, num_warps, num_stages) forced by bench/sweep.py, by N padded
 
 
 def _block_d(dpg: int, cap: int) -> int:
@@ -19,14 +21,14 @@ def _block_d(dpg: int, cap: int) -> int:
 
 
 def blocks(dim: int, dpg: int, N: int, L: int):
-    """(BLOCK_D, N padded, BLOCK_L, num_warps) for a scan of this size."""
+    """(BLOCK_D, N padded, BLOCK_L, num_warps, num_stages) for a scan of this size."""
     NP = triton.next_power_of_2(N)
     if NP in override:
-        cap, BL, warps = override[NP]
-        return _block_d(dpg, cap), NP, BL, warps
+        cap, BL, warps, stages = override[NP]
+        return _block_d(dpg, cap), NP, BL, warps, stages
     BL = max(16, min(256 if NP == 1 else 64, triton.next_power_of_2(L)))
     BD = _block_d(dpg, max(1, min(64, TILE // (NP * BL))))
-    return BD, NP, BL, 4
+    return BD, NP, BL, 4, 3
 
 
 def _bc_layout(M: torch.Tensor, dim: int):
@@ -45,13 +47,14 @@ def scan_fwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus, y, last, *, y_
     N = A.shape[1]
     B, b_const, dpg, sB = _bc_layout(B, dim)
     C, c_const, dpg_c, sC = _bc_layout(C, dim)
-    BD, NP, BL, warps = blocks(dim, min(dpg, dpg_c), N, L)
+    BD, NP, BL, warps, stages = blocks(dim, math.gcd(dpg, dpg_c), N, L)
     scan_fwd_kernel[(triton.cdiv(dim, BD), batch)](
         u, delta, A, B, C, D, z, delta_bias, y_in, y, last,
-        dim, L, N, W, H, min(dpg, dpg_c), *u.stride(), *delta.stride(), *sB, *sC, y_scale,
+        dim, L, N, W, H, dpg, dpg_c, *u.stride(), *delta.stride(), *sB, *sC, y_scale,
         HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None,
         HAS_YIN=y_in is not None, SOFTPLUS=delta_softplus, B_CONST=b_const, C_CONST=c_const,
-        REVERSE=reverse, TRANSPOSE=transpose, BD=BD, NP=NP, BL=BL, num_warps=warps)
+        REVERSE=reverse, TRANSPOSE=transpose, BD=BD, NP=NP, BL=BL, num_warps=warps,
+        num_stages=stages)
 
 
 def scan_bwd(dy, dlast_state, u, delta, A, B, C, D, z, delta_bias, delta_softplus, du, ddelta,
@@ -62,8 +65,7 @@ def scan_bwd(dy, dlast_state, u, delta, A, B, C, D, z, delta_bias, delta_softplu
     N = A.shape[1]
     Bk, b_const, dpg, sB = _bc_layout(B, dim)
     Ck, c_const, dpg_c, sC = _bc_layout(C, dim)
-    dpg = min(dpg, dpg_c)
-    BD, NP, BL, warps = blocks(dim, dpg, N, L)
+    BD, NP, BL, warps, stages = blocks(dim, math.gcd(dpg, dpg_c), N, L)
     f32 = dict(device=u.device, dtype=torch.float32)
 
     def grad_buffer(M, const):  # per-batch partials for constant B/C, else atomics in M's shape
@@ -81,11 +83,11 @@ def scan_bwd(dy, dlast_state, u, delta, A, B, C, D, z, delta_bias, delta_softplu
     dbias = torch.empty(batch, dim, **f32) if delta_bias is not None else None
     scan_bwd_kernel[(triton.cdiv(dim, BD), batch)](
         u, delta, A, Bk, Ck, D, z, delta_bias, dy, dlast_state, carries, du_in, du, ddelta, dz,
-        dA, dB, dC, dD, dbias, dim, L, N, W, H, dpg, *u.stride(), *delta.stride(), *sB, *sC,
+        dA, dB, dC, dD, dbias, dim, L, N, W, H, dpg, dpg_c, *u.stride(), *delta.stride(), *sB, *sC,
         *sdB, *sdC, HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None,
         HAS_DLAST=dlast_state is not None, HAS_DUIN=du_in is not None, SOFTPLUS=delta_softplus,
         B_CONST=b_const, C_CONST=c_const, REVERSE=reverse, TRANSPOSE=transpose, BD=BD, NP=NP,
-        BL=BL, num_warps=warps)
+        BL=BL, num_warps=warps, num_stages=stages)
     dB = dB.sum(0) if b_const else dB.view(B.shape)
     dC = dC.sum(0) if c_const else dC.view(C.shape)
     return (dA.sum(0), dB, dC, None if dD is None else dD.sum(0),
