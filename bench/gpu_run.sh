@@ -13,5 +13,5 @@ python3 -m ssops info
 python3 -m ssops check --device cuda --backend triton 2>&1 | tee "$OUT/check.log" | tail -4
 timeout ${TEST_TIMEOUT:-300} python3 -m pytest -q -x -p no:cacheprovider --hypothesis-profile=ci tests/ ${PYTEST_ARGS:-} 2>&1 | tee "$OUT/gpu_tests.log" | tail -6
 python3 bench/run.py --out "$OUT" ${BENCH_ARGS:-} 2>&1 | tee "$OUT/bench.log"
-[ -n "${SWEEP:-}" ] && (cd bench && python3 sweep.py "$SWEEP" 2>&1 | tee "$OUT/sweep.log")
+[ -n "${SWEEP:-}" ] && (cd bench && timeout ${SWEEP_TIMEOUT:-180} python3 sweep.py "$SWEEP" 2>&1 | tee "$OUT/sweep.log")
 true
