@@ -126,7 +126,10 @@ def _float_tensor(a):
 
 
 def _run(op, args, kwargs, backend, dtype=None, cotangent_seed=0):
-    """Outputs and gradients of op on backend; inputs cast to ``dtype`` if given."""
+    """Outputs and gradients of op on backend; inputs cast to ``dtype`` if given.
+
+    The cotangents are rounded to the first input's dtype, so the float64 reference and a
+    half-precision backend differentiate against exactly the same values."""
     leaves = [a.detach().to(dtype or a.dtype).requires_grad_() if _float_tensor(a) else a
               for a in args]
     kw = {k: (v.detach().to(dtype or v.dtype).requires_grad_() if _float_tensor(v) else v)
@@ -135,7 +138,8 @@ def _run(op, args, kwargs, backend, dtype=None, cotangent_seed=0):
         kw.pop("out_dtype", None)  # the float64 reference keeps float64 outputs
     outs = _as_tuple(op(*leaves, backend=backend, **kw))
     gen = torch.Generator().manual_seed(cotangent_seed)
-    cot = [torch.randn(o.shape, generator=gen, dtype=torch.float64).to(o) for o in outs]
+    low = next(a for a in list(args) + list(kwargs.values()) if _float_tensor(a)).dtype
+    cot = [torch.randn(o.shape, generator=gen, dtype=torch.float64).to(low).to(o) for o in outs]
     wrt = [a for a in leaves + list(kw.values()) if _float_tensor(a)]
     grads = torch.autograd.grad(outs, wrt, cot, allow_unused=True)
     return [o.detach() for o in outs], list(grads)

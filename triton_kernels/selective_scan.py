@@ -8,7 +8,6 @@ import triton
 
 from .scan_kernels import scan_bwd_kernel, scan_fwd_kernel
 
-TILE = 4096  # elements of one (BLOCK_D, N, BLOCK_L) tile: 32 per thread at 4 warps
 override = {}  # (BLOCK_D cap, BLOCK_L, num_warps, num_stages) forced by bench/sweep.py, by N padded
 
 
@@ -20,15 +19,18 @@ def _block_d(dpg: int, cap: int) -> int:
     return bd
 
 
-def blocks(dim: int, dpg: int, N: int, L: int):
-    """(BLOCK_D, N padded, BLOCK_L, num_warps, num_stages) for a scan of this size."""
+def blocks(dim: int, dpg: int, N: int, L: int, backward: bool = False):
+    """(BLOCK_D, N padded, BLOCK_L, num_warps, num_stages) for a scan of this size.
+
+    Small tiles won on the H100 (bench/NOTES.md): the chunk loop is latency-bound, so more
+    programs in flight beat wider ones, and the backward spills registers past ~1024 elements."""
     NP = triton.next_power_of_2(N)
     if NP in override:
         cap, BL, warps, stages = override[NP]
         return _block_d(dpg, cap), NP, BL, warps, stages
-    BL = max(16, min(256 if NP == 1 else 64, triton.next_power_of_2(L)))
-    BD = _block_d(dpg, max(1, min(64, TILE // (NP * BL))))
-    return BD, NP, BL, 4, 3
+    BL = max(16, min(128 if NP == 1 else 32, triton.next_power_of_2(L)))
+    tile, warps = (1024, 4) if backward and NP == 1 else (512, 2)
+    return _block_d(dpg, max(1, tile // (NP * BL))), NP, BL, warps, 3
 
 
 def _bc_layout(M: torch.Tensor, dim: int):
@@ -65,7 +67,7 @@ def scan_bwd(dy, dlast_state, u, delta, A, B, C, D, z, delta_bias, delta_softplu
     N = A.shape[1]
     Bk, b_const, dpg, sB = _bc_layout(B, dim)
     Ck, c_const, dpg_c, sC = _bc_layout(C, dim)
-    BD, NP, BL, warps, stages = blocks(dim, math.gcd(dpg, dpg_c), N, L)
+    BD, NP, BL, warps, stages = blocks(dim, math.gcd(dpg, dpg_c), N, L, backward=True)
     f32 = dict(device=u.device, dtype=torch.float32)
 
     def grad_buffer(M, const):  # per-batch partials for constant B/C, else atomics in M's shape
