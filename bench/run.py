@@ -14,13 +14,12 @@ import argparse
 import json
 import os
 import pathlib
-import statistics
 import subprocess
-import sys
 
 import torch
 
-from ssops import dispatch, testing  # noqa: E402
+from ssops import dispatch, testing
+from ssops._bench import time_ms
 
 # name -> (batch, dim, L, N, groups, dtype, z): the shapes of shared/anchors
 CASES = {
@@ -33,18 +32,8 @@ CASES = {
 }
 
 
-def cuda_time_ms(fn, warmup=5, repeat=30):
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeat):
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record()
-        fn()
-        b.record()
-        b.synchronize()
-        times.append(a.elapsed_time(b))
-    return statistics.median(times)
+def cuda_time_ms(fn):
+    return time_ms(fn, warmup=5, repeat=30)
 
 
 def copy_bandwidth_gbps():

@@ -10,9 +10,6 @@ import functools
 
 import torch
 
-ROUTES = {"unidi": 1, "bidi": 2, "cross": 4}
-
-
 @functools.lru_cache(maxsize=64)
 def route_index(H: int, W: int, routes: str, device: torch.device) -> torch.Tensor:
     """(K, H*W) int64: natural position visited at each step of each route."""

@@ -32,20 +32,24 @@ def time_ms(fn, warmup=3, repeat=20):
 
 
 def _cases(device):
+    """(label, op, args, kwargs): Mamba-LM, Vim-S and VMamba-T stage-1 shapes on the GPU,
+    small ones on the CPU."""
     big = device != "cpu"
     dt = torch.bfloat16 if big else torch.float32
+    ops = testing.OPS
     args, kw = testing.make_selective_scan_inputs(
         batch=8 if big else 2, dim=1536 if big else 64, L=2048 if big else 256, N=16, dtype=dt,
         device=device)
-    yield "selective_scan (Mamba LM)" if big else "selective_scan", testing.OPS["selective_scan"], args, kw
+    yield "selective_scan", ops["selective_scan"], args, kw
     args, kw = testing.make_selective_scan_inputs(
         batch=64 if big else 2, dim=384 if big else 32, L=197, N=16, dtype=dt, device=device,
         direction_axis=True)
-    yield "bidirectional_scan (Vim-S)" if big else "bidirectional_scan", testing.OPS["bidirectional_scan"], args, kw
+    yield "bidirectional_scan", ops["bidirectional_scan"], args, kw
+    side = 56 if big else 14
     args, kw = testing.make_cross_selective_scan_inputs(
-        batch=128 if big else 2, channels=96 if big else 16, H=56 if big else 14,
-        W=56 if big else 14, N=1, dtype=torch.float16 if big else dt, device=device)
-    yield "cross_selective_scan (VMamba s1)" if big else "cross_selective_scan", testing.OPS["cross_selective_scan"], args, kw
+        batch=128 if big else 2, channels=96 if big else 16, H=side, W=side, N=1,
+        dtype=torch.float16 if big else dt, device=device)
+    yield "cross_selective_scan", ops["cross_selective_scan"], args, kw
 
 
 def quick_bench(device, backends=None):
@@ -58,7 +62,8 @@ def quick_bench(device, backends=None):
                 fwd = time_ms(lambda: op(*leaves, backend=name, **kw))
                 out = op(*leaves, backend=name, **kw)
                 dy = torch.randn_like(out)
-                both = time_ms(lambda: torch.autograd.grad(op(*leaves, backend=name, **kw), leaves, dy))
+                both = time_ms(lambda: torch.autograd.grad(op(*leaves, backend=name, **kw),
+                                                           leaves, dy))
             except BackendError as exc:
                 print(f"{label:<34}{name:<11}  skipped: {str(exc)[:60]}")
                 continue

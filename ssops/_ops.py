@@ -14,6 +14,7 @@ from torch import Tensor
 from torch.utils.flop_counter import register_flop_formula
 
 from .dispatch import resolve
+from .validation import ROUTES
 
 _SCAN_ARGS = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")
 
@@ -142,7 +143,7 @@ def cross_scan(x: Tensor, layout: str, routes: str, backend: str) -> Tensor:
 @cross_scan.register_fake
 def _(x, layout, routes, backend):
     b, c, h, w = x.shape if layout == "bchw" else (x.shape[0], x.shape[3], x.shape[1], x.shape[2])
-    return x.new_empty((b, {"unidi": 1, "bidi": 2, "cross": 4}[routes], c, h * w))
+    return x.new_empty((b, ROUTES[routes], c, h * w))
 
 
 @torch.library.custom_op("ssops::cross_merge", mutates_args=())

@@ -21,6 +21,7 @@ import torch
 
 from . import functional as F
 from .dispatch import BACKENDS, BackendError
+from .validation import ROUTES
 
 TOLERANCE = {torch.float64: 1e-9, torch.float32: 1e-4,
              torch.float16: 4 * 2.0 ** -11, torch.bfloat16: 4 * 2.0 ** -8}
@@ -87,7 +88,7 @@ def make_cross_selective_scan_inputs(batch=2, channels=3, H=4, W=5, N=2, layout=
                                      routes="cross", D=True, delta_bias=True, delta_softplus=True,
                                      dtype=torch.float32, device="cpu", seed=0):
     """(args, kwargs) for ``cross_selective_scan_core``."""
-    K = {"unidi": 1, "bidi": 2, "cross": 4}[routes]
+    K = ROUTES[routes]
     gen = torch.Generator().manual_seed(seed)
     wdt = torch.float64 if dtype == torch.float64 else torch.float32
     r = lambda shape, dt=dtype, kind="normal": _rand(shape, dt, device, gen, kind)  # noqa: E731

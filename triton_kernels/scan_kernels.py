@@ -52,6 +52,38 @@ def _edge(x, idx, at):
 
 
 @triton.jit
+def _bc_constant(ptr, d, n, s_d, s_n, mask, CONST: tl.constexpr):
+    """A constant (dim, N) B or C as a (BD, NP, 1) tile; 0 when B/C vary in time."""
+    if CONST:
+        return tl.load(ptr + d[:, None] * s_d + n[None, :] * s_n, mask=mask,
+                       other=0.0).to(tl.float32)[:, :, None]
+    return 0.0
+
+
+@triton.jit
+def _bc_chunk(ptr, row, pos, mask, s_l, constant, CONST: tl.constexpr):
+    """B or C at the chunk's steps: a (1, NP, BL) tile, or the constant tile."""
+    if CONST:
+        return constant
+    return tl.load(ptr + row + pos[None, :] * s_l, mask=mask, other=0.0).to(tl.float32)[None]
+
+
+@triton.jit
+def _chunk_states(u_ptr, delta_ptr, B_ptr, urow, drow, Brow, pos, m2, bc_mask, su_l, sd_l, sB_l,
+                  bias, A2, Bc, carry, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
+                  B_CONST: tl.constexpr, REVERSE: tl.constexpr):
+    """Load one chunk and scan it from ``carry``.
+    Returns u, delta before and after softplus, B, dB*u and the states h (BD, NP, BL)."""
+    u = tl.load(u_ptr + urow + pos[None, :] * su_l, mask=m2, other=0.0).to(tl.float32)
+    pre, dt = _delta(delta_ptr, drow, m2, pos[None, :], sd_l, bias, HAS_BIAS, SOFTPLUS)
+    Bt = _bc_chunk(B_ptr, Brow, pos, bc_mask, sB_l, Bc, B_CONST)
+    dA = tl.exp2(dt[:, None, :] * A2[:, :, None])
+    dBu = (dt * u)[:, None, :] * Bt
+    a_run, h = tl.associative_scan((dA, dBu), axis=2, combine_fn=_pair_combine, reverse=REVERSE)
+    return u, pre, dt, Bt, dBu, h + a_run * carry[:, :, None]
+
+
+@triton.jit
 def scan_fwd_kernel(
     u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, yin_ptr, y_ptr, last_ptr,
     dim, L, N, W, H, dpg_b, dpg_c,
@@ -77,12 +109,8 @@ def scan_fwd_kernel(
     A2 = A * 1.4426950408889634  # exp(x) = exp2(x * log2 e)
     bias = tl.load(bias_ptr + d, mask=dmask, other=0.0).to(tl.float32) if HAS_BIAS else None
     Dv = tl.load(D_ptr + d, mask=dmask, other=0.0).to(tl.float32) if HAS_D else None
-    if B_CONST:
-        Bc = tl.load(B_ptr + d[:, None] * sB_g + n[None, :] * sB_n, mask=dn_mask, other=0.0)
-        Bc = Bc.to(tl.float32)[:, :, None]
-    if C_CONST:
-        Cc = tl.load(C_ptr + d[:, None] * sC_g + n[None, :] * sC_n, mask=dn_mask, other=0.0)
-        Cc = Cc.to(tl.float32)[:, :, None]
+    Bc = _bc_constant(B_ptr, d, n, sB_g, sB_n, dn_mask, B_CONST)
+    Cc = _bc_constant(C_ptr, d, n, sC_g, sC_n, dn_mask, C_CONST)
     urow = b * su_b + d[:, None].to(tl.int64) * su_d
     drow = b * sd_b + d[:, None].to(tl.int64) * sd_d
     Brow = b * sB_b + gb * sB_g + n[:, None] * sB_n
@@ -95,26 +123,12 @@ def scan_fwd_kernel(
         smask = s < L
         pos = _positions(s, W, H, TRANSPOSE).to(tl.int64)
         m2 = dmask[:, None] & smask[None, :]
-        u = tl.load(u_ptr + urow + pos[None, :] * su_l, mask=m2, other=0.0).to(tl.float32)
-        _, dt = _delta(delta_ptr, drow, m2, pos[None, :], sd_l, bias, HAS_BIAS,
-                       SOFTPLUS)
-        if B_CONST:
-            Bt = Bc
-        else:
-            Bt = tl.load(B_ptr + Brow + pos[None, :] * sB_l,
-                         mask=nmask[:, None] & smask[None, :], other=0.0).to(tl.float32)[None]
-        if C_CONST:
-            Ct = Cc
-        else:
-            Ct = tl.load(C_ptr + Crow + pos[None, :] * sC_l,
-                         mask=nmask[:, None] & smask[None, :], other=0.0).to(tl.float32)[None]
-        dA = tl.exp2(dt[:, None, :] * A2[:, :, None])
-        dBu = (dt * u)[:, None, :] * Bt
-        a_run, h = tl.associative_scan((dA, dBu), axis=2, combine_fn=_pair_combine,
-                                       reverse=REVERSE)
-        h = h + a_run * carry[:, :, None]
+        bc_mask = nmask[:, None] & smask[None, :]
+        u, _, _, _, _, h = _chunk_states(u_ptr, delta_ptr, B_ptr, urow, drow, Brow, pos, m2,
+                                         bc_mask, su_l, sd_l, sB_l, bias, A2, Bc, carry,
+                                         HAS_BIAS, SOFTPLUS, B_CONST, REVERSE)
         carry = _edge(h, idx, 0 if REVERSE else BL - 1)
-        y = tl.sum(h * Ct, axis=1)
+        y = tl.sum(h * _bc_chunk(C_ptr, Crow, pos, bc_mask, sC_l, Cc, C_CONST), axis=1)
         if HAS_D:
             y += Dv[:, None] * u
         if HAS_YIN:
@@ -156,12 +170,8 @@ def scan_bwd_kernel(
     A2 = A * 1.4426950408889634
     bias = tl.load(bias_ptr + d, mask=dmask, other=0.0).to(tl.float32) if HAS_BIAS else None
     Dv = tl.load(D_ptr + d, mask=dmask, other=0.0).to(tl.float32) if HAS_D else None
-    if B_CONST:
-        Bc = tl.load(B_ptr + d[:, None] * sB_g + n[None, :] * sB_n, mask=dn_mask, other=0.0)
-        Bc = Bc.to(tl.float32)[:, :, None]
-    if C_CONST:
-        Cc = tl.load(C_ptr + d[:, None] * sC_g + n[None, :] * sC_n, mask=dn_mask, other=0.0)
-        Cc = Cc.to(tl.float32)[:, :, None]
+    Bc = _bc_constant(B_ptr, d, n, sB_g, sB_n, dn_mask, B_CONST)
+    Cc = _bc_constant(C_ptr, d, n, sC_g, sC_n, dn_mask, C_CONST)
     urow = b * su_b + d[:, None].to(tl.int64) * su_d
     drow = b * sd_b + d[:, None].to(tl.int64) * sd_d
     Brow = b * sB_b + gb * sB_g + n[:, None] * sB_n
@@ -180,18 +190,10 @@ def scan_bwd_kernel(
         smask = s < L
         pos = _positions(s, W, H, TRANSPOSE).to(tl.int64)
         m2 = dmask[:, None] & smask[None, :]
-        u = tl.load(u_ptr + urow + pos[None, :] * su_l, mask=m2, other=0.0).to(tl.float32)
-        _, dt = _delta(delta_ptr, drow, m2, pos[None, :], sd_l, bias, HAS_BIAS,
-                       SOFTPLUS)
-        if B_CONST:
-            Bt = Bc
-        else:
-            Bt = tl.load(B_ptr + Brow + pos[None, :] * sB_l,
-                         mask=nmask[:, None] & smask[None, :], other=0.0).to(tl.float32)[None]
-        dA = tl.exp2(dt[:, None, :] * A2[:, :, None])
-        a_run, h = tl.associative_scan((dA, (dt * u)[:, None, :] * Bt), axis=2,
-                                       combine_fn=_pair_combine, reverse=REVERSE)
-        carry = _edge(h + a_run * carry[:, :, None], idx, 0 if REVERSE else BL - 1)
+        _, _, _, _, _, h = _chunk_states(u_ptr, delta_ptr, B_ptr, urow, drow, Brow, pos, m2,
+                                         nmask[:, None] & smask[None, :], su_l, sd_l, sB_l, bias,
+                                         A2, Bc, carry, HAS_BIAS, SOFTPLUS, B_CONST, REVERSE)
+        carry = _edge(h, idx, 0 if REVERSE else BL - 1)
 
     # pass 2: chunks in the other order; recompute states, run the adjoint recurrence
     if HAS_DLAST:
@@ -212,30 +214,16 @@ def scan_bwd_kernel(
         pos = _positions(s, W, H, TRANSPOSE).to(tl.int64)
         m2 = dmask[:, None] & smask[None, :]
         bc_mask = nmask[:, None] & smask[None, :]
-        u = tl.load(u_ptr + urow + pos[None, :] * su_l, mask=m2, other=0.0).to(tl.float32)
-        pre, dt = _delta(delta_ptr, drow, m2, pos[None, :], sd_l, bias, HAS_BIAS,
-                         SOFTPLUS)
+        h0 = tl.load(carry_ptr + crow + c, mask=dn_mask, other=0.0)
+        u, pre, dt, Bt, dBu, h = _chunk_states(u_ptr, delta_ptr, B_ptr, urow, drow, Brow, pos, m2,
+                                               bc_mask, su_l, sd_l, sB_l, bias, A2, Bc, h0,
+                                               HAS_BIAS, SOFTPLUS, B_CONST, REVERSE)
+        Ct = _bc_chunk(C_ptr, Crow, pos, bc_mask, sC_l, Cc, C_CONST)
         s_next = s + step
         next_mask = dmask[:, None] & ((s_next >= 0) & (s_next < L))[None, :]
         pos_next = _positions(s_next, W, H, TRANSPOSE).to(tl.int64)
         _, dt_next = _delta(delta_ptr, drow, next_mask, pos_next[None, :], sd_l,
                             bias, HAS_BIAS, SOFTPLUS)
-        if B_CONST:
-            Bt = Bc
-        else:
-            Bt = tl.load(B_ptr + Brow + pos[None, :] * sB_l, mask=bc_mask,
-                         other=0.0).to(tl.float32)[None]
-        if C_CONST:
-            Ct = Cc
-        else:
-            Ct = tl.load(C_ptr + Crow + pos[None, :] * sC_l, mask=bc_mask,
-                         other=0.0).to(tl.float32)[None]
-        dA = tl.exp2(dt[:, None, :] * A2[:, :, None])
-        dBu = (dt * u)[:, None, :] * Bt
-        h0 = tl.load(carry_ptr + crow + c, mask=dn_mask, other=0.0)
-        a_run, h = tl.associative_scan((dA, dBu), axis=2, combine_fn=_pair_combine,
-                                       reverse=REVERSE)
-        h = h + a_run * h0[:, :, None]
         dout = tl.load(dy_ptr + urow + pos[None, :] * su_l, mask=m2, other=0.0).to(tl.float32)
         if HAS_Z:
             zt = tl.load(z_ptr + urow + pos[None, :] * su_l, mask=m2, other=0.0).to(tl.float32)
