@@ -54,18 +54,21 @@ def _edge(x, idx, at):
 @triton.jit
 def _bc_constant(ptr, d, n, s_d, s_n, mask, CONST: tl.constexpr):
     """A constant (dim, N) B or C as a (BD, NP, 1) tile; 0 when B/C vary in time."""
-    if CONST:
-        return tl.load(ptr + d[:, None] * s_d + n[None, :] * s_n, mask=mask,
+    tile = 0.0
+    if CONST:  # compile-time branch: one return type, as compiled Triton requires
+        tile = tl.load(ptr + d[:, None] * s_d + n[None, :] * s_n, mask=mask,
                        other=0.0).to(tl.float32)[:, :, None]
-    return 0.0
+    return tile
 
 
 @triton.jit
 def _bc_chunk(ptr, row, pos, mask, s_l, constant, CONST: tl.constexpr):
     """B or C at the chunk's steps: a (1, NP, BL) tile, or the constant tile."""
     if CONST:
-        return constant
-    return tl.load(ptr + row + pos[None, :] * s_l, mask=mask, other=0.0).to(tl.float32)[None]
+        tile = constant
+    else:
+        tile = tl.load(ptr + row + pos[None, :] * s_l, mask=mask, other=0.0).to(tl.float32)[None]
+    return tile
 
 
 @triton.jit
