@@ -1,5 +1,10 @@
 """Kernel benchmark: each scan case x backend, forward and backward, against the copy roofline.
 
+Cases: selective_scan at the shared/anchors shapes (mamba_ssm's times in bench/anchors_h100.json),
+bidirectional_scan at Vim-S (vs two mamba_ssm scans, flips not counted) and the SS2D core
+cross_selective_scan at VMamba-T's stages (vs VMamba's unfused cross-scan + mamba_ssm scan +
+cross-merge, shared/anchors/vmamba_ss2d_unfused_h100.json).
+
     python bench/run.py [--backends triton,cuda] [--out bench/results]
 
 Times the backends' forward and backward functions directly (no autograd overhead), with CUDA
@@ -32,6 +37,12 @@ CASES = {
 }
 
 
+# bidirectional_scan: name -> (batch, dim, L, N, dtype); z shared, combine "mean" (Vim)
+BIDI_CASES = {"vim_s_bidi": (64, 768, 197, 16, torch.bfloat16)}
+# cross_selective_scan (core): name -> (batch, channels, H=W, N, dtype); 4 routes, softplus
+SS2D_CASES = {f"ss2d_s{i + 1}": (128, 96 * 2 ** i, 56 // 2 ** i, 1, torch.float16) for i in range(4)}
+
+
 def cuda_time_ms(fn):
     return time_ms(fn, warmup=5, repeat=30)
 
@@ -47,7 +58,57 @@ def _bytes(*tensors):
     return sum(t.numel() * t.element_size() for t in tensors if t is not None)
 
 
+def _result(shape, backend, fwd, bwd, fwd_bytes, bwd_bytes, copy_gbps):
+    fwd_ms, bwd_ms = cuda_time_ms(fwd), cuda_time_ms(bwd)
+    torch.cuda.reset_peak_memory_stats()
+    base = torch.cuda.memory_allocated()
+    bwd()
+    peak_bwd = torch.cuda.max_memory_allocated() - base
+    return dict(shape=shape, backend=backend, fwd_ms=fwd_ms, bwd_ms=bwd_ms, fwd_bytes=fwd_bytes,
+                bwd_bytes=bwd_bytes, fwd_GBps=fwd_bytes / fwd_ms / 1e6,
+                bwd_GBps=bwd_bytes / bwd_ms / 1e6,
+                fwd_roofline=fwd_bytes / fwd_ms / 1e6 / copy_gbps,
+                bwd_roofline=bwd_bytes / bwd_ms / 1e6 / copy_gbps,
+                bwd_extra_peak_MB=peak_bwd / 2 ** 20)
+
+
+def bench_bidi(name, backend, copy_gbps):
+    batch, dim, L, N, dtype = BIDI_CASES[name]
+    args, kw = testing.make_selective_scan_inputs(batch=batch, dim=dim, L=L, N=N, dtype=dtype,
+                                                  device="cuda", seed=1, direction_axis=True)
+    u, delta, A, B, C = args
+    D, z, bias = kw["D"], kw["z"], kw["delta_bias"]
+    impl = dispatch.resolve("bidirectional_scan", backend, dict(u=u, delta=delta, A=A, B=B, C=C))
+    fwd = lambda: impl.bidirectional_scan_fwd(u, delta, A, B, C, D, z, bias, True, "mean", dtype)  # noqa: E731
+    y = fwd()
+    dy = torch.randn_like(y)
+    bwd = lambda: impl.bidirectional_scan_bwd(dy, u, delta, A, B, C, D, z, bias, True, "mean")  # noqa: E731
+    shape = dict(batch=batch, dim=dim, L=L, N=N, dtype=str(dtype), z=True)
+    return _result(shape, backend, fwd, bwd, _bytes(u, delta, z, B, C, y),
+                   _bytes(u, delta, z, B, C, dy) + _bytes(u, delta, z, B, C), copy_gbps)
+
+
+def bench_ss2d(name, backend, copy_gbps):
+    batch, channels, side, N, dtype = SS2D_CASES[name]
+    args, kw = testing.make_cross_selective_scan_inputs(batch, channels, side, side, N=N,
+                                                        dtype=dtype, device="cuda", seed=1)
+    x, delta, A, B, C = args
+    D, bias = kw["D"], kw["delta_bias"]
+    impl = dispatch.resolve("cross_selective_scan", backend, dict(x=x, delta=delta, A=A, B=B, C=C))
+    fwd = lambda: impl.cross_selective_scan_fwd(x, delta, A, B, C, D, bias, True, "bchw", "cross", dtype)  # noqa: E731
+    y = fwd()
+    dy = torch.randn_like(y)
+    bwd = lambda: impl.cross_selective_scan_bwd(dy, x, delta, A, B, C, D, bias, True, "bchw", "cross")  # noqa: E731
+    shape = dict(batch=batch, channels=channels, H=side, W=side, N=N, routes=4, dtype=str(dtype))
+    return _result(shape, backend, fwd, bwd, _bytes(x, delta, B, C, y),
+                   _bytes(x, delta, B, C, dy) + _bytes(x, delta, B, C), copy_gbps)
+
+
 def bench_case(name, backend, copy_gbps):
+    if name in BIDI_CASES:
+        return bench_bidi(name, backend, copy_gbps)
+    if name in SS2D_CASES:
+        return bench_ss2d(name, backend, copy_gbps)
     batch, dim, L, N, G, dtype, with_z = CASES[name]
     b_mode = "grouped" if G > 1 else "variable"
     args, kw = testing.make_selective_scan_inputs(batch=batch, dim=dim, L=L, N=N, b_mode=b_mode,
@@ -60,26 +121,29 @@ def bench_case(name, backend, copy_gbps):
     y, last = fwd()
     dy = torch.randn_like(y)
     bwd = lambda: impl.selective_scan_bwd(dy, None, u, delta, A, B, C, D, z, bias, True)  # noqa: E731
-    fwd_ms, bwd_ms = cuda_time_ms(fwd), cuda_time_ms(bwd)
-    torch.cuda.reset_peak_memory_stats()
-    base = torch.cuda.memory_allocated()
-    bwd()
-    peak_bwd = torch.cuda.max_memory_allocated() - base
-    fwd_bytes = _bytes(u, delta, z, B, C, y)
-    bwd_bytes = _bytes(u, delta, z, B, C, dy) + _bytes(u, delta, z, B, C)
-    return dict(shape=dict(batch=batch, dim=dim, L=L, N=N, groups=G, dtype=str(dtype),
-                           z=with_z), backend=backend,
-                fwd_ms=fwd_ms, bwd_ms=bwd_ms, fwd_bytes=fwd_bytes, bwd_bytes=bwd_bytes,
-                fwd_GBps=fwd_bytes / fwd_ms / 1e6, bwd_GBps=bwd_bytes / bwd_ms / 1e6,
-                fwd_roofline=fwd_bytes / fwd_ms / 1e6 / copy_gbps,
-                bwd_roofline=bwd_bytes / bwd_ms / 1e6 / copy_gbps,
-                bwd_extra_peak_MB=peak_bwd / 2 ** 20)
+    shape = dict(batch=batch, dim=dim, L=L, N=N, groups=G, dtype=str(dtype), z=with_z)
+    return _result(shape, backend, fwd, bwd, _bytes(u, delta, z, B, C, y),
+                   _bytes(u, delta, z, B, C, dy) + _bytes(u, delta, z, B, C), copy_gbps)
+
+
+def baseline(name, anchors):
+    """(fwd ms, fwd+bwd-or-bwd ms, what) of the existing implementation for this case."""
+    if name in CASES and name in anchors["cases"]:
+        a = anchors["cases"][name]
+        return a["fwd_ms"], a["bwd_ms"], "mamba_ssm"
+    if name in BIDI_CASES:
+        a = anchors["cases"]["vim_s"]
+        return 2 * a["fwd_ms"], 2 * a["bwd_ms"], "2x mamba_ssm"
+    stage = anchors.get("ss2d_unfused", {}).get(name.replace("ss2d_", ""))
+    if stage:
+        return stage["unfused_fwd_ms"], stage["unfused_fwd_bwd_ms"] - stage["unfused_fwd_ms"], "unfused"
+    return None
 
 
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--backends", default="triton")
-    p.add_argument("--cases", default=",".join(CASES))
+    p.add_argument("--cases", default=",".join([*CASES, *BIDI_CASES, *SS2D_CASES]))
     p.add_argument("--out", default="bench/results")
     args = p.parse_args()
     import triton
@@ -88,26 +152,27 @@ def main():
         cwd=pathlib.Path(__file__).parent).stdout.strip()
     copy = copy_bandwidth_gbps()
     anchors_path = pathlib.Path(__file__).resolve().parents[1] / "bench" / "anchors_h100.json"
-    anchors = json.loads(anchors_path.read_text())["cases"] if anchors_path.exists() else {}
+    anchors = json.loads(anchors_path.read_text())
     result = dict(device=torch.cuda.get_device_name(), torch=torch.__version__,
                   triton=triton.__version__, cuda=torch.version.cuda, commit=commit,
                   copy_GBps=copy, cases={})
     print(f"{result['device']}  torch {torch.__version__}  triton {triton.__version__}  "
           f"copy {copy:.0f} GB/s  commit {commit[:10]}")
     print(f"{'case':<13}{'backend':<9}{'fwd ms':>8}{'%roof':>7}{'bwd ms':>8}{'%roof':>7}"
-          f"{'vs mamba_ssm fwd':>18}{'bwd':>7}")
+          f"{'speedup fwd':>13}{'bwd':>7}  vs")
     for name in args.cases.split(","):
         for backend in args.backends.split(","):
             r = bench_case(name, backend, copy)
             result["cases"][f"{name}/{backend}"] = r
-            a = anchors.get(name)
-            ratio = (f"{a['fwd_ms'] / r['fwd_ms']:>17.2f}x{a['bwd_ms'] / r['bwd_ms']:>6.2f}x"
-                     if a else "")
+            a = baseline(name, anchors)
+            ratio = f"{a[0] / r['fwd_ms']:>12.2f}x{a[1] / r['bwd_ms']:>6.2f}x  {a[2]}" if a else ""
+            if a:
+                r["baseline"] = dict(what=a[2], fwd_ms=a[0], bwd_ms=a[1])
             print(f"{name:<13}{backend:<9}{r['fwd_ms']:>8.3f}{100 * r['fwd_roofline']:>6.1f}%"
                   f"{r['bwd_ms']:>8.3f}{100 * r['bwd_roofline']:>6.1f}%{ratio}")
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    path = out / f"selective_scan_{result['device'].replace(' ', '_')}_{commit[:10]}.json"
+    path = out / f"scan_ops_{result['device'].replace(' ', '_')}_{commit[:10]}.json"
     path.write_text(json.dumps(result, indent=1))
     print(f"wrote {path}")
 

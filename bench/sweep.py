@@ -1,31 +1,35 @@
-"""Sweep the Triton scan's block shapes on the benchmark cases (forward and backward)."""
+"""Sweep the Triton scan kernels' tile shapes on benchmark cases (forward and backward).
+
+    python sweep.py mamba_lm,vmamba_t_s1,ss2d_s1   (run from bench/)
+
+Each config is (elements per tile, longest chunk, num_warps), see triton_kernels/launch.py."""
 import sys
 
-import torch
-
-from ssops.triton_kernels import selective_scan as ts
+from ssops.triton_kernels import launch
 import run
 
-# (BLOCK_D cap, BLOCK_L, num_warps, num_stages), by N padded
-CONFIGS = {1: [(16, 256, 4, 3), (8, 128, 4, 3), (16, 128, 4, 1), (32, 128, 4, 3), (4, 256, 4, 3),
-               (8, 512, 4, 3), (32, 256, 8, 3), (4, 128, 2, 3)],
-           16: [(4, 64, 4, 3), (1, 32, 4, 3), (1, 32, 2, 3), (1, 64, 2, 3), (2, 32, 4, 1),
-                (1, 128, 4, 3), (1, 16, 1, 3)]}
+CHUNKED = [(t, bl, w) for t, bl, w in [(1024, 1024, 4), (2048, 2048, 4), (2048, 2048, 8),
+                                       (4096, 4096, 8), (512, 512, 2), (1024, 512, 4),
+                                       (2048, 1024, 4), (4096, 2048, 8)]]
+FUSED = [(4096, 4096, 8), (4096, 4096, 16), (2048, 4096, 8), (8192, 4096, 16), (4096, 4096, 4),
+         (1024, 4096, 4)]
 
 copy = run.copy_bandwidth_gbps()
 for name in sys.argv[1].split(","):
-    N = run.CASES[name][3]
+    fused = name in run.BIDI_CASES or name in run.SS2D_CASES
+    kinds = ("fused_fwd", "fused_bwd") if fused else ("fwd", "bwd")
     rows = []
-    for config in CONFIGS[N]:
-        ts.override[N] = config
+    for config in FUSED if fused else CHUNKED:
+        for kind in kinds:
+            launch.override[kind] = config
         try:
             r = run.bench_case(name, "triton", copy)
         except Exception as exc:  # noqa: BLE001 - a config that does not compile is skipped
-            print(name, config, "failed", str(exc)[:80])
+            print(name, config, "failed", str(exc)[:80], flush=True)
             continue
+        finally:
+            launch.override.clear()
         rows.append((round(r["fwd_ms"], 3), round(r["bwd_ms"], 3), config))
         print(name, *rows[-1], flush=True)
-    ts.override.clear()
-    rows.sort()
-    print(name, "best fwd:", rows[:3])
+    print(name, "best fwd:", sorted(rows)[:3])
     print(name, "best bwd:", sorted(rows, key=lambda r: r[1])[:3])

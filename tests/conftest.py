@@ -58,3 +58,17 @@ def budget(backend, **sizes):
     if backend == "triton" and DEVICE == "cpu":
         return {k: min(v, INTERPRETED_LIMITS[k]) for k, v in sizes.items()}
     return sizes
+
+
+@pytest.fixture
+def chunked_triton(monkeypatch):
+    """The Triton backend with chunks of 16 steps and no fused tiles, so that short sequences
+    cross chunk boundaries and bidirectional / cross scans take their per-route launches."""
+    reason = available_backends()["triton"]
+    if reason is not None:
+        pytest.skip(f"triton: {reason}")
+    from ssops.triton_kernels import launch
+    monkeypatch.setattr(launch, "FUSED_MAX_TILE", 8)
+    monkeypatch.setitem(launch.override, "fwd", (32, 16, 1))
+    monkeypatch.setitem(launch.override, "bwd", (32, 16, 1))
+    return "triton"

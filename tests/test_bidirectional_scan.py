@@ -53,3 +53,12 @@ def test_backends_agree_hypothesis(backend, data):
         dtypes=(torch.float32, torch.bfloat16), device=DEVICE, direction_axis=True,
         **budget(backend, max_len=40, max_N=17, max_dim=8)))
     testing.assert_backends_agree("bidirectional_scan", *args, backends=[backend], **kw)
+
+
+@pytest.mark.parametrize("z", [True, False])
+def test_triton_per_direction_launches(chunked_triton, z):
+    """Sequences too long for the fused tile: one chunked launch per direction."""
+    args, kw = testing.make_selective_scan_inputs(batch=2, dim=4, L=37, N=2, z=z, device=DEVICE,
+                                                  direction_axis=True)
+    testing.assert_backends_agree("bidirectional_scan", *args, backends=[chunked_triton],
+                                  combine="mean", **kw)

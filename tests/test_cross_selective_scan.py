@@ -98,3 +98,13 @@ def test_backends_agree_hypothesis(backend, data):
         dtypes=(torch.float32, torch.float16), device=DEVICE,
         **budget(backend, max_side=9, max_N=4)))
     testing.assert_backends_agree("cross_selective_scan", *args, backends=[backend], **kw)
+
+
+@pytest.mark.parametrize("layout", ["bchw", "bhwc"])
+def test_triton_per_route_launches(chunked_triton, layout):
+    """Grids too large for the fused tile: one chunked launch per route, column-major walks
+    crossing chunk boundaries."""
+    args, kw = testing.make_cross_selective_scan_inputs(2, 3, 5, 7, N=2, layout=layout,
+                                                        device=DEVICE)
+    testing.assert_backends_agree("cross_selective_scan", *args, backends=[chunked_triton],
+                                  **kw)

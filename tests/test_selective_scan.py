@@ -111,3 +111,12 @@ def test_backends_agree_b_and_c_with_different_groups(backend):
                                                   c_mode="grouped", groups=4, device=DEVICE)
     C = torch.randn(2, 2, 2, 20, device=DEVICE)
     testing.assert_backends_agree("selective_scan", *args[:4], C, backends=[backend], **kw)
+
+
+@pytest.mark.parametrize("b_mode,c_mode", [("variable", "constant"), ("grouped", "variable")])
+def test_triton_chunk_boundaries(chunked_triton, b_mode, c_mode):
+    """States and adjoints carried across chunks (3 chunks of 16 steps), with the last state."""
+    args, kw = testing.make_selective_scan_inputs(batch=2, dim=4, L=40, N=3, b_mode=b_mode,
+                                                  c_mode=c_mode, groups=2, device=DEVICE)
+    testing.assert_backends_agree("selective_scan", *args, backends=[chunked_triton],
+                                  return_last_state=True, **kw)

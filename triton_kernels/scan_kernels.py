@@ -1,24 +1,34 @@
 """Triton kernels of the selective scan, forward and backward, shared by every scan op.
 
-One program owns BLOCK_D channels x all N states of one batch row and walks the sequence in
-chunks of BLOCK_L steps.  Inside a chunk, ``tl.associative_scan`` over the pairs
-(dA_t, dB_t u_t) with (a1, b1) o (a2, b2) = (a1 a2, a2 b1 + b2) gives the states; the carry
-h from the previous chunk enters as h_t += (prod dA) * carry.
+A program owns BD channels of one batch row.  Its tiles are (BD, T): T steps of the scan for
+each channel.  The N states are a loop inside the program, so every reduction over N
+(y = sum_n C_n h_n) stays in the thread that holds the step.  For each state n,
+``tl.associative_scan`` over the pairs (dA_t, dB_t u_t), with (a1, b1) o (a2, b2) =
+(a1 a2, a2 b1 + b2), gives the states h_t = dA_t h_{t-1} + dB_t u_t.
 
-Scan order vs memory: step s of the scan reads position p(s) of its row, p(s) = s, or the
-column-major walk p(s) = (s % H) * W + s // H (TRANSPOSE, VMamba's routes 1 and 3).  With
-REVERSE the recurrence runs from the last step to the first (Vim's backward direction, VMamba's
-routes 2 and 3) -- the same memory, no flipped copies.
+Two kernel families:
+- chunked (``scan_fwd_kernel`` / ``scan_bwd_kernel``): one route, any L, walking the sequence
+  in chunks of BL steps with the states carried between chunks.  Step s of the scan reads
+  position s, or the column-major walk (s % H) * W + s // H (TRANSPOSE); REVERSE runs the
+  recurrence from the last step to the first.  No flipped or transposed copies.
+- fused (``fused_fwd_kernel`` / ``fused_bwd_kernel``): the whole H x W grid in one tile, and
+  all K routes of bidirectional_scan / cross_selective_scan in one program; the routes' outputs
+  are summed in registers and written once.  The tile holds the grid as (HP, WP) rows
+  (row-major routes) or as (WP, HP) columns (column-major routes), padded to powers of two;
+  a padded step has dt = 0, i.e. it is the scan's identity (dA = 1, dB u = 0).
 
-The backward recomputes states instead of storing them: a first pass stores only the carry at
-each chunk start (N floats per channel per chunk), the second walks the chunks the other way,
-recomputes the chunk's states from its carry and runs the adjoint recurrence
-g_s = dA_{s+1} g_{s+1} + C_s dy_s (one step later in scan order; a second load of delta).
+The backward recomputes states instead of storing them.  The adjoint recurrence is
+g_t = dA_{t+1} g_{t+1} + C_t dy_t (one step later in scan order: a second, shifted load of
+delta).  The chunked backward first stores the state at each chunk start (N floats per channel
+per chunk), then walks the chunks the other way.
 """
 from __future__ import annotations
 
 import triton
 import triton.language as tl
+
+LOG2E = 1.4426950408889634  # exp(x) = exp2(x * log2 e)
+
 
 @triton.jit
 def _pair_combine(a1, b1, a2, b2):
@@ -26,65 +36,144 @@ def _pair_combine(a1, b1, a2, b2):
 
 
 @triton.jit
-def _positions(s, W, H, TRANSPOSE: tl.constexpr):
-    if TRANSPOSE:
-        return (s % H) * W + s // H
-    return s
+def _load(ptr, mask):
+    return tl.load(ptr, mask=mask, other=0.0).to(tl.float32)
 
 
 @triton.jit
-def _delta(delta_ptr, row, smask, pos, sd_l, bias, HAS_BIAS: tl.constexpr,
-           SOFTPLUS: tl.constexpr):
-    """delta after bias and softplus at the chunk's steps; 0 outside the sequence."""
-    pre = tl.load(delta_ptr + row + pos * sd_l, mask=smask, other=0.0).to(tl.float32)
+def _chunk_positions(s, L, W, H, TRANSPOSE: tl.constexpr):
+    """Step s of a chunked scan -> (memory position, inside the sequence)."""
+    pos = s
+    if TRANSPOSE:
+        pos = (s % H) * W + s // H
+    return pos.to(tl.int64), (s >= 0) & (s < L)
+
+
+@triton.jit
+def _tile_positions(t, H, W, HP: tl.constexpr, WP: tl.constexpr, TRANSPOSE: tl.constexpr):
+    """Element t of a fused tile -> (memory position, not padding)."""
+    if TRANSPOSE:
+        h, w = t % HP, t // HP
+    else:
+        h, w = t // WP, t % WP
+    return (h * W + w).to(tl.int64), (t >= 0) & (t < HP * WP) & (h < H) & (w < W)
+
+
+@triton.jit
+def _delta(pre, bias, valid, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr):
+    """(delta after bias, delta after bias and softplus); dt is 0 outside the sequence."""
     if HAS_BIAS:
         pre = pre + bias[:, None]
     dt = pre
     if SOFTPLUS:
         dt = tl.where(pre <= 20.0, tl.log(1.0 + tl.exp(pre)), pre)
-    return pre, tl.where(smask, dt, 0.0)
+    return pre, tl.where(valid, dt, 0.0)
 
 
 @triton.jit
-def _edge(x, idx, at):
-    """x[:, :, at] of a (BD, NP, BL) tile as (BD, NP)."""
-    return tl.sum(tl.where(idx[None, None, :] == at, x, 0.0), axis=2)
+def _column(tile, ncol, n):
+    """tile[:, n] of a (BD, NP) tile."""
+    return tl.sum(tl.where(ncol[None, :] == n, tile, 0.0), axis=1)
 
 
 @triton.jit
-def _bc_constant(ptr, d, n, s_d, s_n, mask, CONST: tl.constexpr):
-    """A constant (dim, N) B or C as a (BD, NP, 1) tile; 0 when B/C vary in time."""
-    tile = 0.0
-    if CONST:  # compile-time branch: one return type, as compiled Triton requires
-        tile = tl.load(ptr + d[:, None] * s_d + n[None, :] * s_n, mask=mask,
-                       other=0.0).to(tl.float32)[:, :, None]
-    return tile
+def _set_column(tile, ncol, n, value):
+    return tl.where(ncol[None, :] == n, value[:, None], tile)
 
 
 @triton.jit
-def _bc_chunk(ptr, row, pos, mask, s_l, constant, CONST: tl.constexpr):
-    """B or C at the chunk's steps: a (1, NP, BL) tile, or the constant tile."""
+def _edge(x, t, at):
+    """x[:, at] of a (BD, T) tile."""
+    return tl.sum(tl.where(t[None, :] == at, x, 0.0), axis=1)
+
+
+@triton.jit
+def _bc_row(ptr, n, d, dmask, row, pos, smask, s_dim, s_n, s_l, CONST: tl.constexpr):
+    """B[:, n] or C[:, n] over the tile: (BD, 1) for a constant (dim, N) matrix, else (1, T)."""
     if CONST:
-        tile = constant
+        v = _load(ptr + d * s_dim + n * s_n, dmask)[:, None]
     else:
-        tile = tl.load(ptr + row + pos[None, :] * s_l, mask=mask, other=0.0).to(tl.float32)[None]
-    return tile
+        v = _load(ptr + row + n * s_n + pos * s_l, smask)[None, :]
+    return v
 
 
 @triton.jit
-def _chunk_states(u_ptr, delta_ptr, B_ptr, urow, drow, Brow, pos, m2, bc_mask, su_l, sd_l, sB_l,
-                  bias, A2, Bc, carry, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
-                  B_CONST: tl.constexpr, REVERSE: tl.constexpr):
-    """Load one chunk and scan it from ``carry``.
-    Returns u, delta before and after softplus, B, dB*u and the states h (BD, NP, BL)."""
-    u = tl.load(u_ptr + urow + pos[None, :] * su_l, mask=m2, other=0.0).to(tl.float32)
-    pre, dt = _delta(delta_ptr, drow, m2, pos[None, :], sd_l, bias, HAS_BIAS, SOFTPLUS)
-    Bt = _bc_chunk(B_ptr, Brow, pos, bc_mask, sB_l, Bc, B_CONST)
-    dA = tl.exp2(dt[:, None, :] * A2[:, :, None])
-    dBu = (dt * u)[:, None, :] * Bt
-    a_run, h = tl.associative_scan((dA, dBu), axis=2, combine_fn=_pair_combine, reverse=REVERSE)
-    return u, pre, dt, Bt, dBu, h + a_run * carry[:, :, None]
+def _states_fwd(dt, dtu, A_ptr, d, dmask, N, B_ptr, Brow, sB_d, sB_n, sB_l, C_ptr, Crow, sC_d,
+                sC_n, sC_l, pos, smask, carry, ncol, t, last_at,
+                B_CONST: tl.constexpr, C_CONST: tl.constexpr, REVERSE: tl.constexpr,
+                CARRY: tl.constexpr):
+    """sum_n C_n h_n over the tile, from the states ``carry`` (BD, NP) before its first step;
+    returns it with the states after the tile's last step (if CARRY)."""
+    y = tl.zeros_like(dt)
+    for n in range(N):
+        a2 = _load(A_ptr + d * N + n, dmask) * LOG2E
+        Bn = _bc_row(B_ptr, n, d, dmask, Brow, pos, smask, sB_d, sB_n, sB_l, B_CONST)
+        Cn = _bc_row(C_ptr, n, d, dmask, Crow, pos, smask, sC_d, sC_n, sC_l, C_CONST)
+        a_run, h = tl.associative_scan((tl.exp2(dt * a2[:, None]), dtu * Bn), axis=1,
+                                       combine_fn=_pair_combine, reverse=REVERSE)
+        if CARRY:
+            h += a_run * _column(carry, ncol, n)[:, None]
+            carry = _set_column(carry, ncol, n, _edge(h, t, last_at))
+        y += h * Cn
+    return y, carry
 
+
+@triton.jit
+def _states_bwd(dt, dtu, u, dt_next, dout, A_ptr, d, dmask, N, B_ptr, Brow, sB_d, sB_n, sB_l,
+                C_ptr, Crow, sC_d, sC_n, sC_l, pos, smask, carry, gcarry, ncol, t, first_at,
+                dA_acc, dB_acc, dC_acc, dB_ptr, dBrow, sdB_n, sdB_l, dC_ptr, dCrow, sdC_n, sdC_l,
+                B_CONST: tl.constexpr, C_CONST: tl.constexpr, REVERSE: tl.constexpr,
+                CARRY: tl.constexpr):
+    """The adjoint over one tile, state by state.  dout is the gradient of sum_n C_n h_n.
+    Returns (du, ddt) contributions (BD, T), sum_n C_n h_n (for the z gate), the adjoint
+    states before the tile's first step (if CARRY) and the updated (BD, NP) accumulators of
+    dA and of constant dB / dC; variable dB / dC are added atomically (summed over channels)."""
+    du = tl.zeros_like(dt)
+    ddt = tl.zeros_like(dt)
+    y = tl.zeros_like(dt)
+    for n in range(N):
+        An = _load(A_ptr + d * N + n, dmask)
+        a2 = An * LOG2E
+        Bn = _bc_row(B_ptr, n, d, dmask, Brow, pos, smask, sB_d, sB_n, sB_l, B_CONST)
+        Cn = _bc_row(C_ptr, n, d, dmask, Crow, pos, smask, sC_d, sC_n, sC_l, C_CONST)
+        dBu = dtu * Bn
+        a_run, h = tl.associative_scan((tl.exp2(dt * a2[:, None]), dBu), axis=1,
+                                       combine_fn=_pair_combine, reverse=REVERSE)
+        g_run, g = tl.associative_scan((tl.exp2(dt_next * a2[:, None]), Cn * dout), axis=1,
+                                       combine_fn=_pair_combine, reverse=not REVERSE)
+        if CARRY:
+            h += a_run * _column(carry, ncol, n)[:, None]
+            g += g_run * _column(gcarry, ncol, n)[:, None]
+            gcarry = _set_column(gcarry, ncol, n, _edge(g, t, first_at))
+        y += h * Cn
+        dlog = g * (h - dBu)  # g_t * dA_t * h_{t-1}
+        gB = g * Bn
+        du += gB * dt
+        ddt += gB * u + dlog * An[:, None]
+        dA_acc = _set_column(dA_acc, ncol, n, _column(dA_acc, ncol, n) + tl.sum(dlog * dt, axis=1))
+        gdtu = g * dtu
+        hdout = h * dout
+        if B_CONST:
+            dB_acc = _set_column(dB_acc, ncol, n, _column(dB_acc, ncol, n) + tl.sum(gdtu, axis=1))
+        else:
+            tl.atomic_add(dB_ptr + dBrow + n * sdB_n + pos * sdB_l, tl.sum(gdtu, axis=0), mask=smask,
+                          sem="relaxed")
+        if C_CONST:
+            dC_acc = _set_column(dC_acc, ncol, n, _column(dC_acc, ncol, n) + tl.sum(hdout, axis=1))
+        else:
+            tl.atomic_add(dC_ptr + dCrow + n * sdC_n + pos * sdC_l, tl.sum(hdout, axis=0), mask=smask,
+                          sem="relaxed")
+    return du, ddt, y, gcarry, dA_acc, dB_acc, dC_acc
+
+
+@triton.jit
+def _silu_gate(dy, z):
+    """(dy * silu(z), d silu / dz)."""
+    sz = tl.sigmoid(z)
+    return dy * z * sz, sz * (1 + z * (1 - sz))
+
+
+# ----------------------------------------------------------------------------- chunked kernels
 
 @triton.jit
 def scan_fwd_kernel(
@@ -102,47 +191,38 @@ def scan_fwd_kernel(
 ):
     pid_d, b = tl.program_id(0), tl.program_id(1).to(tl.int64)
     d = pid_d * BD + tl.arange(0, BD)
-    n = tl.arange(0, NP)
-    idx = tl.arange(0, BL)
-    dmask, nmask = d < dim, n < N
-    dn_mask = dmask[:, None] & nmask[None, :]
-    gb = (pid_d * BD) // dpg_b  # BD divides dim // G: one B group and one C group per program
-    gc = (pid_d * BD) // dpg_c
-    A = tl.load(A_ptr + d[:, None] * N + n[None, :], mask=dn_mask, other=0.0).to(tl.float32)
-    A2 = A * 1.4426950408889634  # exp(x) = exp2(x * log2 e)
-    bias = tl.load(bias_ptr + d, mask=dmask, other=0.0).to(tl.float32) if HAS_BIAS else None
-    Dv = tl.load(D_ptr + d, mask=dmask, other=0.0).to(tl.float32) if HAS_D else None
-    Bc = _bc_constant(B_ptr, d, n, sB_g, sB_n, dn_mask, B_CONST)
-    Cc = _bc_constant(C_ptr, d, n, sC_g, sC_n, dn_mask, C_CONST)
+    ncol = tl.arange(0, NP)
+    t = tl.arange(0, BL)
+    dmask = d < dim
+    bias = _load(bias_ptr + d, dmask) if HAS_BIAS else None
+    Dv = _load(D_ptr + d, dmask) if HAS_D else None
     urow = b * su_b + d[:, None].to(tl.int64) * su_d
     drow = b * sd_b + d[:, None].to(tl.int64) * sd_d
-    Brow = b * sB_b + gb * sB_g + n[:, None] * sB_n
-    Crow = b * sC_b + gc * sC_g + n[:, None] * sC_n
+    Brow = b * sB_b + ((pid_d * BD) // dpg_b) * sB_g  # BD divides dim // G: one group per program
+    Crow = b * sC_b + ((pid_d * BD) // dpg_c) * sC_g
     carry = tl.zeros((BD, NP), dtype=tl.float32)
-    nchunks = (L + BL - 1) // BL
+    nchunks = tl.cdiv(L, BL)
     for i in range(nchunks):
         c = nchunks - 1 - i if REVERSE else i
-        s = c * BL + idx
-        smask = s < L
-        pos = _positions(s, W, H, TRANSPOSE).to(tl.int64)
+        pos, smask = _chunk_positions(c * BL + t, L, W, H, TRANSPOSE)
         m2 = dmask[:, None] & smask[None, :]
-        bc_mask = nmask[:, None] & smask[None, :]
-        u, _, _, _, _, h = _chunk_states(u_ptr, delta_ptr, B_ptr, urow, drow, Brow, pos, m2,
-                                         bc_mask, su_l, sd_l, sB_l, bias, A2, Bc, carry,
-                                         HAS_BIAS, SOFTPLUS, B_CONST, REVERSE)
-        carry = _edge(h, idx, 0 if REVERSE else BL - 1)
-        y = tl.sum(h * _bc_chunk(C_ptr, Crow, pos, bc_mask, sC_l, Cc, C_CONST), axis=1)
+        u = _load(u_ptr + urow + pos[None, :] * su_l, m2)
+        _, dt = _delta(_load(delta_ptr + drow + pos[None, :] * sd_l, m2), bias, m2, HAS_BIAS,
+                       SOFTPLUS)
+        y, carry = _states_fwd(dt, dt * u, A_ptr, d, dmask, N, B_ptr, Brow, sB_g, sB_n, sB_l,
+                               C_ptr, Crow, sC_g, sC_n, sC_l, pos, smask, carry, ncol, t,
+                               0 if REVERSE else BL - 1, B_CONST, C_CONST, REVERSE, True)
         if HAS_D:
             y += Dv[:, None] * u
         if HAS_YIN:
-            y += tl.load(yin_ptr + urow + pos[None, :] * su_l, mask=m2, other=0.0).to(tl.float32)
+            y += _load(yin_ptr + urow + pos[None, :] * su_l, m2)
         y = y * y_scale
         if HAS_Z:
-            zt = tl.load(z_ptr + urow + pos[None, :] * su_l, mask=m2, other=0.0).to(tl.float32)
+            zt = _load(z_ptr + urow + pos[None, :] * su_l, m2)
             y = y * zt * tl.sigmoid(zt)
         tl.store(y_ptr + urow + pos[None, :] * su_l, y.to(y_ptr.dtype.element_ty), mask=m2)
-    lrow = (b * dim + d[:, None]) * N + n[None, :]
-    tl.store(last_ptr + lrow, carry, mask=dn_mask)
+    tl.store(last_ptr + (b * dim + d[:, None]) * N + ncol[None, :], carry,
+             mask=dmask[:, None] & (ncol[None, :] < N))
 
 
 @triton.jit
@@ -154,7 +234,7 @@ def scan_bwd_kernel(
     sd_b, sd_d, sd_l,            # delta, ddelta
     sB_b, sB_g, sB_n, sB_l,
     sC_b, sC_g, sC_n, sC_l,
-    sdB_b, sdB_g, sdB_n, sdB_l,  # dB: float32 (batch, G, N, L), or per-batch partial (batch, dim, N)
+    sdB_b, sdB_g, sdB_n, sdB_l,  # dB: float32 (batch, G, N, L) (B, C variable; same for dC)
     sdC_b, sdC_g, sdC_n, sdC_l,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_DLAST: tl.constexpr,
     HAS_DUIN: tl.constexpr, SOFTPLUS: tl.constexpr, B_CONST: tl.constexpr,
@@ -163,94 +243,78 @@ def scan_bwd_kernel(
 ):
     pid_d, b = tl.program_id(0), tl.program_id(1).to(tl.int64)
     d = pid_d * BD + tl.arange(0, BD)
-    n = tl.arange(0, NP)
-    idx = tl.arange(0, BL)
-    dmask, nmask = d < dim, n < N
-    dn_mask = dmask[:, None] & nmask[None, :]
-    gb = (pid_d * BD) // dpg_b
-    gc = (pid_d * BD) // dpg_c
-    A = tl.load(A_ptr + d[:, None] * N + n[None, :], mask=dn_mask, other=0.0).to(tl.float32)
-    A2 = A * 1.4426950408889634
-    bias = tl.load(bias_ptr + d, mask=dmask, other=0.0).to(tl.float32) if HAS_BIAS else None
-    Dv = tl.load(D_ptr + d, mask=dmask, other=0.0).to(tl.float32) if HAS_D else None
-    Bc = _bc_constant(B_ptr, d, n, sB_g, sB_n, dn_mask, B_CONST)
-    Cc = _bc_constant(C_ptr, d, n, sC_g, sC_n, dn_mask, C_CONST)
+    ncol = tl.arange(0, NP)
+    t = tl.arange(0, BL)
+    dmask = d < dim
+    dn_mask = dmask[:, None] & (ncol[None, :] < N)
+    bias = _load(bias_ptr + d, dmask) if HAS_BIAS else None
+    Dv = _load(D_ptr + d, dmask) if HAS_D else None
     urow = b * su_b + d[:, None].to(tl.int64) * su_d
     drow = b * sd_b + d[:, None].to(tl.int64) * sd_d
-    Brow = b * sB_b + gb * sB_g + n[:, None] * sB_n
-    Crow = b * sC_b + gc * sC_g + n[:, None] * sC_n
-    nchunks = (L + BL - 1) // BL
-    lrow = (b * dim + d[:, None]) * N + n[None, :]
+    gb, gc = (pid_d * BD) // dpg_b, (pid_d * BD) // dpg_c
+    Brow, Crow = b * sB_b + gb * sB_g, b * sC_b + gc * sC_g
+    dBrow, dCrow = b * sdB_b + gb * sdB_g, b * sdC_b + gc * sdC_g
+    nchunks = tl.cdiv(L, BL)
+    lrow = (b * dim + d[:, None]) * N + ncol[None, :]
     crow = lrow * nchunks
-    step = -1 if REVERSE else 1  # the adjoint reads delta one step later in scan order
+    first_at = BL - 1 if REVERSE else 0  # the tile's first step in the adjoint's order
+    last_at = 0 if REVERSE else BL - 1
+    step = -1 if REVERSE else 1
 
-    # pass 1: the state at each chunk's start (in scan order), from the forward recurrence
+    # pass 1: the state entering each chunk but the first (in scan order)
     carry = tl.zeros((BD, NP), dtype=tl.float32)
-    for i in range(nchunks):
+    for i in range(nchunks - 1):
         c = nchunks - 1 - i if REVERSE else i
-        tl.store(carry_ptr + crow + c, carry, mask=dn_mask)
-        s = c * BL + idx
-        smask = s < L
-        pos = _positions(s, W, H, TRANSPOSE).to(tl.int64)
+        pos, smask = _chunk_positions(c * BL + t, L, W, H, TRANSPOSE)
         m2 = dmask[:, None] & smask[None, :]
-        _, _, _, _, _, h = _chunk_states(u_ptr, delta_ptr, B_ptr, urow, drow, Brow, pos, m2,
-                                         nmask[:, None] & smask[None, :], su_l, sd_l, sB_l, bias,
-                                         A2, Bc, carry, HAS_BIAS, SOFTPLUS, B_CONST, REVERSE)
-        carry = _edge(h, idx, 0 if REVERSE else BL - 1)
+        _, dt = _delta(_load(delta_ptr + drow + pos[None, :] * sd_l, m2), bias, m2, HAS_BIAS,
+                       SOFTPLUS)
+        dtu = dt * _load(u_ptr + urow + pos[None, :] * su_l, m2)
+        _, carry = _states_fwd(dt, dtu, A_ptr, d, dmask, N, B_ptr, Brow, sB_g, sB_n, sB_l, C_ptr,
+                               Crow, sC_g, sC_n, sC_l, pos, smask, carry, ncol, t, last_at,
+                               B_CONST, C_CONST, REVERSE, True)
+        tl.store(carry_ptr + crow + (c + step), carry, mask=dn_mask)
 
     # pass 2: chunks in the other order; recompute states, run the adjoint recurrence
+    gcarry = tl.zeros((BD, NP), dtype=tl.float32)
     if HAS_DLAST:
-        gcarry = tl.load(dlast_ptr + lrow, mask=dn_mask, other=0.0).to(tl.float32)
-    else:
-        gcarry = tl.zeros((BD, NP), dtype=tl.float32)
+        gcarry = _load(dlast_ptr + lrow, dn_mask)
     dA_acc = tl.zeros((BD, NP), dtype=tl.float32)
+    dB_acc = tl.zeros((BD, NP), dtype=tl.float32)
+    dC_acc = tl.zeros((BD, NP), dtype=tl.float32)
     dD_acc = tl.zeros((BD,), dtype=tl.float32)
     dbias_acc = tl.zeros((BD,), dtype=tl.float32)
-    if B_CONST:
-        dB_acc = tl.zeros((BD, NP), dtype=tl.float32)
-    if C_CONST:
-        dC_acc = tl.zeros((BD, NP), dtype=tl.float32)
     for i in range(nchunks):
         c = i if REVERSE else nchunks - 1 - i
-        s = c * BL + idx
-        smask = s < L
-        pos = _positions(s, W, H, TRANSPOSE).to(tl.int64)
+        pos, smask = _chunk_positions(c * BL + t, L, W, H, TRANSPOSE)
         m2 = dmask[:, None] & smask[None, :]
-        bc_mask = nmask[:, None] & smask[None, :]
-        h0 = tl.load(carry_ptr + crow + c, mask=dn_mask, other=0.0)
-        u, pre, dt, Bt, dBu, h = _chunk_states(u_ptr, delta_ptr, B_ptr, urow, drow, Brow, pos, m2,
-                                               bc_mask, su_l, sd_l, sB_l, bias, A2, Bc, h0,
-                                               HAS_BIAS, SOFTPLUS, B_CONST, REVERSE)
-        Ct = _bc_chunk(C_ptr, Crow, pos, bc_mask, sC_l, Cc, C_CONST)
-        s_next = s + step
-        next_mask = dmask[:, None] & ((s_next >= 0) & (s_next < L))[None, :]
-        pos_next = _positions(s_next, W, H, TRANSPOSE).to(tl.int64)
-        _, dt_next = _delta(delta_ptr, drow, next_mask, pos_next[None, :], sd_l,
-                            bias, HAS_BIAS, SOFTPLUS)
-        dout = tl.load(dy_ptr + urow + pos[None, :] * su_l, mask=m2, other=0.0).to(tl.float32)
+        u = _load(u_ptr + urow + pos[None, :] * su_l, m2)
+        pre, dt = _delta(_load(delta_ptr + drow + pos[None, :] * sd_l, m2), bias, m2, HAS_BIAS,
+                         SOFTPLUS)
+        pos_next, next_mask = _chunk_positions(c * BL + t + step, L, W, H, TRANSPOSE)
+        next2 = dmask[:, None] & next_mask[None, :]
+        _, dt_next = _delta(_load(delta_ptr + drow + pos_next[None, :] * sd_l, next2), bias, next2,
+                            HAS_BIAS, SOFTPLUS)
+        carry = _load(carry_ptr + crow + c, dn_mask & (c != (nchunks - 1 if REVERSE else 0)))
+        dy = _load(dy_ptr + urow + pos[None, :] * su_l, m2)
+        dout = dy
         if HAS_Z:
-            zt = tl.load(z_ptr + urow + pos[None, :] * su_l, mask=m2, other=0.0).to(tl.float32)
-            y = tl.sum(h * Ct, axis=1)
-            if HAS_D:
-                y += Dv[:, None] * u
-            sz = tl.sigmoid(zt)
-            tl.store(dz_ptr + urow + pos[None, :] * su_l,
-                     (dout * y * sz * (1 + zt * (1 - sz))).to(dz_ptr.dtype.element_ty), mask=m2)
-            dout = dout * zt * sz
-        a_next = tl.exp2(dt_next[:, None, :] * A2[:, :, None])
-        a_run, gl = tl.associative_scan((a_next, Ct * dout[:, None, :]), axis=2,
-                                        combine_fn=_pair_combine, reverse=not REVERSE)
-        gs = gl + a_run * gcarry[:, :, None]
-        gcarry = _edge(gs, idx, BL - 1 if REVERSE else 0)
-        dlog = gs * (h - dBu)
-        gB = tl.sum(gs * Bt, axis=1)
-        ddt = tl.sum(dlog * A[:, :, None], axis=1) + gB * u
-        du = gB * dt
+            zt = _load(z_ptr + urow + pos[None, :] * su_l, m2)
+            dout, dsilu = _silu_gate(dy, zt)
+        du, ddt, y, gcarry, dA_acc, dB_acc, dC_acc = _states_bwd(
+            dt, dt * u, u, dt_next, dout, A_ptr, d, dmask, N, B_ptr, Brow, sB_g, sB_n, sB_l,
+            C_ptr, Crow, sC_g, sC_n, sC_l, pos, smask, carry, gcarry, ncol, t, first_at, dA_acc,
+            dB_acc, dC_acc, dB_ptr, dBrow, sdB_n, sdB_l, dC_ptr, dCrow, sdC_n, sdC_l,
+            B_CONST, C_CONST, REVERSE, True)
         if HAS_D:
             du += dout * Dv[:, None]
             dD_acc += tl.sum(dout * u, axis=1)
+            y += Dv[:, None] * u
+        if HAS_Z:
+            tl.store(dz_ptr + urow + pos[None, :] * su_l, (dy * y * dsilu).to(dz_ptr.dtype.element_ty),
+                     mask=m2)
         if HAS_DUIN:
-            du += tl.load(duin_ptr + urow + pos[None, :] * su_l, mask=m2, other=0.0)
+            du += _load(duin_ptr + urow + pos[None, :] * su_l, m2)
         tl.store(du_ptr + urow + pos[None, :] * su_l, du.to(du_ptr.dtype.element_ty), mask=m2)
         if SOFTPLUS:
             ddt = ddt * tl.sigmoid(pre)
@@ -258,19 +322,6 @@ def scan_bwd_kernel(
         tl.store(ddelta_ptr + drow + pos[None, :] * sd_l, ddt.to(ddelta_ptr.dtype.element_ty),
                  mask=m2)
         dbias_acc += tl.sum(ddt, axis=1)
-        dA_acc += tl.sum(dlog * dt[:, None, :], axis=2)
-        gdtu = gs * (dt * u)[:, None, :]
-        hdout = h * dout[:, None, :]
-        if B_CONST:
-            dB_acc += tl.sum(gdtu, axis=2)
-        else:
-            tl.atomic_add(dB_ptr + b * sdB_b + gb * sdB_g + n[:, None] * sdB_n + pos[None, :] * sdB_l,
-                          tl.sum(gdtu, axis=0), mask=bc_mask, sem="relaxed")
-        if C_CONST:
-            dC_acc += tl.sum(hdout, axis=2)
-        else:
-            tl.atomic_add(dC_ptr + b * sdC_b + gc * sdC_g + n[:, None] * sdC_n + pos[None, :] * sdC_l,
-                          tl.sum(hdout, axis=0), mask=bc_mask, sem="relaxed")
     # per-batch partial sums of the parameter gradients (summed over the batch by the caller)
     tl.store(dA_ptr + lrow, dA_acc, mask=dn_mask)
     if B_CONST:
@@ -281,3 +332,177 @@ def scan_bwd_kernel(
         tl.store(dD_ptr + b * dim + d, dD_acc, mask=dmask)
     if HAS_BIAS:
         tl.store(dbias_ptr + b * dim + d, dbias_acc, mask=dmask)
+
+
+# ------------------------------------------------------------------------------- fused kernels
+
+@triton.jit
+def _group_row(b, pid_d, BD: tl.constexpr, dpg, s_b, s_g):
+    """Offset of the B or C rows of this program's channel block (BD divides the group)."""
+    return b * s_b + ((pid_d * BD) // dpg) * s_g
+
+
+@triton.jit
+def _columns_to_rows(x, BD: tl.constexpr, HP: tl.constexpr, WP: tl.constexpr):
+    """A (BD, WP*HP) tile in column order -> the same values in row order (BD, HP*WP)."""
+    return tl.reshape(tl.permute(tl.reshape(x, (BD, WP, HP)), (0, 2, 1)), (BD, HP * WP))
+
+
+@triton.jit
+def fused_fwd_kernel(
+    u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, y_ptr,
+    dim, N, H, W, dpg_b, dpg_c,
+    su_k, su_b, su_d, su_l,          # u (route stride 0 when the routes share it)
+    sd_k, sd_b, sd_d, sd_l,          # delta
+    sB_k, sB_b, sB_g, sB_n, sB_l,    # B: (K, batch, G, N, L), or (K, dim, N) via sB_g=d, sB_n
+    sC_k, sC_b, sC_g, sC_n, sC_l,
+    sy_b, sy_d, sy_l,                # y, z
+    y_scale,
+    K: tl.constexpr, REV: tl.constexpr, TR: tl.constexpr, COLS: tl.constexpr,  # route k: REV[k], TR[k]; COLS = any(TR)
+    HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
+    B_CONST: tl.constexpr, C_CONST: tl.constexpr,
+    BD: tl.constexpr, NP: tl.constexpr, HP: tl.constexpr, WP: tl.constexpr,
+):
+    """y = sum over routes k of (scan_k + D_k u_k), scaled, gated by silu(z), written once."""
+    pid_d, b = tl.program_id(0), tl.program_id(1).to(tl.int64)
+    d = pid_d * BD + tl.arange(0, BD)
+    ncol = tl.arange(0, NP)
+    t = tl.arange(0, HP * WP)
+    dmask = d < dim
+    d64 = d[:, None].to(tl.int64)
+    carry = tl.zeros((BD, NP), dtype=tl.float32)
+    y_rows = tl.zeros((BD, HP * WP), dtype=tl.float32)
+    y_cols = tl.zeros((BD, HP * WP), dtype=tl.float32)
+    for k in tl.static_range(K):
+        pos, smask = _tile_positions(t, H, W, HP, WP, TR[k])
+        m2 = dmask[:, None] & smask[None, :]
+        u = _load(u_ptr + k * su_k + b * su_b + d64 * su_d + pos[None, :] * su_l, m2)
+        bias = _load(bias_ptr + k * dim + d, dmask) if HAS_BIAS else None
+        _, dt = _delta(_load(delta_ptr + k * sd_k + b * sd_b + d64 * sd_d + pos[None, :] * sd_l, m2),
+                       bias, m2, HAS_BIAS, SOFTPLUS)
+        y, _ = _states_fwd(dt, dt * u, A_ptr + k * dim * N, d, dmask, N,
+                           B_ptr + k * sB_k, _group_row(b, pid_d, BD, dpg_b, sB_b, sB_g),
+                           sB_g, sB_n, sB_l, C_ptr + k * sC_k,
+                           _group_row(b, pid_d, BD, dpg_c, sC_b, sC_g), sC_g, sC_n, sC_l,
+                           pos, smask, carry, ncol, t, 0, B_CONST, C_CONST, REV[k], False)
+        if HAS_D:
+            y += _load(D_ptr + k * dim + d, dmask)[:, None] * u
+        if TR[k]:
+            y_cols += y
+        else:
+            y_rows += y
+    if COLS:
+        y_rows += _columns_to_rows(y_cols, BD, HP, WP)
+    y = y_rows * y_scale
+    pos, smask = _tile_positions(t, H, W, HP, WP, False)
+    m2 = dmask[:, None] & smask[None, :]
+    yoff = b * sy_b + d64 * sy_d + pos[None, :] * sy_l
+    if HAS_Z:
+        zt = _load(z_ptr + yoff, m2)
+        y = y * zt * tl.sigmoid(zt)
+    tl.store(y_ptr + yoff, y.to(y_ptr.dtype.element_ty), mask=m2)
+
+
+@triton.jit
+def fused_bwd_kernel(
+    u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, dy_ptr,
+    du_ptr, ddelta_ptr, dz_ptr, dA_ptr, dB_ptr, dC_ptr, dD_ptr, dbias_ptr,
+    dim, N, H, W, dpg_b, dpg_c,
+    su_k, su_b, su_d, su_l,          # u, du (du's route stride is 0 when the routes share u)
+    sd_k, sd_b, sd_d, sd_l,          # delta, ddelta
+    sB_k, sB_b, sB_g, sB_n, sB_l,
+    sC_k, sC_b, sC_g, sC_n, sC_l,
+    sdB_k, sdB_b, sdB_g, sdB_n, sdB_l,  # float32 dB (variable B; same for dC)
+    sdC_k, sdC_b, sdC_g, sdC_n, sdC_l,
+    sy_b, sy_d, sy_l,                # dy, z, dz
+    y_scale,
+    K: tl.constexpr, REV: tl.constexpr, TR: tl.constexpr, COLS: tl.constexpr, SHARED_U: tl.constexpr,
+    HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
+    B_CONST: tl.constexpr, C_CONST: tl.constexpr,
+    BD: tl.constexpr, NP: tl.constexpr, HP: tl.constexpr, WP: tl.constexpr,
+):
+    """Gradients of fused_fwd_kernel.  Per-(batch, route) partial sums of dA, dD, ddelta_bias
+    and constant dB / dC go to (batch, K, dim[, N]) buffers, summed over the batch by the caller."""
+    pid_d, b = tl.program_id(0), tl.program_id(1).to(tl.int64)
+    d = pid_d * BD + tl.arange(0, BD)
+    ncol = tl.arange(0, NP)
+    t = tl.arange(0, HP * WP)
+    dmask = d < dim
+    dn_mask = dmask[:, None] & (ncol[None, :] < N)
+    d64 = d[:, None].to(tl.int64)
+    zeros_dn = tl.zeros((BD, NP), dtype=tl.float32)
+    y_rows = tl.zeros((BD, HP * WP), dtype=tl.float32)
+    y_cols = tl.zeros((BD, HP * WP), dtype=tl.float32)
+    du_rows = tl.zeros((BD, HP * WP), dtype=tl.float32)
+    du_cols = tl.zeros((BD, HP * WP), dtype=tl.float32)
+    for k in tl.static_range(K):
+        pos, smask = _tile_positions(t, H, W, HP, WP, TR[k])
+        m2 = dmask[:, None] & smask[None, :]
+        step = -1 if REV[k] else 1
+        pos_next, next_mask = _tile_positions(t + step, H, W, HP, WP, TR[k])
+        next2 = dmask[:, None] & next_mask[None, :]
+        u = _load(u_ptr + k * su_k + b * su_b + d64 * su_d + pos[None, :] * su_l, m2)
+        bias = _load(bias_ptr + k * dim + d, dmask) if HAS_BIAS else None
+        drow = k * sd_k + b * sd_b + d64 * sd_d
+        pre, dt = _delta(_load(delta_ptr + drow + pos[None, :] * sd_l, m2), bias, m2, HAS_BIAS,
+                         SOFTPLUS)
+        _, dt_next = _delta(_load(delta_ptr + drow + pos_next[None, :] * sd_l, next2), bias, next2,
+                            HAS_BIAS, SOFTPLUS)
+        dout = _load(dy_ptr + b * sy_b + d64 * sy_d + pos[None, :] * sy_l, m2) * y_scale
+        if HAS_Z:
+            dout, _ = _silu_gate(dout, _load(z_ptr + b * sy_b + d64 * sy_d + pos[None, :] * sy_l, m2))
+        du, ddt, y, _, dA_acc, dB_acc, dC_acc = _states_bwd(
+            dt, dt * u, u, dt_next, dout, A_ptr + k * dim * N, d, dmask, N,
+            B_ptr + k * sB_k, _group_row(b, pid_d, BD, dpg_b, sB_b, sB_g), sB_g, sB_n, sB_l,
+            C_ptr + k * sC_k, _group_row(b, pid_d, BD, dpg_c, sC_b, sC_g), sC_g, sC_n, sC_l,
+            pos, smask, zeros_dn, zeros_dn, ncol, t, 0, zeros_dn, zeros_dn, zeros_dn,
+            dB_ptr + k * sdB_k, _group_row(b, pid_d, BD, dpg_b, sdB_b, sdB_g), sdB_n, sdB_l,
+            dC_ptr + k * sdC_k, _group_row(b, pid_d, BD, dpg_c, sdC_b, sdC_g), sdC_n, sdC_l,
+            B_CONST, C_CONST, REV[k], False)
+        part = (b * K + k) * dim + d  # (batch, K, dim) partials
+        if HAS_D:
+            Dv = _load(D_ptr + k * dim + d, dmask)
+            du += dout * Dv[:, None]
+            tl.store(dD_ptr + part, tl.sum(dout * u, axis=1), mask=dmask)
+            y += Dv[:, None] * u
+        if HAS_Z:
+            if TR[k]:
+                y_cols += y
+            else:
+                y_rows += y
+        if SHARED_U:
+            if TR[k]:
+                du_cols += du
+            else:
+                du_rows += du
+        else:
+            tl.store(du_ptr + k * su_k + b * su_b + d64 * su_d + pos[None, :] * su_l,
+                     du.to(du_ptr.dtype.element_ty), mask=m2)
+        if SOFTPLUS:
+            ddt = ddt * tl.sigmoid(pre)
+        ddt = tl.where(m2, ddt, 0.0)
+        tl.store(ddelta_ptr + drow + pos[None, :] * sd_l, ddt.to(ddelta_ptr.dtype.element_ty),
+                 mask=m2)
+        if HAS_BIAS:
+            tl.store(dbias_ptr + part, tl.sum(ddt, axis=1), mask=dmask)
+        prow = part[:, None] * N + ncol[None, :]
+        tl.store(dA_ptr + prow, dA_acc, mask=dn_mask)
+        if B_CONST:
+            tl.store(dB_ptr + prow, dB_acc, mask=dn_mask)
+        if C_CONST:
+            tl.store(dC_ptr + prow, dC_acc, mask=dn_mask)
+    pos, smask = _tile_positions(t, H, W, HP, WP, False)
+    m2 = dmask[:, None] & smask[None, :]
+    yoff = b * sy_b + d64 * sy_d + pos[None, :] * sy_l
+    if SHARED_U:
+        if COLS:
+            du_rows += _columns_to_rows(du_cols, BD, HP, WP)
+        tl.store(du_ptr + b * su_b + d64 * su_d + pos[None, :] * su_l,
+                 du_rows.to(du_ptr.dtype.element_ty), mask=m2)
+    if HAS_Z:
+        if COLS:
+            y_rows += _columns_to_rows(y_cols, BD, HP, WP)
+        y = y_rows * y_scale
+        _, dsilu = _silu_gate(y, _load(z_ptr + yoff, m2))
+        tl.store(dz_ptr + yoff, (_load(dy_ptr + yoff, m2) * y * dsilu).to(dz_ptr.dtype.element_ty),
+                 mask=m2)

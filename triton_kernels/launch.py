@@ -1,0 +1,165 @@
+"""Block shapes and launch helpers of the scan kernels (used by every Triton scan op)."""
+from __future__ import annotations
+
+import math
+
+import torch
+import triton
+
+from .scan_kernels import fused_bwd_kernel, fused_fwd_kernel, scan_bwd_kernel, scan_fwd_kernel
+
+FUSED_MAX_TILE = 4096  # the fused kernels hold a whole (padded) H x W grid in one tile
+override = {}  # "fwd" / "bwd" / "fused_fwd" / "fused_bwd" -> (tile, BL cap, num_warps), for bench/sweep.py
+
+# (elements per tile, longest chunk, num_warps); chunked kernels walk chunks of at most BL steps
+DEFAULTS = {"fwd": (2048, 2048, 4), "bwd": (1024, 1024, 4),
+            "fused_fwd": (4096, FUSED_MAX_TILE, 8), "fused_bwd": (4096, FUSED_MAX_TILE, 16)}
+
+
+def _block_d(dpg: int, cap: int) -> int:
+    """Largest power of two <= cap dividing dpg, so a block of channels shares one B/C group."""
+    bd = 1
+    while bd * 2 <= cap and dpg % (bd * 2) == 0:
+        bd *= 2
+    return bd
+
+
+def _config(kind, dpg, T):
+    """(BLOCK_D, num_warps) for tiles of T steps; warps shrink with small tiles."""
+    tile, _, warps = override.get(kind, DEFAULTS[kind])
+    BD = _block_d(dpg, max(1, tile // T))
+    return BD, max(1, min(warps, BD * T // 128))
+
+
+def chunk_length(L: int, backward: bool) -> int:
+    cap = override.get("bwd" if backward else "fwd", DEFAULTS["bwd" if backward else "fwd"])[1]
+    return max(16, min(cap, triton.next_power_of_2(L)))
+
+
+def fused_tile(H: int, W: int):
+    """(HP, WP) of the fused kernels' tile, or None when the grid does not fit in one."""
+    HP, WP = triton.next_power_of_2(H), triton.next_power_of_2(W)
+    WP = max(WP, 16 // HP)  # at least 16 elements
+    return (HP, WP) if HP * WP <= FUSED_MAX_TILE else None
+
+
+def _bc_layout(M: torch.Tensor, dim: int):
+    """(tensor, is_constant, dim per group, (stride_b, stride_g, stride_n, stride_l)) of one
+    route's B or C: (dim, N), (batch, N, L) or (batch, G, N, L)."""
+    if M.dim() == 2:  # (dim, N): the kernels read M[d, n] at d * stride_g + n * stride_n
+        return M, True, dim, (0, M.stride(0), M.stride(1), 0)
+    if M.dim() == 3:
+        M = M.unsqueeze(1)
+    return M, False, dim // M.shape[1], tuple(M.stride())
+
+
+def scan_fwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus, y, last, *, y_in=None,
+             y_scale=1.0, reverse=False, transpose=False, H=1, W=1):
+    """Chunked forward on (batch, dim, L) views; y (and y_in) share u's strides."""
+    batch, dim, L = u.shape
+    N = A.shape[1]
+    B, b_const, dpg, sB = _bc_layout(B, dim)
+    C, c_const, dpg_c, sC = _bc_layout(C, dim)
+    BL = chunk_length(L, False)
+    BD, warps = _config("fwd", math.gcd(dpg, dpg_c), BL)
+    scan_fwd_kernel[(triton.cdiv(dim, BD), batch)](
+        u, delta, A, B, C, D, z, delta_bias, y_in, y, last,
+        dim, L, N, W, H, dpg, dpg_c, *u.stride(), *delta.stride(), *sB, *sC, y_scale,
+        HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None,
+        HAS_YIN=y_in is not None, SOFTPLUS=delta_softplus, B_CONST=b_const, C_CONST=c_const,
+        REVERSE=reverse, TRANSPOSE=transpose, BD=BD, NP=triton.next_power_of_2(N), BL=BL,
+        num_warps=warps)
+
+
+def _grad_buffer(M, const, partial_shape):
+    """float32 gradient buffer of B or C: per-batch partials for a constant matrix, else zeros
+    in M's shape and strides (the kernels add into it atomically)."""
+    if const:
+        return torch.empty(partial_shape, device=M.device, dtype=torch.float32)
+    return torch.zeros_like(M, dtype=torch.float32)
+
+
+def scan_bwd(dy, dlast_state, u, delta, A, B, C, D, z, delta_bias, delta_softplus, du, ddelta,
+             dz, *, du_in=None, reverse=False, transpose=False, H=1, W=1):
+    """Chunked backward; returns float32 (dA, dB, dC, dD, ddelta_bias) in the inputs' shapes.
+    du, ddelta, dz are written in place (du may accumulate du_in)."""
+    batch, dim, L = u.shape
+    N = A.shape[1]
+    f32 = dict(device=u.device, dtype=torch.float32)
+    dB = _grad_buffer(B, B.dim() == 2, (batch, dim, N))
+    dC = _grad_buffer(C, C.dim() == 2, (batch, dim, N))
+    Bk, b_const, dpg, sB = _bc_layout(B, dim)
+    Ck, c_const, dpg_c, sC = _bc_layout(C, dim)
+    sdB = (0,) * 4 if b_const else _bc_layout(dB, dim)[3]
+    sdC = (0,) * 4 if c_const else _bc_layout(dC, dim)[3]
+    BL = chunk_length(L, True)
+    BD, warps = _config("bwd", math.gcd(dpg, dpg_c), BL)
+    carries = torch.empty(batch, dim, N, triton.cdiv(L, BL), **f32)
+    dA = torch.empty(batch, dim, N, **f32)
+    dD = torch.empty(batch, dim, **f32) if D is not None else None
+    dbias = torch.empty(batch, dim, **f32) if delta_bias is not None else None
+    scan_bwd_kernel[(triton.cdiv(dim, BD), batch)](
+        u, delta, A, Bk, Ck, D, z, delta_bias, dy, dlast_state, carries, du_in, du, ddelta, dz,
+        dA, dB, dC, dD, dbias, dim, L, N, W, H, dpg, dpg_c, *u.stride(), *delta.stride(), *sB, *sC,
+        *sdB, *sdC, HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None,
+        HAS_DLAST=dlast_state is not None, HAS_DUIN=du_in is not None, SOFTPLUS=delta_softplus,
+        B_CONST=b_const, C_CONST=c_const, REVERSE=reverse, TRANSPOSE=transpose, BD=BD,
+        NP=triton.next_power_of_2(N), BL=BL, num_warps=warps)
+    return (dA.sum(0), dB.sum(0) if b_const else dB, dC.sum(0) if c_const else dC,
+            None if dD is None else dD.sum(0), None if dbias is None else dbias.sum(0))
+
+
+def _routes_bc(M, dim):
+    """Route-stacked B or C (K, ...) -> (is_constant, dim per group, (s_k, s_b, s_g, s_n, s_l))."""
+    _, const, dpg, strides = _bc_layout(M[0], dim)
+    return const, dpg, (M.stride(0),) + strides
+
+
+def _fused_launch(kind, delta, A, B, C, flags, H, W):
+    K, batch, dim, _ = delta.shape
+    b_const, dpg_b, sB = _routes_bc(B, dim)
+    c_const, dpg_c, sC = _routes_bc(C, dim)
+    HP, WP = fused_tile(H, W)
+    BD, warps = _config(kind, math.gcd(dpg_b, dpg_c), HP * WP)
+    rev, tr = tuple(int(f[0]) for f in flags), tuple(int(f[1]) for f in flags)
+    grid = (triton.cdiv(dim, BD), batch)
+    meta = dict(K=K, REV=rev, TR=tr, COLS=any(tr), B_CONST=b_const, C_CONST=c_const, BD=BD,
+                NP=triton.next_power_of_2(A.shape[2]), HP=HP, WP=WP, num_warps=warps)
+    return grid, (dim, A.shape[2], H, W, dpg_b, dpg_c), sB, sC, meta
+
+
+def fused_fwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus, y, *, flags, H, W,
+              y_scale=1.0):
+    """All K routes in one launch.  Route-stacked inputs: u, delta (K, batch, dim, H*W) (u's
+    route stride is 0 when the routes share it), A (K, dim, N), B / C (K, ...) per route as in
+    selective_scan, D / delta_bias (K, dim); y, z (batch, dim, H*W) in row-major positions."""
+    grid, sizes, sB, sC, meta = _fused_launch("fused_fwd", delta, A, B, C, flags, H, W)
+    fused_fwd_kernel[grid](
+        u, delta, A, B, C, D, z, delta_bias, y, *sizes, *u.stride(), *delta.stride(), *sB, *sC,
+        *y.stride(), y_scale, HAS_D=D is not None, HAS_Z=z is not None,
+        HAS_BIAS=delta_bias is not None, SOFTPLUS=delta_softplus, **meta)
+
+
+def fused_bwd(dy, u, delta, A, B, C, D, z, delta_bias, delta_softplus, du, ddelta, dz, *, flags,
+              H, W, y_scale=1.0):
+    """Gradients of fused_fwd: du (u's strides; summed over routes when they share u), ddelta,
+    dz written in place; returns float32 (dA, dB, dC, dD, ddelta_bias) in the inputs' shapes."""
+    grid, sizes, sB, sC, meta = _fused_launch("fused_bwd", delta, A, B, C, flags, H, W)
+    K, batch, dim, _ = delta.shape
+    f32 = dict(device=u.device, dtype=torch.float32)
+    partial = (batch, K, dim, A.shape[2])
+    dB = _grad_buffer(B, meta["B_CONST"], partial)
+    dC = _grad_buffer(C, meta["C_CONST"], partial)
+    sdB = (0,) * 5 if meta["B_CONST"] else _routes_bc(dB, dim)[2]
+    sdC = (0,) * 5 if meta["C_CONST"] else _routes_bc(dC, dim)[2]
+    dA = torch.empty(partial, **f32)
+    dD = torch.empty(partial[:3], **f32) if D is not None else None
+    dbias = torch.empty(partial[:3], **f32) if delta_bias is not None else None
+    fused_bwd_kernel[grid](
+        u, delta, A, B, C, D, z, delta_bias, dy, du, ddelta, dz, dA, dB, dC, dD, dbias, *sizes,
+        *u.stride(), *delta.stride(), *sB, *sC, *sdB, *sdC, *dy.stride(), y_scale,
+        SHARED_U=u.stride(0) == 0, HAS_D=D is not None, HAS_Z=z is not None,
+        HAS_BIAS=delta_bias is not None, SOFTPLUS=delta_softplus, **meta)
+    return (dA.sum(0), dB.sum(0) if meta["B_CONST"] else dB,
+            dC.sum(0) if meta["C_CONST"] else dC, None if dD is None else dD.sum(0),
+            None if dbias is None else dbias.sum(0))
