@@ -8,11 +8,10 @@ import sys
 from ssops.triton_kernels import launch
 import run
 
-CHUNKED = [(t, bl, w) for t, bl, w in [(1024, 1024, 4), (2048, 2048, 4), (2048, 2048, 8),
-                                       (4096, 4096, 8), (512, 512, 2), (1024, 512, 4),
-                                       (2048, 1024, 4), (4096, 2048, 8)]]
-FUSED = [(4096, 4096, 8), (4096, 4096, 16), (2048, 4096, 8), (8192, 4096, 16), (4096, 4096, 4),
-         (1024, 4096, 4)]
+CHUNKED = [(1024, 1024, 4), (512, 512, 4), (1024, 1024, 8), (2048, 1024, 8), (512, 512, 2),
+           (256, 256, 2), (2048, 2048, 8)]
+FUSED = [(4096, 4096, 16), (4096, 4096, 8), (4096, 4096, 32), (1024, 4096, 4), (2048, 4096, 8),
+         "per-route"]  # per-route: the chunked kernels, one launch per route (no fused tile)
 
 copy = run.copy_bandwidth_gbps()
 for name in sys.argv[1].split(","):
@@ -22,6 +21,10 @@ for name in sys.argv[1].split(","):
     for config in FUSED if fused else CHUNKED:
         for kind in kinds:
             launch.override[kind] = config
+        fused_max = launch.FUSED_MAX_TILE
+        if config == "per-route":
+            launch.override.clear()
+            launch.FUSED_MAX_TILE = 0
         try:
             r = run.bench_case(name, "triton", copy)
         except Exception as exc:  # noqa: BLE001 - a config that does not compile is skipped
@@ -29,6 +32,7 @@ for name in sys.argv[1].split(","):
             continue
         finally:
             launch.override.clear()
+            launch.FUSED_MAX_TILE = fused_max
         rows.append((round(r["fwd_ms"], 3), round(r["bwd_ms"], 3), config))
         print(name, *rows[-1], flush=True)
     print(name, "best fwd:", sorted(rows)[:3])

@@ -11,9 +11,11 @@ from .scan_kernels import fused_bwd_kernel, fused_fwd_kernel, scan_bwd_kernel, s
 FUSED_MAX_TILE = 4096  # the fused kernels hold a whole (padded) H x W grid in one tile
 override = {}  # "fwd" / "bwd" / "fused_fwd" / "fused_bwd" -> (tile, BL cap, num_warps), for bench/sweep.py
 
-# (elements per tile, longest chunk, num_warps); chunked kernels walk chunks of at most BL steps
-DEFAULTS = {"fwd": (2048, 2048, 4), "bwd": (1024, 1024, 4),
-            "fused_fwd": (4096, FUSED_MAX_TILE, 8), "fused_bwd": (4096, FUSED_MAX_TILE, 16)}
+# (elements per tile, longest chunk, num_warps); chunked kernels walk chunks of at most BL steps.
+# Larger tiles spill registers on sm_90 (bench/compile_check.py): keep ~8 elements per thread
+# in the forward, ~4 in the backward.
+DEFAULTS = {"fwd": (1024, 1024, 4), "bwd": (512, 512, 4),
+            "fused_fwd": (4096, FUSED_MAX_TILE, 16), "fused_bwd": (4096, FUSED_MAX_TILE, 16)}
 
 
 def _block_d(dpg: int, cap: int) -> int:
