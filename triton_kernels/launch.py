@@ -14,7 +14,9 @@ override = {}  # "fwd" / "bwd" / "fused_fwd" / "fused_bwd" -> (tile, BL cap, num
 # (elements per tile, longest chunk, num_warps); chunked kernels walk chunks of at most BL steps.
 # Larger tiles spill registers on sm_90 (bench/compile_check.py): keep ~8 elements per thread
 # in the forward, ~4 in the backward.
-DEFAULTS = {"fwd": (1024, 1024, 4), "bwd": (512, 512, 4),
+# Measured on the H100 (bench/NOTES.md, v4 sweep): small tiles, few warps, except the backward
+# with N > 1, where each program's n loop is long enough to keep 4 warps busy.
+DEFAULTS = {"fwd": (512, 512, 2), "bwd": (256, 256, 2), "bwd_n": (1024, 1024, 4),
             "fused_fwd": (4096, FUSED_MAX_TILE, 16), "fused_bwd": (4096, FUSED_MAX_TILE, 16)}
 
 
@@ -26,15 +28,19 @@ def _block_d(dpg: int, cap: int) -> int:
     return bd
 
 
-def _config(kind, dpg, T):
+def _defaults(kind, N):
+    return override.get(kind) or DEFAULTS["bwd_n" if kind == "bwd" and N > 1 else kind]
+
+
+def _config(kind, dpg, T, N):
     """(BLOCK_D, num_warps) for tiles of T steps; warps shrink with small tiles."""
-    tile, _, warps = override.get(kind, DEFAULTS[kind])
+    tile, _, warps = _defaults(kind, N)
     BD = _block_d(dpg, max(1, tile // T))
     return BD, max(1, min(warps, BD * T // 128))
 
 
-def chunk_length(L: int, backward: bool) -> int:
-    cap = override.get("bwd" if backward else "fwd", DEFAULTS["bwd" if backward else "fwd"])[1]
+def chunk_length(L: int, N: int, backward: bool) -> int:
+    cap = _defaults("bwd" if backward else "fwd", N)[1]
     return max(16, min(cap, triton.next_power_of_2(L)))
 
 
@@ -62,8 +68,8 @@ def scan_fwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus, y, last, *, y_
     N = A.shape[1]
     B, b_const, dpg, sB = _bc_layout(B, dim)
     C, c_const, dpg_c, sC = _bc_layout(C, dim)
-    BL = chunk_length(L, False)
-    BD, warps = _config("fwd", math.gcd(dpg, dpg_c), BL)
+    BL = chunk_length(L, N, False)
+    BD, warps = _config("fwd", math.gcd(dpg, dpg_c), BL, N)
     scan_fwd_kernel[(triton.cdiv(dim, BD), batch)](
         u, delta, A, B, C, D, z, delta_bias, y_in, y, last,
         dim, L, N, W, H, dpg, dpg_c, *u.stride(), *delta.stride(), *sB, *sC, y_scale,
@@ -94,8 +100,8 @@ def scan_bwd(dy, dlast_state, u, delta, A, B, C, D, z, delta_bias, delta_softplu
     Ck, c_const, dpg_c, sC = _bc_layout(C, dim)
     sdB = (0,) * 4 if b_const else _bc_layout(dB, dim)[3]
     sdC = (0,) * 4 if c_const else _bc_layout(dC, dim)[3]
-    BL = chunk_length(L, True)
-    BD, warps = _config("bwd", math.gcd(dpg, dpg_c), BL)
+    BL = chunk_length(L, N, True)
+    BD, warps = _config("bwd", math.gcd(dpg, dpg_c), BL, N)
     carries = torch.empty(batch, dim, N, triton.cdiv(L, BL), **f32)
     dA = torch.empty(batch, dim, N, **f32)
     dD = torch.empty(batch, dim, **f32) if D is not None else None
@@ -122,7 +128,7 @@ def _fused_launch(kind, delta, A, B, C, flags, H, W):
     b_const, dpg_b, sB = _routes_bc(B, dim)
     c_const, dpg_c, sC = _routes_bc(C, dim)
     HP, WP = fused_tile(H, W)
-    BD, warps = _config(kind, math.gcd(dpg_b, dpg_c), HP * WP)
+    BD, warps = _config(kind, math.gcd(dpg_b, dpg_c), HP * WP, A.shape[2])
     rev, tr = tuple(int(f[0]) for f in flags), tuple(int(f[1]) for f in flags)
     grid = (triton.cdiv(dim, BD), batch)
     meta = dict(K=K, REV=rev, TR=tr, COLS=any(tr), B_CONST=b_const, C_CONST=c_const, BD=BD,
