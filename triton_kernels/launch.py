@@ -17,7 +17,7 @@ override = {}  # "fwd" / "bwd" / "fused_fwd" / "fused_bwd" -> (tile, BL cap, num
 # Measured on the H100 (bench/NOTES.md, v4 sweep): small tiles, few warps, except the backward
 # with N > 1, where each program's n loop is long enough to keep 4 warps busy.
 DEFAULTS = {"fwd": (512, 512, 2), "bwd": (256, 256, 2), "bwd_n": (1024, 1024, 4),
-            "fused_fwd": (4096, FUSED_MAX_TILE, 16), "fused_bwd": (4096, FUSED_MAX_TILE, 16)}
+            "fused_fwd": (1024, FUSED_MAX_TILE, 4), "fused_bwd": (1024, FUSED_MAX_TILE, 4)}
 
 
 def _block_d(dpg: int, cap: int) -> int:
@@ -33,10 +33,11 @@ def _defaults(kind, N):
 
 
 def _config(kind, dpg, T, N):
-    """(BLOCK_D, num_warps) for tiles of T steps; warps shrink with small tiles."""
+    """(BLOCK_D, num_warps) for tiles of T steps: one warp per 256 steps of a long tile (a
+    whole 64 x 64 grid takes 16), fewer for tiles of less than 128 elements per warp."""
     tile, _, warps = _defaults(kind, N)
     BD = _block_d(dpg, max(1, tile // T))
-    return BD, max(1, min(warps, BD * T // 128))
+    return BD, max(1, min(max(warps, T // 256), BD * T // 128, 16))
 
 
 def chunk_length(L: int, N: int, backward: bool) -> int:

@@ -98,17 +98,39 @@ def _bc_row(ptr, n, d, dmask, row, pos, smask, s_dim, s_n, s_l, CONST: tl.conste
 
 
 @triton.jit
+def _to_columns(x, COLS: tl.constexpr, HP: tl.constexpr, WP: tl.constexpr):
+    """An (R, HP*WP) tile in row order -> column order (if COLS), through shared memory: the
+    column-major routes load in row order, coalesced, and scan in column order."""
+    if COLS:
+        x = tl.reshape(tl.permute(tl.reshape(x, (x.shape[0], HP, WP)), (0, 2, 1)),
+                       (x.shape[0], HP * WP))
+    return x
+
+
+@triton.jit
+def _to_rows(x, COLS: tl.constexpr, HP: tl.constexpr, WP: tl.constexpr):
+    """The inverse of _to_columns."""
+    if COLS:
+        x = tl.reshape(tl.permute(tl.reshape(x, (x.shape[0], WP, HP)), (0, 2, 1)),
+                       (x.shape[0], HP * WP))
+    return x
+
+
+@triton.jit
 def _states_fwd(dt, dtu, A_ptr, d, dmask, N, B_ptr, Brow, sB_d, sB_n, sB_l, C_ptr, Crow, sC_d,
                 sC_n, sC_l, pos, smask, carry, ncol, t, last_at,
                 B_CONST: tl.constexpr, C_CONST: tl.constexpr, REVERSE: tl.constexpr,
-                CARRY: tl.constexpr):
+                CARRY: tl.constexpr, COLS: tl.constexpr, HP: tl.constexpr, WP: tl.constexpr):
     """sum_n C_n h_n over the tile, from the states ``carry`` (BD, NP) before its first step;
-    returns it with the states after the tile's last step (if CARRY)."""
+    returns it with the states after the tile's last step (if CARRY).  With COLS the tile is
+    in column order (fused kernels) and pos / smask address it in row order."""
     y = tl.zeros_like(dt)
     for n in range(N):
         a2 = _load(A_ptr + d * N + n, dmask) * LOG2E
-        Bn = _bc_row(B_ptr, n, d, dmask, Brow, pos, smask, sB_d, sB_n, sB_l, B_CONST)
-        Cn = _bc_row(C_ptr, n, d, dmask, Crow, pos, smask, sC_d, sC_n, sC_l, C_CONST)
+        Bn = _to_columns(_bc_row(B_ptr, n, d, dmask, Brow, pos, smask, sB_d, sB_n, sB_l, B_CONST),
+                         COLS and not B_CONST, HP, WP)
+        Cn = _to_columns(_bc_row(C_ptr, n, d, dmask, Crow, pos, smask, sC_d, sC_n, sC_l, C_CONST),
+                         COLS and not C_CONST, HP, WP)
         a_run, h = tl.associative_scan((tl.exp2(dt * a2[:, None]), dtu * Bn), axis=1,
                                        combine_fn=_pair_combine, reverse=REVERSE)
         if CARRY:
@@ -123,7 +145,7 @@ def _states_bwd(dt, dtu, u, dt_next, dout, A_ptr, d, dmask, N, B_ptr, Brow, sB_d
                 C_ptr, Crow, sC_d, sC_n, sC_l, pos, smask, carry, gcarry, ncol, t, first_at,
                 dA_acc, dB_acc, dC_acc, dB_ptr, dBrow, sdB_n, sdB_l, dC_ptr, dCrow, sdC_n, sdC_l,
                 B_CONST: tl.constexpr, C_CONST: tl.constexpr, REVERSE: tl.constexpr,
-                CARRY: tl.constexpr):
+                CARRY: tl.constexpr, COLS: tl.constexpr, HP: tl.constexpr, WP: tl.constexpr):
     """The adjoint over one tile, state by state.  dout is the gradient of sum_n C_n h_n.
     Returns (du, ddt) contributions (BD, T), sum_n C_n h_n (for the z gate), the adjoint
     states before the tile's first step (if CARRY) and the updated (BD, NP) accumulators of
@@ -134,8 +156,10 @@ def _states_bwd(dt, dtu, u, dt_next, dout, A_ptr, d, dmask, N, B_ptr, Brow, sB_d
     for n in range(N):
         An = _load(A_ptr + d * N + n, dmask)
         a2 = An * LOG2E
-        Bn = _bc_row(B_ptr, n, d, dmask, Brow, pos, smask, sB_d, sB_n, sB_l, B_CONST)
-        Cn = _bc_row(C_ptr, n, d, dmask, Crow, pos, smask, sC_d, sC_n, sC_l, C_CONST)
+        Bn = _to_columns(_bc_row(B_ptr, n, d, dmask, Brow, pos, smask, sB_d, sB_n, sB_l, B_CONST),
+                         COLS and not B_CONST, HP, WP)
+        Cn = _to_columns(_bc_row(C_ptr, n, d, dmask, Crow, pos, smask, sC_d, sC_n, sC_l, C_CONST),
+                         COLS and not C_CONST, HP, WP)
         dBu = dtu * Bn
         a_run, h = tl.associative_scan((tl.exp2(dt * a2[:, None]), dBu), axis=1,
                                        combine_fn=_pair_combine, reverse=REVERSE)
@@ -156,13 +180,15 @@ def _states_bwd(dt, dtu, u, dt_next, dout, A_ptr, d, dmask, N, B_ptr, Brow, sB_d
         if B_CONST:
             dB_acc = _set_column(dB_acc, ncol, n, _column(dB_acc, ncol, n) + tl.sum(gdtu, axis=1))
         else:
-            tl.atomic_add(dB_ptr + dBrow + n * sdB_n + pos * sdB_l, tl.sum(gdtu, axis=0), mask=smask,
-                          sem="relaxed")
+            tl.atomic_add(dB_ptr + dBrow + n * sdB_n + pos[None, :] * sdB_l,
+                          _to_rows(tl.sum(gdtu, axis=0)[None, :], COLS, HP, WP),
+                          mask=smask[None, :], sem="relaxed")
         if C_CONST:
             dC_acc = _set_column(dC_acc, ncol, n, _column(dC_acc, ncol, n) + tl.sum(hdout, axis=1))
         else:
-            tl.atomic_add(dC_ptr + dCrow + n * sdC_n + pos * sdC_l, tl.sum(hdout, axis=0), mask=smask,
-                          sem="relaxed")
+            tl.atomic_add(dC_ptr + dCrow + n * sdC_n + pos[None, :] * sdC_l,
+                          _to_rows(tl.sum(hdout, axis=0)[None, :], COLS, HP, WP),
+                          mask=smask[None, :], sem="relaxed")
     return du, ddt, y, gcarry, dA_acc, dB_acc, dC_acc
 
 
@@ -211,7 +237,8 @@ def scan_fwd_kernel(
                        SOFTPLUS)
         y, carry = _states_fwd(dt, dt * u, A_ptr, d, dmask, N, B_ptr, Brow, sB_g, sB_n, sB_l,
                                C_ptr, Crow, sC_g, sC_n, sC_l, pos, smask, carry, ncol, t,
-                               0 if REVERSE else BL - 1, B_CONST, C_CONST, REVERSE, True)
+                               0 if REVERSE else BL - 1, B_CONST, C_CONST, REVERSE, True, False,
+                               1, BL)
         if HAS_D:
             y += Dv[:, None] * u
         if HAS_YIN:
@@ -272,7 +299,7 @@ def scan_bwd_kernel(
         dtu = dt * _load(u_ptr + urow + pos[None, :] * su_l, m2)
         _, carry = _states_fwd(dt, dtu, A_ptr, d, dmask, N, B_ptr, Brow, sB_g, sB_n, sB_l, C_ptr,
                                Crow, sC_g, sC_n, sC_l, pos, smask, carry, ncol, t, last_at,
-                               B_CONST, C_CONST, REVERSE, True)
+                               B_CONST, C_CONST, REVERSE, True, False, 1, BL)
         tl.store(carry_ptr + crow + (c + step), carry, mask=dn_mask)
 
     # pass 2: chunks in the other order; recompute states, run the adjoint recurrence
@@ -305,7 +332,7 @@ def scan_bwd_kernel(
             dt, dt * u, u, dt_next, dout, A_ptr, d, dmask, N, B_ptr, Brow, sB_g, sB_n, sB_l,
             C_ptr, Crow, sC_g, sC_n, sC_l, pos, smask, carry, gcarry, ncol, t, first_at, dA_acc,
             dB_acc, dC_acc, dB_ptr, dBrow, sdB_n, sdB_l, dC_ptr, dCrow, sdC_n, sdC_l,
-            B_CONST, C_CONST, REVERSE, True)
+            B_CONST, C_CONST, REVERSE, True, False, 1, BL)
         if HAS_D:
             du += dout * Dv[:, None]
             dD_acc += tl.sum(dout * u, axis=1)
@@ -342,10 +369,6 @@ def _group_row(b, pid_d, BD: tl.constexpr, dpg, s_b, s_g):
     return b * s_b + ((pid_d * BD) // dpg) * s_g
 
 
-@triton.jit
-def _columns_to_rows(x, BD: tl.constexpr, HP: tl.constexpr, WP: tl.constexpr):
-    """A (BD, WP*HP) tile in column order -> the same values in row order (BD, HP*WP)."""
-    return tl.reshape(tl.permute(tl.reshape(x, (BD, WP, HP)), (0, 2, 1)), (BD, HP * WP))
 
 
 @triton.jit
@@ -370,21 +393,23 @@ def fused_fwd_kernel(
     t = tl.arange(0, HP * WP)
     dmask = d < dim
     d64 = d[:, None].to(tl.int64)
+    pos, smask = _tile_positions(t, H, W, HP, WP, False)  # every load and store in row order
+    m2 = dmask[:, None] & smask[None, :]
     carry = tl.zeros((BD, NP), dtype=tl.float32)
     y_rows = tl.zeros((BD, HP * WP), dtype=tl.float32)
     y_cols = tl.zeros((BD, HP * WP), dtype=tl.float32)
     for k in tl.static_range(K):
-        pos, smask = _tile_positions(t, H, W, HP, WP, TR[k])
-        m2 = dmask[:, None] & smask[None, :]
         u = _load(u_ptr + k * su_k + b * su_b + d64 * su_d + pos[None, :] * su_l, m2)
         bias = _load(bias_ptr + k * dim + d, dmask) if HAS_BIAS else None
         _, dt = _delta(_load(delta_ptr + k * sd_k + b * sd_b + d64 * sd_d + pos[None, :] * sd_l, m2),
                        bias, m2, HAS_BIAS, SOFTPLUS)
+        u, dt = _to_columns(u, TR[k], HP, WP), _to_columns(dt, TR[k], HP, WP)
         y, _ = _states_fwd(dt, dt * u, A_ptr + k * dim * N, d, dmask, N,
                            B_ptr + k * sB_k, _group_row(b, pid_d, BD, dpg_b, sB_b, sB_g),
                            sB_g, sB_n, sB_l, C_ptr + k * sC_k,
                            _group_row(b, pid_d, BD, dpg_c, sC_b, sC_g), sC_g, sC_n, sC_l,
-                           pos, smask, carry, ncol, t, 0, B_CONST, C_CONST, REV[k], False)
+                           pos, smask, carry, ncol, t, 0, B_CONST, C_CONST, REV[k], False, TR[k],
+                           HP, WP)
         if HAS_D:
             y += _load(D_ptr + k * dim + d, dmask)[:, None] * u
         if TR[k]:
@@ -392,10 +417,8 @@ def fused_fwd_kernel(
         else:
             y_rows += y
     if COLS:
-        y_rows += _columns_to_rows(y_cols, BD, HP, WP)
+        y_rows += _to_rows(y_cols, True, HP, WP)
     y = y_rows * y_scale
-    pos, smask = _tile_positions(t, H, W, HP, WP, False)
-    m2 = dmask[:, None] & smask[None, :]
     yoff = b * sy_b + d64 * sy_d + pos[None, :] * sy_l
     if HAS_Z:
         zt = _load(z_ptr + yoff, m2)
@@ -430,16 +453,18 @@ def fused_bwd_kernel(
     dmask = d < dim
     dn_mask = dmask[:, None] & (ncol[None, :] < N)
     d64 = d[:, None].to(tl.int64)
+    pos, smask = _tile_positions(t, H, W, HP, WP, False)  # every load and store in row order
+    m2 = dmask[:, None] & smask[None, :]
+    yoff = b * sy_b + d64 * sy_d + pos[None, :] * sy_l
     zeros_dn = tl.zeros((BD, NP), dtype=tl.float32)
     y_rows = tl.zeros((BD, HP * WP), dtype=tl.float32)
     y_cols = tl.zeros((BD, HP * WP), dtype=tl.float32)
     du_rows = tl.zeros((BD, HP * WP), dtype=tl.float32)
     du_cols = tl.zeros((BD, HP * WP), dtype=tl.float32)
     for k in tl.static_range(K):
-        pos, smask = _tile_positions(t, H, W, HP, WP, TR[k])
-        m2 = dmask[:, None] & smask[None, :]
-        step = -1 if REV[k] else 1
-        pos_next, next_mask = _tile_positions(t + step, H, W, HP, WP, TR[k])
+        # the step after each element in the route's walk (row or column order), read in row order
+        t_walk = (t % WP) * HP + t // WP if TR[k] else t
+        pos_next, next_mask = _tile_positions(t_walk + (-1 if REV[k] else 1), H, W, HP, WP, TR[k])
         next2 = dmask[:, None] & next_mask[None, :]
         u = _load(u_ptr + k * su_k + b * su_b + d64 * su_d + pos[None, :] * su_l, m2)
         bias = _load(bias_ptr + k * dim + d, dmask) if HAS_BIAS else None
@@ -448,9 +473,12 @@ def fused_bwd_kernel(
                          SOFTPLUS)
         _, dt_next = _delta(_load(delta_ptr + drow + pos_next[None, :] * sd_l, next2), bias, next2,
                             HAS_BIAS, SOFTPLUS)
-        dout = _load(dy_ptr + b * sy_b + d64 * sy_d + pos[None, :] * sy_l, m2) * y_scale
+        dout = _load(dy_ptr + yoff, m2) * y_scale
         if HAS_Z:
-            dout, _ = _silu_gate(dout, _load(z_ptr + b * sy_b + d64 * sy_d + pos[None, :] * sy_l, m2))
+            dout, _ = _silu_gate(dout, _load(z_ptr + yoff, m2))
+        u, dt, dt_next, dout = (_to_columns(u, TR[k], HP, WP), _to_columns(dt, TR[k], HP, WP),
+                                _to_columns(dt_next, TR[k], HP, WP),
+                                _to_columns(dout, TR[k], HP, WP))
         du, ddt, y, _, dA_acc, dB_acc, dC_acc = _states_bwd(
             dt, dt * u, u, dt_next, dout, A_ptr + k * dim * N, d, dmask, N,
             B_ptr + k * sB_k, _group_row(b, pid_d, BD, dpg_b, sB_b, sB_g), sB_g, sB_n, sB_l,
@@ -458,7 +486,7 @@ def fused_bwd_kernel(
             pos, smask, zeros_dn, zeros_dn, ncol, t, 0, zeros_dn, zeros_dn, zeros_dn,
             dB_ptr + k * sdB_k, _group_row(b, pid_d, BD, dpg_b, sdB_b, sdB_g), sdB_n, sdB_l,
             dC_ptr + k * sdC_k, _group_row(b, pid_d, BD, dpg_c, sdC_b, sdC_g), sdC_n, sdC_l,
-            B_CONST, C_CONST, REV[k], False)
+            B_CONST, C_CONST, REV[k], False, TR[k], HP, WP)
         part = (b * K + k) * dim + d  # (batch, K, dim) partials
         if HAS_D:
             Dv = _load(D_ptr + k * dim + d, dmask)
@@ -477,9 +505,10 @@ def fused_bwd_kernel(
                 du_rows += du
         else:
             tl.store(du_ptr + k * su_k + b * su_b + d64 * su_d + pos[None, :] * su_l,
-                     du.to(du_ptr.dtype.element_ty), mask=m2)
+                     _to_rows(du, TR[k], HP, WP).to(du_ptr.dtype.element_ty), mask=m2)
         if SOFTPLUS:
-            ddt = ddt * tl.sigmoid(pre)
+            ddt = ddt * tl.sigmoid(_to_columns(pre, TR[k], HP, WP))
+        ddt = _to_rows(ddt, TR[k], HP, WP)
         ddt = tl.where(m2, ddt, 0.0)
         tl.store(ddelta_ptr + drow + pos[None, :] * sd_l, ddt.to(ddelta_ptr.dtype.element_ty),
                  mask=m2)
@@ -491,17 +520,14 @@ def fused_bwd_kernel(
             tl.store(dB_ptr + prow, dB_acc, mask=dn_mask)
         if C_CONST:
             tl.store(dC_ptr + prow, dC_acc, mask=dn_mask)
-    pos, smask = _tile_positions(t, H, W, HP, WP, False)
-    m2 = dmask[:, None] & smask[None, :]
-    yoff = b * sy_b + d64 * sy_d + pos[None, :] * sy_l
     if SHARED_U:
         if COLS:
-            du_rows += _columns_to_rows(du_cols, BD, HP, WP)
+            du_rows += _to_rows(du_cols, True, HP, WP)
         tl.store(du_ptr + b * su_b + d64 * su_d + pos[None, :] * su_l,
                  du_rows.to(du_ptr.dtype.element_ty), mask=m2)
     if HAS_Z:
         if COLS:
-            y_rows += _columns_to_rows(y_cols, BD, HP, WP)
+            y_rows += _to_rows(y_cols, True, HP, WP)
         y = y_rows * y_scale
         _, dsilu = _silu_gate(y, _load(z_ptr + yoff, m2))
         tl.store(dz_ptr + yoff, (_load(dy_ptr + yoff, m2) * y * dsilu).to(dz_ptr.dtype.element_ty),
