@@ -41,15 +41,19 @@ def resources(fn, consts, warps):
 
 def main():
     common = dict(HAS_D=True, HAS_Z=True, HAS_BIAS=True, SOFTPLUS=True, NP=16)
-    for (rev, tr), bc, (BL, warps) in itertools.product(
-            [(False, False), (True, True)], [False, True], [(2048, 4), (1024, 4)]):
-        c = dict(common, B_CONST=bc, C_CONST=False, REVERSE=rev, TRANSPOSE=tr, BD=1, BL=BL)
-        print("fwd", rev, tr, bc, BL, warps, resources(sk.scan_fwd_kernel, dict(c, HAS_YIN=tr), warps))
-        print("bwd", rev, tr, bc, BL, warps,
-              resources(sk.scan_bwd_kernel, dict(c, HAS_DLAST=True, HAS_DUIN=tr), warps))
+    # chunks as launched (triton_kernels/launch.py): (HP, BW, warps) forward, then backward
+    for (rev, tr), bc in itertools.product([(False, False), (True, True)], [False, True]):
+        for kind, kernel, (HP, BW, warps), extra in [
+                ("fwd", sk.scan_fwd_kernel, (64, 8, 2) if tr else (1, 512, 2), dict(HAS_YIN=tr)),
+                ("bwd", sk.scan_bwd_kernel, (64, 4, 2) if tr else (1, 256, 2),
+                 dict(HAS_DLAST=True, HAS_DUIN=tr))]:
+            c = dict(common, B_CONST=bc, C_CONST=False, REVERSE=rev, TRANSPOSE=tr, BD=1, HP=HP,
+                     BW=BW, **extra)
+            print(kind, "reverse" if rev else "", "columns" if tr else "rows",
+                  "B const" if bc else "", HP * BW, warps, resources(kernel, c, warps))
     routes = {"cross": ((0, 0, 1, 1), (0, 1, 0, 1), True), "bidi": ((0, 1), (0, 0), False)}
     for name, (rev, tr, shared) in routes.items():
-        for HP, WP, warps in [(64, 64, 8), (64, 64, 16), (1, 256, 4)]:
+        for HP, WP, warps in [(16, 16, 4), (1, 256, 4)]:
             c = dict(common, K=len(rev), REV=rev, TR=tr, COLS=any(tr), B_CONST=False,
                      C_CONST=False, BD=1, HP=HP, WP=WP, HAS_Z=not shared)
             print("fused fwd", name, HP, WP, warps, resources(sk.fused_fwd_kernel, c, warps))

@@ -8,7 +8,9 @@ import triton
 
 from .scan_kernels import fused_bwd_kernel, fused_fwd_kernel, scan_bwd_kernel, scan_fwd_kernel
 
-FUSED_MAX_TILE = 4096  # the fused kernels hold a whole (padded) H x W grid in one tile
+# The fused kernels hold a whole (padded) H x W grid in one tile.  Measured on the H100 (v5 in
+# bench/NOTES.md): faster than per-route launches up to 16 x 16 grids, slower beyond.
+FUSED_MAX_TILE = 256
 override = {}  # "fwd" / "bwd" / "fused_fwd" / "fused_bwd" -> (tile, BL cap, num_warps), for bench/sweep.py
 
 # (elements per tile, longest chunk, num_warps); chunked kernels walk chunks of at most BL steps.
@@ -40,9 +42,14 @@ def _config(kind, dpg, T, N):
     return BD, max(1, min(max(warps, T // 256), BD * T // 128, 16))
 
 
-def chunk_length(L: int, N: int, backward: bool) -> int:
+def chunk_shape(L: int, N: int, backward: bool, transpose: bool, H: int, W: int):
+    """(HP, BW) of a chunk: BL = HP * BW steps; a row-major chunk is (1, BL), a column-major
+    one BW whole columns of the grid padded to HP rows."""
     cap = _defaults("bwd" if backward else "fwd", N)[1]
-    return max(16, min(cap, triton.next_power_of_2(L)))
+    if transpose:
+        HP = triton.next_power_of_2(H)
+        return HP, max(1, min(cap // HP, triton.next_power_of_2(W)), 16 // HP)
+    return 1, max(16, min(cap, triton.next_power_of_2(L)))
 
 
 def fused_tile(H: int, W: int):
@@ -69,15 +76,15 @@ def scan_fwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus, y, last, *, y_
     N = A.shape[1]
     B, b_const, dpg, sB = _bc_layout(B, dim)
     C, c_const, dpg_c, sC = _bc_layout(C, dim)
-    BL = chunk_length(L, N, False)
-    BD, warps = _config("fwd", math.gcd(dpg, dpg_c), BL, N)
+    HP, BW = chunk_shape(L, N, False, transpose, H, W)
+    BD, warps = _config("fwd", math.gcd(dpg, dpg_c), HP * BW, N)
     scan_fwd_kernel[(triton.cdiv(dim, BD), batch)](
         u, delta, A, B, C, D, z, delta_bias, y_in, y, last,
         dim, L, N, W, H, dpg, dpg_c, *u.stride(), *delta.stride(), *sB, *sC, y_scale,
         HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None,
         HAS_YIN=y_in is not None, SOFTPLUS=delta_softplus, B_CONST=b_const, C_CONST=c_const,
-        REVERSE=reverse, TRANSPOSE=transpose, BD=BD, NP=triton.next_power_of_2(N), BL=BL,
-        num_warps=warps)
+        REVERSE=reverse, TRANSPOSE=transpose, BD=BD, NP=triton.next_power_of_2(N), HP=HP,
+        BW=BW, num_warps=warps)
 
 
 def _grad_buffer(M, const, partial_shape):
@@ -101,9 +108,10 @@ def scan_bwd(dy, dlast_state, u, delta, A, B, C, D, z, delta_bias, delta_softplu
     Ck, c_const, dpg_c, sC = _bc_layout(C, dim)
     sdB = (0,) * 4 if b_const else _bc_layout(dB, dim)[3]
     sdC = (0,) * 4 if c_const else _bc_layout(dC, dim)[3]
-    BL = chunk_length(L, N, True)
-    BD, warps = _config("bwd", math.gcd(dpg, dpg_c), BL, N)
-    carries = torch.empty(batch, dim, N, triton.cdiv(L, BL), **f32)
+    HP, BW = chunk_shape(L, N, True, transpose, H, W)
+    BD, warps = _config("bwd", math.gcd(dpg, dpg_c), HP * BW, N)
+    nchunks = triton.cdiv(W, BW) if transpose else triton.cdiv(L, BW)
+    carries = torch.empty(batch, dim, N, nchunks, **f32)
     dA = torch.empty(batch, dim, N, **f32)
     dD = torch.empty(batch, dim, **f32) if D is not None else None
     dbias = torch.empty(batch, dim, **f32) if delta_bias is not None else None
@@ -113,7 +121,7 @@ def scan_bwd(dy, dlast_state, u, delta, A, B, C, D, z, delta_bias, delta_softplu
         *sdB, *sdC, HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None,
         HAS_DLAST=dlast_state is not None, HAS_DUIN=du_in is not None, SOFTPLUS=delta_softplus,
         B_CONST=b_const, C_CONST=c_const, REVERSE=reverse, TRANSPOSE=transpose, BD=BD,
-        NP=triton.next_power_of_2(N), BL=BL, num_warps=warps)
+        NP=triton.next_power_of_2(N), HP=HP, BW=BW, num_warps=warps)
     return (dA.sum(0), dB.sum(0) if b_const else dB, dC.sum(0) if c_const else dC,
             None if dD is None else dD.sum(0), None if dbias is None else dbias.sum(0))
 

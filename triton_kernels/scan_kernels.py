@@ -9,8 +9,9 @@ each channel.  The N states are a loop inside the program, so every reduction ov
 Two kernel families:
 - chunked (``scan_fwd_kernel`` / ``scan_bwd_kernel``): one route, any L, walking the sequence
   in chunks of BL steps with the states carried between chunks.  Step s of the scan reads
-  position s, or the column-major walk (s % H) * W + s // H (TRANSPOSE); REVERSE runs the
-  recurrence from the last step to the first.  No flipped or transposed copies.
+  position s, or, for the column-major walk (TRANSPOSE), chunks are blocks of whole columns,
+  loaded row by row and transposed in registers; REVERSE runs the recurrence from the last step
+  to the first.  No flipped or transposed copies in memory.
 - fused (``fused_fwd_kernel`` / ``fused_bwd_kernel``): the whole H x W grid in one tile, and
   all K routes of bidirectional_scan / cross_selective_scan in one program; the routes' outputs
   are summed in registers and written once.  The tile holds the grid as (HP, WP) rows
@@ -41,12 +42,29 @@ def _load(ptr, mask):
 
 
 @triton.jit
-def _chunk_positions(s, L, W, H, TRANSPOSE: tl.constexpr):
-    """Step s of a chunked scan -> (memory position, inside the sequence)."""
-    pos = s
+def _chunk(c, t, step, L, W, H, HP: tl.constexpr, BW: tl.constexpr, TRANSPOSE: tl.constexpr):
+    """Element t of chunk c, in row order -> (position, valid) of the element ``step`` steps
+    after it in the walk.  Row-major walk: chunk c holds steps c*BL + t (BL = HP * BW, HP = 1).
+    Column-major walk (TRANSPOSE): chunk c holds columns c*BW .. c*BW+BW-1 of the grid padded
+    to HP rows, t = row * BW + column in the chunk, and the walk reaches (row, column) at step
+    column * HP + row -- loads stay coalesced along rows; the kernel transposes in registers."""
     if TRANSPOSE:
-        pos = (s % H) * W + s // H
-    return pos.to(tl.int64), (s >= 0) & (s < L)
+        g = (c * BW + t % BW) * HP + t // BW + step
+        h, w = g % HP, g // HP
+        pos = h * W + w
+        valid = (g >= 0) & (h < H) & (w < W)
+    else:
+        pos = c * (HP * BW) + t + step
+        valid = (pos >= 0) & (pos < L)
+    return pos.to(tl.int64), valid
+
+
+@triton.jit
+def _num_chunks(L, W, BL: tl.constexpr, BW: tl.constexpr, TRANSPOSE: tl.constexpr):
+    n = tl.cdiv(L, BL)
+    if TRANSPOSE:
+        n = tl.cdiv(W, BW)
+    return n
 
 
 @triton.jit
@@ -83,8 +101,9 @@ def _set_column(tile, ncol, n, value):
 
 @triton.jit
 def _edge(x, t, at):
-    """x[:, at] of a (BD, T) tile."""
-    return tl.sum(tl.where(t[None, :] == at, x, 0.0), axis=1)
+    """x[:, at] of a (BD, T) tile in row order (t: (1, T) indices).  The first and last steps
+    of a walk are corners of the tile: the same index in row and column order."""
+    return tl.sum(tl.where(t == at, x, 0.0), axis=1)
 
 
 @triton.jit
@@ -135,7 +154,7 @@ def _states_fwd(dt, dtu, A_ptr, d, dmask, N, B_ptr, Brow, sB_d, sB_n, sB_l, C_pt
                                        combine_fn=_pair_combine, reverse=REVERSE)
         if CARRY:
             h += a_run * _column(carry, ncol, n)[:, None]
-            carry = _set_column(carry, ncol, n, _edge(h, t, last_at))
+            carry = _set_column(carry, ncol, n, _edge(_to_rows(h, COLS, HP, WP), t, last_at))
         y += h * Cn
     return y, carry
 
@@ -168,7 +187,7 @@ def _states_bwd(dt, dtu, u, dt_next, dout, A_ptr, d, dmask, N, B_ptr, Brow, sB_d
         if CARRY:
             h += a_run * _column(carry, ncol, n)[:, None]
             g += g_run * _column(gcarry, ncol, n)[:, None]
-            gcarry = _set_column(gcarry, ncol, n, _edge(g, t, first_at))
+            gcarry = _set_column(gcarry, ncol, n, _edge(_to_rows(g, COLS, HP, WP), t, first_at))
         y += h * Cn
         dlog = g * (h - dBu)  # g_t * dA_t * h_{t-1}
         gB = g * Bn
@@ -213,12 +232,13 @@ def scan_fwd_kernel(
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_YIN: tl.constexpr,
     SOFTPLUS: tl.constexpr, B_CONST: tl.constexpr, C_CONST: tl.constexpr,
     REVERSE: tl.constexpr, TRANSPOSE: tl.constexpr,
-    BD: tl.constexpr, NP: tl.constexpr, BL: tl.constexpr,
+    BD: tl.constexpr, NP: tl.constexpr, HP: tl.constexpr, BW: tl.constexpr,
 ):
     pid_d, b = tl.program_id(0), tl.program_id(1).to(tl.int64)
     d = pid_d * BD + tl.arange(0, BD)
     ncol = tl.arange(0, NP)
-    t = tl.arange(0, BL)
+    BL = HP * BW
+    t = tl.arange(0, HP * BW)
     dmask = d < dim
     bias = _load(bias_ptr + d, dmask) if HAS_BIAS else None
     Dv = _load(D_ptr + d, dmask) if HAS_D else None
@@ -227,18 +247,20 @@ def scan_fwd_kernel(
     Brow = b * sB_b + ((pid_d * BD) // dpg_b) * sB_g  # BD divides dim // G: one group per program
     Crow = b * sC_b + ((pid_d * BD) // dpg_c) * sC_g
     carry = tl.zeros((BD, NP), dtype=tl.float32)
-    nchunks = tl.cdiv(L, BL)
+    nchunks = _num_chunks(L, W, BL, BW, TRANSPOSE)
     for i in range(nchunks):
         c = nchunks - 1 - i if REVERSE else i
-        pos, smask = _chunk_positions(c * BL + t, L, W, H, TRANSPOSE)
+        pos, smask = _chunk(c, t, 0, L, W, H, HP, BW, TRANSPOSE)
         m2 = dmask[:, None] & smask[None, :]
         u = _load(u_ptr + urow + pos[None, :] * su_l, m2)
         _, dt = _delta(_load(delta_ptr + drow + pos[None, :] * sd_l, m2), bias, m2, HAS_BIAS,
                        SOFTPLUS)
-        y, carry = _states_fwd(dt, dt * u, A_ptr, d, dmask, N, B_ptr, Brow, sB_g, sB_n, sB_l,
-                               C_ptr, Crow, sC_g, sC_n, sC_l, pos, smask, carry, ncol, t,
-                               0 if REVERSE else BL - 1, B_CONST, C_CONST, REVERSE, True, False,
-                               1, BL)
+        y, carry = _states_fwd(_to_columns(dt, TRANSPOSE, HP, BW),
+                               _to_columns(dt * u, TRANSPOSE, HP, BW), A_ptr, d, dmask, N, B_ptr,
+                               Brow, sB_g, sB_n, sB_l, C_ptr, Crow, sC_g, sC_n, sC_l, pos, smask,
+                               carry, ncol, t[None, :], 0 if REVERSE else BL - 1, B_CONST, C_CONST,
+                               REVERSE, True, TRANSPOSE, HP, BW)
+        y = _to_rows(y, TRANSPOSE, HP, BW)
         if HAS_D:
             y += Dv[:, None] * u
         if HAS_YIN:
@@ -266,12 +288,13 @@ def scan_bwd_kernel(
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_DLAST: tl.constexpr,
     HAS_DUIN: tl.constexpr, SOFTPLUS: tl.constexpr, B_CONST: tl.constexpr,
     C_CONST: tl.constexpr, REVERSE: tl.constexpr, TRANSPOSE: tl.constexpr,
-    BD: tl.constexpr, NP: tl.constexpr, BL: tl.constexpr,
+    BD: tl.constexpr, NP: tl.constexpr, HP: tl.constexpr, BW: tl.constexpr,
 ):
     pid_d, b = tl.program_id(0), tl.program_id(1).to(tl.int64)
     d = pid_d * BD + tl.arange(0, BD)
     ncol = tl.arange(0, NP)
-    t = tl.arange(0, BL)
+    BL = HP * BW
+    t = tl.arange(0, HP * BW)
     dmask = d < dim
     dn_mask = dmask[:, None] & (ncol[None, :] < N)
     bias = _load(bias_ptr + d, dmask) if HAS_BIAS else None
@@ -281,7 +304,7 @@ def scan_bwd_kernel(
     gb, gc = (pid_d * BD) // dpg_b, (pid_d * BD) // dpg_c
     Brow, Crow = b * sB_b + gb * sB_g, b * sC_b + gc * sC_g
     dBrow, dCrow = b * sdB_b + gb * sdB_g, b * sdC_b + gc * sdC_g
-    nchunks = tl.cdiv(L, BL)
+    nchunks = _num_chunks(L, W, BL, BW, TRANSPOSE)
     lrow = (b * dim + d[:, None]) * N + ncol[None, :]
     crow = lrow * nchunks
     first_at = BL - 1 if REVERSE else 0  # the tile's first step in the adjoint's order
@@ -292,14 +315,16 @@ def scan_bwd_kernel(
     carry = tl.zeros((BD, NP), dtype=tl.float32)
     for i in range(nchunks - 1):
         c = nchunks - 1 - i if REVERSE else i
-        pos, smask = _chunk_positions(c * BL + t, L, W, H, TRANSPOSE)
+        pos, smask = _chunk(c, t, 0, L, W, H, HP, BW, TRANSPOSE)
         m2 = dmask[:, None] & smask[None, :]
         _, dt = _delta(_load(delta_ptr + drow + pos[None, :] * sd_l, m2), bias, m2, HAS_BIAS,
                        SOFTPLUS)
         dtu = dt * _load(u_ptr + urow + pos[None, :] * su_l, m2)
-        _, carry = _states_fwd(dt, dtu, A_ptr, d, dmask, N, B_ptr, Brow, sB_g, sB_n, sB_l, C_ptr,
-                               Crow, sC_g, sC_n, sC_l, pos, smask, carry, ncol, t, last_at,
-                               B_CONST, C_CONST, REVERSE, True, False, 1, BL)
+        _, carry = _states_fwd(_to_columns(dt, TRANSPOSE, HP, BW),
+                               _to_columns(dtu, TRANSPOSE, HP, BW), A_ptr, d, dmask, N, B_ptr,
+                               Brow, sB_g, sB_n, sB_l, C_ptr, Crow, sC_g, sC_n, sC_l, pos, smask,
+                               carry, ncol, t[None, :], last_at, B_CONST, C_CONST, REVERSE, True, TRANSPOSE,
+                               HP, BW)
         tl.store(carry_ptr + crow + (c + step), carry, mask=dn_mask)
 
     # pass 2: chunks in the other order; recompute states, run the adjoint recurrence
@@ -313,12 +338,12 @@ def scan_bwd_kernel(
     dbias_acc = tl.zeros((BD,), dtype=tl.float32)
     for i in range(nchunks):
         c = i if REVERSE else nchunks - 1 - i
-        pos, smask = _chunk_positions(c * BL + t, L, W, H, TRANSPOSE)
+        pos, smask = _chunk(c, t, 0, L, W, H, HP, BW, TRANSPOSE)
         m2 = dmask[:, None] & smask[None, :]
         u = _load(u_ptr + urow + pos[None, :] * su_l, m2)
         pre, dt = _delta(_load(delta_ptr + drow + pos[None, :] * sd_l, m2), bias, m2, HAS_BIAS,
                          SOFTPLUS)
-        pos_next, next_mask = _chunk_positions(c * BL + t + step, L, W, H, TRANSPOSE)
+        pos_next, next_mask = _chunk(c, t, step, L, W, H, HP, BW, TRANSPOSE)
         next2 = dmask[:, None] & next_mask[None, :]
         _, dt_next = _delta(_load(delta_ptr + drow + pos_next[None, :] * sd_l, next2), bias, next2,
                             HAS_BIAS, SOFTPLUS)
@@ -329,10 +354,14 @@ def scan_bwd_kernel(
             zt = _load(z_ptr + urow + pos[None, :] * su_l, m2)
             dout, dsilu = _silu_gate(dy, zt)
         du, ddt, y, gcarry, dA_acc, dB_acc, dC_acc = _states_bwd(
-            dt, dt * u, u, dt_next, dout, A_ptr, d, dmask, N, B_ptr, Brow, sB_g, sB_n, sB_l,
-            C_ptr, Crow, sC_g, sC_n, sC_l, pos, smask, carry, gcarry, ncol, t, first_at, dA_acc,
-            dB_acc, dC_acc, dB_ptr, dBrow, sdB_n, sdB_l, dC_ptr, dCrow, sdC_n, sdC_l,
-            B_CONST, C_CONST, REVERSE, True, False, 1, BL)
+            _to_columns(dt, TRANSPOSE, HP, BW), _to_columns(dt * u, TRANSPOSE, HP, BW),
+            _to_columns(u, TRANSPOSE, HP, BW), _to_columns(dt_next, TRANSPOSE, HP, BW),
+            _to_columns(dout, TRANSPOSE, HP, BW), A_ptr, d, dmask, N, B_ptr, Brow, sB_g, sB_n,
+            sB_l, C_ptr, Crow, sC_g, sC_n, sC_l, pos, smask, carry, gcarry, ncol, t[None, :], first_at,
+            dA_acc, dB_acc, dC_acc, dB_ptr, dBrow, sdB_n, sdB_l, dC_ptr, dCrow, sdC_n, sdC_l,
+            B_CONST, C_CONST, REVERSE, True, TRANSPOSE, HP, BW)
+        du, ddt, y = (_to_rows(du, TRANSPOSE, HP, BW), _to_rows(ddt, TRANSPOSE, HP, BW),
+                      _to_rows(y, TRANSPOSE, HP, BW))
         if HAS_D:
             du += dout * Dv[:, None]
             dD_acc += tl.sum(dout * u, axis=1)
@@ -408,7 +437,8 @@ def fused_fwd_kernel(
                            B_ptr + k * sB_k, _group_row(b, pid_d, BD, dpg_b, sB_b, sB_g),
                            sB_g, sB_n, sB_l, C_ptr + k * sC_k,
                            _group_row(b, pid_d, BD, dpg_c, sC_b, sC_g), sC_g, sC_n, sC_l,
-                           pos, smask, carry, ncol, t, 0, B_CONST, C_CONST, REV[k], False, TR[k],
+                           pos, smask, carry, ncol, t[None, :], 0, B_CONST, C_CONST, REV[k], False,
+                           TR[k],
                            HP, WP)
         if HAS_D:
             y += _load(D_ptr + k * dim + d, dmask)[:, None] * u
@@ -483,7 +513,7 @@ def fused_bwd_kernel(
             dt, dt * u, u, dt_next, dout, A_ptr + k * dim * N, d, dmask, N,
             B_ptr + k * sB_k, _group_row(b, pid_d, BD, dpg_b, sB_b, sB_g), sB_g, sB_n, sB_l,
             C_ptr + k * sC_k, _group_row(b, pid_d, BD, dpg_c, sC_b, sC_g), sC_g, sC_n, sC_l,
-            pos, smask, zeros_dn, zeros_dn, ncol, t, 0, zeros_dn, zeros_dn, zeros_dn,
+            pos, smask, zeros_dn, zeros_dn, ncol, t[None, :], 0, zeros_dn, zeros_dn, zeros_dn,
             dB_ptr + k * sdB_k, _group_row(b, pid_d, BD, dpg_b, sdB_b, sdB_g), sdB_n, sdB_l,
             dC_ptr + k * sdC_k, _group_row(b, pid_d, BD, dpg_c, sdC_b, sdC_g), sdC_n, sdC_l,
             B_CONST, C_CONST, REV[k], False, TR[k], HP, WP)
