@@ -170,6 +170,10 @@ def main():
                 r["baseline"] = dict(what=a[2], fwd_ms=a[0], bwd_ms=a[1])
             print(f"{name:<13}{backend:<9}{r['fwd_ms']:>8.3f}{100 * r['fwd_roofline']:>6.1f}%"
                   f"{r['bwd_ms']:>8.3f}{100 * r['bwd_roofline']:>6.1f}%{ratio}")
+    if "triton" in args.backends:
+        from ssops.triton_kernels import launch
+        result["triton_configs"] = {"/".join(map(str, key)): config
+                                    for key, config in launch.tuned.items()}
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"scan_ops_{result['device'].replace(' ', '_')}_{commit[:10]}.json"

@@ -10,7 +10,7 @@ import run
 
 CHUNKED = [(1024, 1024, 4), (512, 512, 4), (1024, 1024, 8), (2048, 1024, 8), (512, 512, 2),
            (256, 256, 2), (2048, 2048, 8)]
-FUSED = ["per-route", (1024, 4096, 4), (4096, 4096, 16)]  # per-route: the chunked kernels, one launch per route (no fused tile)
+FUSED = ["per-route", (1024, None, 4), (4096, None, 16)]  # per-route: the chunked kernels, one launch per route (no fused tile)
 
 copy = run.copy_bandwidth_gbps()
 for name in sys.argv[1].split(","):

@@ -7,17 +7,15 @@ summed back at each position.
 """
 from __future__ import annotations
 
+from ssops.validation import grid
+
 from .cross_scan import cross_merge, cross_scan, from_routes, to_routes
 from .selective_scan import compute_dtype, selective_scan_bwd, selective_scan_fwd
 
 
-def _grid(x, layout):
-    return (x.shape[2], x.shape[3]) if layout == "bchw" else (x.shape[1], x.shape[2])
-
-
 def _routed(x, delta, B, C, layout, routes):
     """The per-route scan inputs: xs, delta (B, K*C, L) and B, C (B, K, N, L) in scan order."""
-    H, W = _grid(x, layout)
+    H, W = grid(x, layout)[2:]
     return (cross_scan(x, layout, routes).flatten(1, 2),
             to_routes(delta, H, W, routes).flatten(1, 2),
             to_routes(B, H, W, routes), to_routes(C, H, W, routes))
@@ -28,11 +26,11 @@ def cross_selective_scan_fwd(x, delta, A, B, C, D, delta_bias, delta_softplus, l
     xs, ds, Bs, Cs = _routed(x, delta, B, C, layout, routes)
     ys, _ = selective_scan_fwd(xs, ds, A, Bs, Cs, D, None, delta_bias, delta_softplus,
                                compute_dtype(x))
-    return cross_merge(ys.view(delta.shape), *_grid(x, layout), layout, routes).to(out_dtype)
+    return cross_merge(ys.view(delta.shape), *grid(x, layout)[2:], layout, routes).to(out_dtype)
 
 
 def cross_selective_scan_bwd(dy, x, delta, A, B, C, D, delta_bias, delta_softplus, layout, routes):
-    H, W = _grid(x, layout)
+    H, W = grid(x, layout)[2:]
     dys = cross_scan(dy.to(compute_dtype(x)), layout, routes).flatten(1, 2)  # adjoint of the merge
     xs, ds, Bs, Cs = _routed(x, delta, B, C, layout, routes)
     du, ddelta, dA, dB, dC, dD, _, dbias = selective_scan_bwd(

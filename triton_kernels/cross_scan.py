@@ -5,6 +5,8 @@ import torch
 import triton
 import triton.language as tl
 
+from ssops.validation import grid
+
 # route k of each set: (reversed, column-major)
 ROUTE_FLAGS = {"unidi": ((False, False),), "bidi": ((False, False), (True, False)),
                "cross": ((False, False), (False, True), (True, False), (True, True))}
@@ -32,7 +34,8 @@ def _route_pos_to_step(p, L, W, H, REV: tl.constexpr, TR: tl.constexpr):
 @triton.jit
 def _cross_kernel(src_ptr, dst_ptr, C, L, W, H, sx_b, sx_c, sx_l, K: tl.constexpr,
                   MERGE: tl.constexpr, FLAGS: tl.constexpr, BC: tl.constexpr, BS: tl.constexpr):
-    """Scan: dst[b, k, c, s] = x[b, c, pos_k(s)].  Merge: dst[b, c, p] = sum_k y[b, k, c, step_k(p)].
+    """Scan: dst[b, k, c, s] = x[b, c, pos_k(s)].
+    Merge: dst[b, c, p] = sum_k y[b, k, c, step_k(p)].
     x / the merged output are addressed through (b, c, position) strides (either layout)."""
     b = tl.program_id(2).to(tl.int64)
     c = tl.program_id(1) * BC + tl.arange(0, BC)
@@ -72,7 +75,7 @@ def _launch(src, dst, nat, H, W, routes, merge):
 
 def cross_scan(x, layout, routes):
     x = x.contiguous()
-    H, W = (x.shape[2], x.shape[3]) if layout == "bchw" else (x.shape[1], x.shape[2])
+    H, W = grid(x, layout)[2:]
     nat = natural_view(x, layout)
     out = torch.empty(nat.shape[0], len(ROUTE_FLAGS[routes]), *nat.shape[1:], device=x.device,
                       dtype=x.dtype)

@@ -6,13 +6,11 @@ from __future__ import annotations
 
 import torch
 
+from ssops.validation import grid
+
 from .cross_scan import ROUTE_FLAGS, natural_view
 from .launch import fused_bwd, fused_fwd, fused_tile, scan_bwd, scan_fwd
 from .selective_scan import _c, _cast
-
-
-def _grid(x, layout):
-    return (x.shape[2], x.shape[3]) if layout == "bchw" else (x.shape[1], x.shape[2])
 
 
 def _route_params(k, C, A, D, bias):
@@ -36,7 +34,7 @@ def _stacked(xn, delta, A, B, C, D, delta_bias):
 def cross_selective_scan_fwd(x, delta, A, B, C, D, delta_bias, delta_softplus, layout, routes,
                              out_dtype):
     x, delta, A, B, C, D, delta_bias = _inputs(x, delta, A, B, C, D, delta_bias)
-    H, W = _grid(x, layout)
+    H, W = grid(x, layout)[2:]
     xn = natural_view(x, layout)
     y = torch.empty_like(x, dtype=out_dtype)
     yn = natural_view(y, layout)
@@ -58,7 +56,7 @@ def cross_selective_scan_fwd(x, delta, A, B, C, D, delta_bias, delta_softplus, l
 
 def cross_selective_scan_bwd(dy, x, delta, A, B, C, D, delta_bias, delta_softplus, layout, routes):
     x, delta, A, B, C, D, delta_bias = _inputs(x, delta, A, B, C, D, delta_bias)
-    H, W = _grid(x, layout)
+    H, W = grid(x, layout)[2:]
     xn, dyn = natural_view(x, layout), natural_view(dy.contiguous(), layout)
     dx = torch.empty_like(x)
     ddelta = torch.empty_like(delta)

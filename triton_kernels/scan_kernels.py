@@ -160,6 +160,21 @@ def _states_fwd(dt, dtu, A_ptr, d, dmask, N, B_ptr, Brow, sB_d, sB_n, sB_l, C_pt
 
 
 @triton.jit
+def _add_bc_grad(acc, grad, ncol, n, ptr, s_l, pos, smask, CONST: tl.constexpr,
+                 COLS: tl.constexpr, HP: tl.constexpr, WP: tl.constexpr):
+    """Adds grad (BD, T), the gradient of B[:, n] or C[:, n] per channel and step: a constant
+    matrix sums it over the tile into column n of acc; a variable one (shared by the channels)
+    sums it over the channels and adds it atomically at the tile's positions."""
+    if CONST:
+        acc = _set_column(acc, ncol, n, _column(acc, ncol, n) + tl.sum(grad, axis=1))
+    else:
+        tl.atomic_add(ptr + pos[None, :] * s_l,
+                      _to_rows(tl.sum(grad, axis=0)[None, :], COLS, HP, WP), mask=smask[None, :],
+                      sem="relaxed")
+    return acc
+
+
+@triton.jit
 def _states_bwd(dt, dtu, u, dt_next, dout, A_ptr, d, dmask, N, B_ptr, Brow, sB_d, sB_n, sB_l,
                 C_ptr, Crow, sC_d, sC_n, sC_l, pos, smask, carry, gcarry, ncol, t, first_at,
                 dA_acc, dB_acc, dC_acc, dB_ptr, dBrow, sdB_n, sdB_l, dC_ptr, dCrow, sdC_n, sdC_l,
@@ -194,20 +209,10 @@ def _states_bwd(dt, dtu, u, dt_next, dout, A_ptr, d, dmask, N, B_ptr, Brow, sB_d
         du += gB * dt
         ddt += gB * u + dlog * An[:, None]
         dA_acc = _set_column(dA_acc, ncol, n, _column(dA_acc, ncol, n) + tl.sum(dlog * dt, axis=1))
-        gdtu = g * dtu
-        hdout = h * dout
-        if B_CONST:
-            dB_acc = _set_column(dB_acc, ncol, n, _column(dB_acc, ncol, n) + tl.sum(gdtu, axis=1))
-        else:
-            tl.atomic_add(dB_ptr + dBrow + n * sdB_n + pos[None, :] * sdB_l,
-                          _to_rows(tl.sum(gdtu, axis=0)[None, :], COLS, HP, WP),
-                          mask=smask[None, :], sem="relaxed")
-        if C_CONST:
-            dC_acc = _set_column(dC_acc, ncol, n, _column(dC_acc, ncol, n) + tl.sum(hdout, axis=1))
-        else:
-            tl.atomic_add(dC_ptr + dCrow + n * sdC_n + pos[None, :] * sdC_l,
-                          _to_rows(tl.sum(hdout, axis=0)[None, :], COLS, HP, WP),
-                          mask=smask[None, :], sem="relaxed")
+        dB_acc = _add_bc_grad(dB_acc, g * dtu, ncol, n, dB_ptr + dBrow + n * sdB_n, sdB_l, pos,
+                              smask, B_CONST, COLS, HP, WP)
+        dC_acc = _add_bc_grad(dC_acc, h * dout, ncol, n, dC_ptr + dCrow + n * sdC_n, sdC_l, pos,
+                              smask, C_CONST, COLS, HP, WP)
     return du, ddt, y, gcarry, dA_acc, dB_acc, dC_acc
 
 
@@ -216,6 +221,24 @@ def _silu_gate(dy, z):
     """(dy * silu(z), d silu / dz)."""
     sz = tl.sigmoid(z)
     return dy * z * sz, sz * (1 + z * (1 - sz))
+
+
+@triton.jit
+def _group_row(b, pid_d, BD: tl.constexpr, dpg, s_b, s_g):
+    """Offset of the B or C rows of this program's channel block (BD divides the group)."""
+    return b * s_b + ((pid_d * BD) // dpg) * s_g
+
+
+@triton.jit
+def _channel_block(b, pid_d, dim, bias_ptr, D_ptr, su_b, su_d, sd_b, sd_d, BD: tl.constexpr,
+                   HAS_BIAS: tl.constexpr, HAS_D: tl.constexpr):
+    """A chunked program's channels: (d, mask, delta_bias, D, row offsets of u and of delta)."""
+    d = pid_d * BD + tl.arange(0, BD)
+    dmask = d < dim
+    bias = _load(bias_ptr + d, dmask) if HAS_BIAS else tl.zeros((BD,), dtype=tl.float32)
+    Dv = _load(D_ptr + d, dmask) if HAS_D else tl.zeros((BD,), dtype=tl.float32)
+    return (d, dmask, bias, Dv, b * su_b + d[:, None].to(tl.int64) * su_d,
+            b * sd_b + d[:, None].to(tl.int64) * sd_d)
 
 
 # ----------------------------------------------------------------------------- chunked kernels
@@ -235,17 +258,13 @@ def scan_fwd_kernel(
     BD: tl.constexpr, NP: tl.constexpr, HP: tl.constexpr, BW: tl.constexpr,
 ):
     pid_d, b = tl.program_id(0), tl.program_id(1).to(tl.int64)
-    d = pid_d * BD + tl.arange(0, BD)
+    d, dmask, bias, Dv, urow, drow = _channel_block(b, pid_d, dim, bias_ptr, D_ptr, su_b, su_d,
+                                                    sd_b, sd_d, BD, HAS_BIAS, HAS_D)
     ncol = tl.arange(0, NP)
     BL = HP * BW
     t = tl.arange(0, HP * BW)
-    dmask = d < dim
-    bias = _load(bias_ptr + d, dmask) if HAS_BIAS else None
-    Dv = _load(D_ptr + d, dmask) if HAS_D else None
-    urow = b * su_b + d[:, None].to(tl.int64) * su_d
-    drow = b * sd_b + d[:, None].to(tl.int64) * sd_d
-    Brow = b * sB_b + ((pid_d * BD) // dpg_b) * sB_g  # BD divides dim // G: one group per program
-    Crow = b * sC_b + ((pid_d * BD) // dpg_c) * sC_g
+    Brow = _group_row(b, pid_d, BD, dpg_b, sB_b, sB_g)  # BD divides dim // G: one group per program
+    Crow = _group_row(b, pid_d, BD, dpg_c, sC_b, sC_g)
     carry = tl.zeros((BD, NP), dtype=tl.float32)
     nchunks = _num_chunks(L, W, BL, BW, TRANSPOSE)
     for i in range(nchunks):
@@ -291,19 +310,16 @@ def scan_bwd_kernel(
     BD: tl.constexpr, NP: tl.constexpr, HP: tl.constexpr, BW: tl.constexpr,
 ):
     pid_d, b = tl.program_id(0), tl.program_id(1).to(tl.int64)
-    d = pid_d * BD + tl.arange(0, BD)
+    d, dmask, bias, Dv, urow, drow = _channel_block(b, pid_d, dim, bias_ptr, D_ptr, su_b, su_d,
+                                                    sd_b, sd_d, BD, HAS_BIAS, HAS_D)
     ncol = tl.arange(0, NP)
     BL = HP * BW
     t = tl.arange(0, HP * BW)
-    dmask = d < dim
     dn_mask = dmask[:, None] & (ncol[None, :] < N)
-    bias = _load(bias_ptr + d, dmask) if HAS_BIAS else None
-    Dv = _load(D_ptr + d, dmask) if HAS_D else None
-    urow = b * su_b + d[:, None].to(tl.int64) * su_d
-    drow = b * sd_b + d[:, None].to(tl.int64) * sd_d
-    gb, gc = (pid_d * BD) // dpg_b, (pid_d * BD) // dpg_c
-    Brow, Crow = b * sB_b + gb * sB_g, b * sC_b + gc * sC_g
-    dBrow, dCrow = b * sdB_b + gb * sdB_g, b * sdC_b + gc * sdC_g
+    Brow = _group_row(b, pid_d, BD, dpg_b, sB_b, sB_g)
+    Crow = _group_row(b, pid_d, BD, dpg_c, sC_b, sC_g)
+    dBrow = _group_row(b, pid_d, BD, dpg_b, sdB_b, sdB_g)
+    dCrow = _group_row(b, pid_d, BD, dpg_c, sdC_b, sdC_g)
     nchunks = _num_chunks(L, W, BL, BW, TRANSPOSE)
     lrow = (b * dim + d[:, None]) * N + ncol[None, :]
     crow = lrow * nchunks
@@ -311,8 +327,9 @@ def scan_bwd_kernel(
     last_at = 0 if REVERSE else BL - 1
     step = -1 if REVERSE else 1
 
-    # pass 1: the state entering each chunk but the first (in scan order)
+    # pass 1: the state entering each chunk (zero before the first one, in scan order)
     carry = tl.zeros((BD, NP), dtype=tl.float32)
+    tl.store(carry_ptr + crow + (nchunks - 1 if REVERSE else 0), carry, mask=dn_mask)
     for i in range(nchunks - 1):
         c = nchunks - 1 - i if REVERSE else i
         pos, smask = _chunk(c, t, 0, L, W, H, HP, BW, TRANSPOSE)
@@ -323,8 +340,8 @@ def scan_bwd_kernel(
         _, carry = _states_fwd(_to_columns(dt, TRANSPOSE, HP, BW),
                                _to_columns(dtu, TRANSPOSE, HP, BW), A_ptr, d, dmask, N, B_ptr,
                                Brow, sB_g, sB_n, sB_l, C_ptr, Crow, sC_g, sC_n, sC_l, pos, smask,
-                               carry, ncol, t[None, :], last_at, B_CONST, C_CONST, REVERSE, True, TRANSPOSE,
-                               HP, BW)
+                               carry, ncol, t[None, :], last_at, B_CONST, C_CONST, REVERSE, True,
+                               TRANSPOSE, HP, BW)
         tl.store(carry_ptr + crow + (c + step), carry, mask=dn_mask)
 
     # pass 2: chunks in the other order; recompute states, run the adjoint recurrence
@@ -347,7 +364,7 @@ def scan_bwd_kernel(
         next2 = dmask[:, None] & next_mask[None, :]
         _, dt_next = _delta(_load(delta_ptr + drow + pos_next[None, :] * sd_l, next2), bias, next2,
                             HAS_BIAS, SOFTPLUS)
-        carry = _load(carry_ptr + crow + c, dn_mask & (c != (nchunks - 1 if REVERSE else 0)))
+        carry = _load(carry_ptr + crow + c, dn_mask)
         dy = _load(dy_ptr + urow + pos[None, :] * su_l, m2)
         dout = dy
         if HAS_Z:
@@ -357,9 +374,9 @@ def scan_bwd_kernel(
             _to_columns(dt, TRANSPOSE, HP, BW), _to_columns(dt * u, TRANSPOSE, HP, BW),
             _to_columns(u, TRANSPOSE, HP, BW), _to_columns(dt_next, TRANSPOSE, HP, BW),
             _to_columns(dout, TRANSPOSE, HP, BW), A_ptr, d, dmask, N, B_ptr, Brow, sB_g, sB_n,
-            sB_l, C_ptr, Crow, sC_g, sC_n, sC_l, pos, smask, carry, gcarry, ncol, t[None, :], first_at,
-            dA_acc, dB_acc, dC_acc, dB_ptr, dBrow, sdB_n, sdB_l, dC_ptr, dCrow, sdC_n, sdC_l,
-            B_CONST, C_CONST, REVERSE, True, TRANSPOSE, HP, BW)
+            sB_l, C_ptr, Crow, sC_g, sC_n, sC_l, pos, smask, carry, gcarry, ncol, t[None, :],
+            first_at, dA_acc, dB_acc, dC_acc, dB_ptr, dBrow, sdB_n, sdB_l, dC_ptr, dCrow, sdC_n,
+            sdC_l, B_CONST, C_CONST, REVERSE, True, TRANSPOSE, HP, BW)
         du, ddt, y = (_to_rows(du, TRANSPOSE, HP, BW), _to_rows(ddt, TRANSPOSE, HP, BW),
                       _to_rows(y, TRANSPOSE, HP, BW))
         if HAS_D:
@@ -367,8 +384,8 @@ def scan_bwd_kernel(
             dD_acc += tl.sum(dout * u, axis=1)
             y += Dv[:, None] * u
         if HAS_Z:
-            tl.store(dz_ptr + urow + pos[None, :] * su_l, (dy * y * dsilu).to(dz_ptr.dtype.element_ty),
-                     mask=m2)
+            tl.store(dz_ptr + urow + pos[None, :] * su_l,
+                     (dy * y * dsilu).to(dz_ptr.dtype.element_ty), mask=m2)
         if HAS_DUIN:
             du += _load(duin_ptr + urow + pos[None, :] * su_l, m2)
         tl.store(du_ptr + urow + pos[None, :] * su_l, du.to(du_ptr.dtype.element_ty), mask=m2)
@@ -393,14 +410,6 @@ def scan_bwd_kernel(
 # ------------------------------------------------------------------------------- fused kernels
 
 @triton.jit
-def _group_row(b, pid_d, BD: tl.constexpr, dpg, s_b, s_g):
-    """Offset of the B or C rows of this program's channel block (BD divides the group)."""
-    return b * s_b + ((pid_d * BD) // dpg) * s_g
-
-
-
-
-@triton.jit
 def fused_fwd_kernel(
     u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, y_ptr,
     dim, N, H, W, dpg_b, dpg_c,
@@ -410,7 +419,8 @@ def fused_fwd_kernel(
     sC_k, sC_b, sC_g, sC_n, sC_l,
     sy_b, sy_d, sy_l,                # y, z
     y_scale,
-    K: tl.constexpr, REV: tl.constexpr, TR: tl.constexpr, COLS: tl.constexpr,  # route k: REV[k], TR[k]; COLS = any(TR)
+    # route k walks in reverse if REV[k], column-major if TR[k]; COLS = any(TR)
+    K: tl.constexpr, REV: tl.constexpr, TR: tl.constexpr, COLS: tl.constexpr,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
     B_CONST: tl.constexpr, C_CONST: tl.constexpr,
     BD: tl.constexpr, NP: tl.constexpr, HP: tl.constexpr, WP: tl.constexpr,
@@ -430,8 +440,9 @@ def fused_fwd_kernel(
     for k in tl.static_range(K):
         u = _load(u_ptr + k * su_k + b * su_b + d64 * su_d + pos[None, :] * su_l, m2)
         bias = _load(bias_ptr + k * dim + d, dmask) if HAS_BIAS else None
-        _, dt = _delta(_load(delta_ptr + k * sd_k + b * sd_b + d64 * sd_d + pos[None, :] * sd_l, m2),
-                       bias, m2, HAS_BIAS, SOFTPLUS)
+        drow = k * sd_k + b * sd_b + d64 * sd_d
+        _, dt = _delta(_load(delta_ptr + drow + pos[None, :] * sd_l, m2), bias, m2, HAS_BIAS,
+                       SOFTPLUS)
         u, dt = _to_columns(u, TR[k], HP, WP), _to_columns(dt, TR[k], HP, WP)
         y, _ = _states_fwd(dt, dt * u, A_ptr + k * dim * N, d, dmask, N,
                            B_ptr + k * sB_k, _group_row(b, pid_d, BD, dpg_b, sB_b, sB_g),
@@ -469,7 +480,8 @@ def fused_bwd_kernel(
     sdC_k, sdC_b, sdC_g, sdC_n, sdC_l,
     sy_b, sy_d, sy_l,                # dy, z, dz
     y_scale,
-    K: tl.constexpr, REV: tl.constexpr, TR: tl.constexpr, COLS: tl.constexpr, SHARED_U: tl.constexpr,
+    K: tl.constexpr, REV: tl.constexpr, TR: tl.constexpr, COLS: tl.constexpr,
+    SHARED_U: tl.constexpr,  # the routes share u: du summed over routes, written once
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
     B_CONST: tl.constexpr, C_CONST: tl.constexpr,
     BD: tl.constexpr, NP: tl.constexpr, HP: tl.constexpr, WP: tl.constexpr,

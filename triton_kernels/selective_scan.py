@@ -29,7 +29,7 @@ def selective_scan_bwd(dy, dlast_state, u, delta, A, B, C, D, z, delta_bias, del
     dlast = None if dlast_state is None else dlast_state.contiguous()
     du, ddelta = torch.empty_like(u), torch.empty_like(delta)
     dz = None if z is None else torch.empty_like(z)
-    dA, dB, dC, dD, dbias = scan_bwd(dy, dlast, u, delta, A.contiguous(), B, C, _c(D), z, _c(delta_bias),
-                                     delta_softplus, du, ddelta, dz)
+    dA, dB, dC, dD, dbias = scan_bwd(dy, dlast, u, delta, A.contiguous(), B, C, _c(D), z,
+                                     _c(delta_bias), delta_softplus, du, ddelta, dz)
     return (du, ddelta, _cast(dA, A), _cast(dB, B), _cast(dC, C), _cast(dD, D), dz,
             _cast(dbias, delta_bias))
