@@ -1,4 +1,5 @@
-"""python -m ssops {info,check,bench}: what runs here, whether it is right, how fast it is."""
+"""python -m ssops {info,check,bench,models}: what runs here, whether it is right, how fast it
+is, and the models built on it."""
 from __future__ import annotations
 
 import argparse
@@ -96,10 +97,23 @@ def bench(args):
     return quick_bench(_device(args.device), args.backend.split(",") if args.backend else None)
 
 
+def models(args):
+    """Each model's parameters and multiply-adds at 224 x 224 beside the papers' figures."""
+    from ssops import models as M
+    print(f"{'model':<22}{'params (M)':>11}{'paper':>7}{'GMACs':>8}{'paper':>7}")
+    for name in sorted(M._BUILDERS):
+        params, macs = M.complexity(name)
+        paper_params, paper_macs = M.PAPER.get(name, (None, None))
+        print(f"{name:<22}{params / 1e6:>11.2f}{paper_params or '':>7}{macs / 1e9:>8.2f}"
+              f"{paper_macs or '':>7}")
+    return 0
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m ssops", description=__doc__)
     sub = parser.add_subparsers(dest="cmd", required=True)
     sub.add_parser("info", help="versions, device, and each backend's availability")
+    sub.add_parser("models", help="the models' sizes and FLOPs beside the papers' figures")
     for name, helptext in (("check", "compare every available backend with the reference"),
                            ("bench", "time each op on each available backend")):
         p = sub.add_parser(name, help=helptext)
@@ -109,7 +123,7 @@ def main(argv=None):
         if name == "check":
             p.add_argument("--dtypes", default="float32,float16,bfloat16")
     args = parser.parse_args(argv)
-    return {"info": info, "check": check, "bench": bench}[args.cmd](args)
+    return {"info": info, "check": check, "bench": bench, "models": models}[args.cmd](args)
 
 
 if __name__ == "__main__":

@@ -27,3 +27,9 @@ def test_bench_runs():
     r = _run("bench", "--backend", "reference", "--device", "cpu")
     assert r.returncode == 0, r.stderr
     assert "selective_scan" in r.stdout and "cross_selective_scan" in r.stdout
+
+
+def test_models_table():
+    r = _run("models")
+    assert r.returncode == 0, r.stderr
+    assert "vmamba_tiny_s1l8" in r.stdout and "30.25" in r.stdout and "4.91" in r.stdout

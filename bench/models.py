@@ -1,0 +1,99 @@
+"""Model throughput on the GPU: images/s of inference and of training steps per model and ssops
+backend, batch 128, 224 x 224, fp16 autocast -- the protocol of the official models' anchors
+(bench/anchors_h100.json "models": 5 warm-ups, then 20 inference / 10 forward+backward steps
+without optimizer, timed with CUDA synchronisation).
+
+    python bench/models.py [--models vmamba_tiny,vim_tiny,mambaout_tiny]
+                           [--backends triton,reference] [--out bench/results]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import subprocess
+import time
+
+import torch
+
+import ssops.models as M
+
+ANCHORS = json.loads((pathlib.Path(__file__).parent / "anchors_h100.json").read_text())["models"]
+
+
+def images_per_s(step, batch, warmup, steps):
+    for _ in range(warmup):
+        step()
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    torch.cuda.synchronize()
+    return batch * steps / (time.perf_counter() - start)
+
+
+def measure(name, backend, batch, infer_steps, train_steps):
+    model = M.create(name, backend=backend).cuda()
+    x = torch.randn(batch, 3, 224, 224, device="cuda")
+
+    def infer():
+        with torch.no_grad(), torch.autocast("cuda", dtype=torch.float16):
+            model(x)
+
+    def train():
+        with torch.autocast("cuda", dtype=torch.float16):
+            model(x).float().logsumexp(-1).mean().backward()
+
+    model.eval()
+    inference = images_per_s(infer, batch, 5, infer_steps)
+    model.train()
+    training = images_per_s(train, batch, 5, train_steps)
+    torch.cuda.reset_peak_memory_stats()
+    train()
+    torch.cuda.synchronize()
+    return dict(infer_img_s=inference, train_img_s=training,
+                train_peak_GB=torch.cuda.max_memory_allocated() / 2 ** 30)
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--models", default="vmamba_tiny,vim_tiny,mambaout_tiny")
+    p.add_argument("--backends", default="triton,reference")
+    p.add_argument("--batch", type=int, default=128)
+    p.add_argument("--out", default="bench/results")
+    args = p.parse_args()
+    import triton
+    commit = os.environ.get("SSOPS_COMMIT") or subprocess.run(
+        ["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+        cwd=pathlib.Path(__file__).parent).stdout.strip()
+    result = dict(device=torch.cuda.get_device_name(), torch=torch.__version__,
+                  triton=triton.__version__, commit=commit, batch=args.batch, img_size=224,
+                  autocast="float16", cases={})
+    print(f"{result['device']}  torch {torch.__version__}  triton {triton.__version__}  "
+          f"commit {commit[:10]}  batch {args.batch}, 224x224, fp16 autocast")
+    print(f"{'model':<16}{'backend':<11}{'infer img/s':>12}{'train img/s':>12}{'peak GB':>9}"
+          f"   official (anchors)")
+    for name in args.models.split(","):
+        official = ANCHORS.get(M.ALIASES.get(name, name))
+        scans = name.startswith(("vmamba", "vanilla", "vim"))
+        for backend in args.backends.split(",") if scans else ["none (no scan)"]:
+            slow = backend == "reference"  # pure PyTorch scans: fewer steps
+            r = measure(name, None if not scans else backend, args.batch, 5 if slow else 20,
+                        3 if slow else 10)
+            if official:
+                r["official"] = official
+            result["cases"][f"{name}/{backend}"] = r
+            ref = (f"{official['infer_img_s']:>8.0f} / {official['train_img_s']:.0f}"
+                   if official else "")
+            print(f"{name:<16}{backend:<11}{r['infer_img_s']:>12.0f}{r['train_img_s']:>12.0f}"
+                  f"{r['train_peak_GB']:>9.1f}   {ref}", flush=True)
+    out = pathlib.Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"models_{result['device'].replace(' ', '_')}_{commit[:10]}.json"
+    path.write_text(json.dumps(result, indent=1))
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,89 @@
+"""Small layers shared by the models."""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+class DropPath(nn.Module):
+    """Stochastic depth: drops a sample's whole residual branch with probability p in training."""
+
+    def __init__(self, p: float = 0.0):
+        super().__init__()
+        self.p = p
+
+    def forward(self, x):
+        if self.p == 0.0 or not self.training:
+            return x
+        keep = x.new_empty((x.shape[0],) + (1,) * (x.dim() - 1)).bernoulli_(1 - self.p)
+        return x * keep / (1 - self.p)
+
+
+def at_least_fp32(t: torch.Tensor) -> torch.Tensor:
+    """t in float32, or kept in float64 (the models run in float64 for exact comparisons)."""
+    return t.to(torch.promote_types(t.dtype, torch.float32))
+
+
+def drop_path_rates(rate: float, n: int) -> list[float]:
+    """Stochastic-depth rates rising linearly from 0 to ``rate`` over n blocks (no tensor, so
+    models can be built on the meta device)."""
+    return [rate * i / max(n - 1, 1) for i in range(n)]
+
+
+class LayerNorm2d(nn.LayerNorm):
+    """LayerNorm over the channels of a (B, C, H, W) tensor."""
+
+    def forward(self, x):
+        return F.layer_norm(x.permute(0, 2, 3, 1), self.normalized_shape, self.weight, self.bias,
+                            self.eps).permute(0, 3, 1, 2)
+
+
+class Linear2d(nn.Linear):
+    """A Linear layer applied to the channels of a (B, C, H, W) tensor (a 1x1 convolution);
+    its weight is an (out, in) matrix like nn.Linear's."""
+
+    def forward(self, x):
+        return F.conv2d(x, self.weight[:, :, None, None], self.bias)
+
+
+class Permute(nn.Module):
+    def __init__(self, *dims):
+        super().__init__()
+        self.dims = dims
+
+    def forward(self, x):
+        return x.permute(*self.dims)
+
+
+def dt_bias_init(d_inner: int, dt_min=1e-3, dt_max=1e-1, floor=1e-4) -> torch.Tensor:
+    """Mamba's delta bias: softplus(bias) log-uniform in [dt_min, dt_max] (Gu & Dao, 2023)."""
+    dt = torch.exp(torch.rand(d_inner) * (math.log(dt_max) - math.log(dt_min))
+                   + math.log(dt_min)).clamp(min=floor)
+    return dt + torch.log(-torch.expm1(-dt))  # softplus^-1
+
+
+def s4d_real_A_log(rows: int, d_state: int) -> torch.Tensor:
+    """log of S4D-real's A = 1..N per row (the scan uses -exp(A_log))."""
+    return torch.log(torch.arange(1, d_state + 1, dtype=torch.float32)).repeat(rows, 1)
+
+
+def trunc_normal_init(module: nn.Module, std=0.02):
+    """Linear weights ~ truncated N(0, std), biases 0; LayerNorms weight 1, bias 0."""
+    if isinstance(module, nn.Linear):
+        nn.init.trunc_normal_(module.weight, std=std)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.LayerNorm):
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)
+
+
+def set_backend(model: nn.Module, backend):
+    """The ssops backend the model's scan layers call (None: ssops' current choice)."""
+    for m in model.modules():
+        if hasattr(m, "scan_backend"):
+            m.scan_backend = backend
+    return model
