@@ -15,6 +15,11 @@ python3 -m ssops info
 # tests use the default configs (autotuning every hypothesis shape would compile for minutes);
 # tests/test_triton_autotune.py covers the tuning path, the benchmark tunes for real
 [ -z "${SKIP_TESTS:-}" ] && SSOPS_AUTOTUNE=0 timeout ${TEST_TIMEOUT:-300} python3 -m pytest -q -x -p no:cacheprovider --hypothesis-profile=ci tests/ ${PYTEST_ARGS:-} 2>&1 | tee "$OUT/gpu_tests.log" | tail -6
-[ -z "${SKIP_BENCH:-}" ] && python3 bench/run.py --out "$OUT" ${BENCH_ARGS:-} 2>&1 | tee "$OUT/bench.log"
+if [ -z "${SKIP_BENCH:-}" ]; then
+  python3 bench/run.py --out "$OUT" ${BENCH_ARGS:-} 2>&1 | tee "$OUT/bench.log"
+  python3 bench/plot.py "$(ls -t "$OUT"/scan_ops_*.json | head -1)"
+fi
+# pytest-benchmark suite (BENCH_SUITE=1): every op x backend, fwd and fwd+bwd
+[ -n "${BENCH_SUITE:-}" ] && python3 -m pytest -q -p no:cacheprovider bench/test_benchmarks.py --benchmark-only --benchmark-max-time=0.5 --benchmark-json "$OUT/pytest_benchmark.json" 2>&1 | tail -20 | tee "$OUT/pytest_benchmark.log"
 [ -n "${SWEEP:-}" ] && (cd bench && timeout ${SWEEP_TIMEOUT:-180} python3 sweep.py "$SWEEP" 2>&1 | tee "$OUT/sweep.log")
 true

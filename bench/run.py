@@ -1,6 +1,7 @@
 """Kernel benchmark: each scan case x backend, forward and backward, against the copy roofline.
 
-Cases: selective_scan at the shared/anchors shapes (mamba_ssm's times in bench/anchors_h100.json),
+Cases: selective_scan at the shared/anchors shapes (mamba_ssm's times in bench/anchors_h100.json,
+or measured in the same run when mamba_ssm is importable) and a long sequence (L = 65536),
 bidirectional_scan at Vim-S (vs two mamba_ssm scans, flips not counted) and the SS2D core
 cross_selective_scan at VMamba-T's stages (vs VMamba's unfused cross-scan + mamba_ssm scan +
 cross-merge, shared/anchors/vmamba_ss2d_unfused_h100.json).
@@ -12,6 +13,9 @@ events: medians over fresh runs after warm-up, inputs drawn at random.  "rooflin
 (bytes that must move) / time / (device-to-device copy bandwidth measured in this run), where
 the forward moves u, delta, z, B, C in and y out once, and the backward additionally reads dy
 and writes du, ddelta, dz, dB, dC once (the shared/anchors convention).
+Also timed, for comparison: the plain-PyTorch sequential-loop scan (L <= 2048) and VMamba's
+stack/flip/transpose cross-scan; the long sequence reports the backward's peak memory beside
+what storing the states would add.
 """
 from __future__ import annotations
 
@@ -34,7 +38,9 @@ CASES = {
     "vmamba_t_s2": (128, 768, 784, 1, 4, torch.float16, False),
     "vmamba_t_s3": (128, 1536, 196, 1, 4, torch.float16, False),
     "vmamba_t_s4": (128, 3072, 49, 1, 4, torch.float16, False),
+    "long_seq": (2, 1024, 65536, 16, 1, torch.bfloat16, True),  # not in the anchors
 }
+TORCH_LOOP_MAX_L = 2048  # the plain-PyTorch sequential loop is timed up to this length
 
 
 # bidirectional_scan: name -> (batch, dim, L, N, dtype); z shared, combine "mean" (Vim)
@@ -88,6 +94,40 @@ def bench_bidi(name, backend, copy_gbps):
                    _bytes(u, delta, z, B, C, dy) + _bytes(u, delta, z, B, C), copy_gbps)
 
 
+def torch_loop_scan(u, delta, A, B, C, D, z, delta_bias):
+    """The plain-PyTorch composition: one step of the recurrence per position (float32)."""
+    dt = torch.nn.functional.softplus(delta.float() + delta_bias[:, None])
+    h = u.new_zeros(*u.shape[:2], A.shape[1], dtype=torch.float32)
+    ys = []
+    for t in range(u.shape[-1]):
+        h = (torch.exp(dt[..., t, None] * A) * h
+             + (dt[..., t] * u[..., t])[..., None] * B[:, None, :, t])
+        ys.append((h * C[:, None, :, t]).sum(-1))
+    y = torch.stack(ys, -1) + D[:, None] * u
+    return (y * torch.nn.functional.silu(z.float()) if z is not None else y).to(u.dtype)
+
+
+def torch_cross_scan(x):
+    """VMamba's PyTorch cross-scan: row-major and column-major copies and their flips."""
+    xs = torch.stack([x.flatten(2), x.transpose(2, 3).flatten(2)], 1)
+    return torch.cat([xs, xs.flip(-1)], 1)
+
+
+def mamba_ssm_times(u, delta, A, B, C, D, z, bias):
+    """(fwd ms, bwd ms) of mamba_ssm's selective_scan_fn when it is installed, else None."""
+    try:
+        from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
+    except ImportError:
+        return None
+    leaves = [t.detach().requires_grad_() for t in (u, delta, A, B, C, D, z, bias)]
+    fwd = lambda: selective_scan_fn(*leaves[:6], leaves[6], leaves[7], True)  # noqa: E731
+    y = fwd()
+    dy = torch.randn_like(y)
+    fwd_ms = cuda_time_ms(lambda: fwd())
+    both_ms = cuda_time_ms(lambda: torch.autograd.grad(fwd(), leaves, dy))
+    return fwd_ms, both_ms - fwd_ms
+
+
 def bench_ss2d(name, backend, copy_gbps):
     batch, channels, side, N, dtype = SS2D_CASES[name]
     args, kw = testing.make_cross_selective_scan_inputs(batch, channels, side, side, N=N,
@@ -100,8 +140,11 @@ def bench_ss2d(name, backend, copy_gbps):
     dy = torch.randn_like(y)
     bwd = lambda: impl.cross_selective_scan_bwd(dy, x, delta, A, B, C, D, bias, True, "bchw", "cross")  # noqa: E731
     shape = dict(batch=batch, channels=channels, H=side, W=side, N=N, routes=4, dtype=str(dtype))
-    return _result(shape, backend, fwd, bwd, _bytes(x, delta, B, C, y),
-                   _bytes(x, delta, B, C, dy) + _bytes(x, delta, B, C), copy_gbps)
+    r = _result(shape, backend, fwd, bwd, _bytes(x, delta, B, C, y),
+                _bytes(x, delta, B, C, dy) + _bytes(x, delta, B, C), copy_gbps)
+    r["cross_scan_ms"] = cuda_time_ms(lambda: impl.cross_scan(x, "bchw", "cross"))
+    r["torch_cross_scan_ms"] = cuda_time_ms(lambda: torch_cross_scan(x))
+    return r
 
 
 def bench_case(name, backend, copy_gbps):
@@ -122,8 +165,17 @@ def bench_case(name, backend, copy_gbps):
     dy = torch.randn_like(y)
     bwd = lambda: impl.selective_scan_bwd(dy, None, u, delta, A, B, C, D, z, bias, True)  # noqa: E731
     shape = dict(batch=batch, dim=dim, L=L, N=N, groups=G, dtype=str(dtype), z=with_z)
-    return _result(shape, backend, fwd, bwd, _bytes(u, delta, z, B, C, y),
-                   _bytes(u, delta, z, B, C, dy) + _bytes(u, delta, z, B, C), copy_gbps)
+    r = _result(shape, backend, fwd, bwd, _bytes(u, delta, z, B, C, y),
+                _bytes(u, delta, z, B, C, dy) + _bytes(u, delta, z, B, C), copy_gbps)
+    # what a backward that stores the states instead of recomputing them would hold
+    r["stored_states_MB"] = batch * dim * N * L * 4 / 2 ** 20
+    if L <= TORCH_LOOP_MAX_L and G == 1:
+        r["torch_loop_fwd_ms"] = time_ms(lambda: torch_loop_scan(u, delta, A, B, C, D, z, bias),
+                                         warmup=1, repeat=3)
+    side_by_side = mamba_ssm_times(u, delta, A, B, C, D, z, bias)
+    if side_by_side:
+        r["mamba_ssm_in_run"] = dict(fwd_ms=side_by_side[0], bwd_ms=side_by_side[1])
+    return r
 
 
 def baseline(name, anchors):
@@ -165,11 +217,25 @@ def main():
             r = bench_case(name, backend, copy)
             result["cases"][f"{name}/{backend}"] = r
             a = baseline(name, anchors)
+            if "mamba_ssm_in_run" in r:  # measured side by side: preferred to the anchors
+                m = r["mamba_ssm_in_run"]
+                a = m["fwd_ms"], m["bwd_ms"], "mamba_ssm (this run)"
             ratio = f"{a[0] / r['fwd_ms']:>12.2f}x{a[1] / r['bwd_ms']:>6.2f}x  {a[2]}" if a else ""
             if a:
                 r["baseline"] = dict(what=a[2], fwd_ms=a[0], bwd_ms=a[1])
             print(f"{name:<13}{backend:<9}{r['fwd_ms']:>8.3f}{100 * r['fwd_roofline']:>6.1f}%"
                   f"{r['bwd_ms']:>8.3f}{100 * r['bwd_roofline']:>6.1f}%{ratio}")
+    print("\nplain PyTorch for comparison (ms):")
+    for key, r in result["cases"].items():
+        if "torch_loop_fwd_ms" in r:
+            print(f"  {key:<24} sequential-loop scan fwd {r['torch_loop_fwd_ms']:9.2f}  "
+                  f"ssops {r['fwd_ms']:7.3f}  ({r['torch_loop_fwd_ms'] / r['fwd_ms']:.0f}x)")
+        if "torch_cross_scan_ms" in r:
+            print(f"  {key:<24} stack/flip/transpose cross_scan {r['torch_cross_scan_ms']:7.3f}  "
+                  f"ssops cross_scan {r['cross_scan_ms']:7.3f}")
+        if "stored_states_MB" in r and r["shape"]["L"] >= 65536:
+            print(f"  {key:<24} backward peak {r['bwd_extra_peak_MB']:.0f} MB (recomputed "
+                  f"states); storing them would take {r['stored_states_MB']:.0f} MB more")
     if "triton" in args.backends:
         from ssops.triton_kernels import launch
         result["triton_configs"] = {"/".join(map(str, key)): config
