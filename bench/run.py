@@ -115,16 +115,20 @@ def torch_cross_scan(x):
 
 def mamba_ssm_times(u, delta, A, B, C, D, z, bias):
     """(fwd ms, bwd ms) of mamba_ssm's selective_scan_fn when it is installed, else None."""
+    if os.environ.get("MAMBA_SSM_SRC"):  # built here from its sources (bench/mamba_ssm_jit.py)
+        import mamba_ssm_jit
+        mamba_ssm_jit.load()
     try:
         from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
     except ImportError:
         return None
-    leaves = [t.detach().requires_grad_() for t in (u, delta, A, B, C, D, z, bias)]
-    fwd = lambda: selective_scan_fn(*leaves[:6], leaves[6], leaves[7], True)  # noqa: E731
-    y = fwd()
-    dy = torch.randn_like(y)
-    fwd_ms = cuda_time_ms(lambda: fwd())
-    both_ms = cuda_time_ms(lambda: torch.autograd.grad(fwd(), leaves, dy))
+    leaves = [None if t is None else t.detach().requires_grad_()
+              for t in (u, delta, A, B, C, D, z, bias)]
+    fwd = lambda: selective_scan_fn(*leaves, delta_softplus=True)  # noqa: E731
+    dy = torch.randn_like(fwd())
+    fwd_ms = cuda_time_ms(fwd)
+    inputs = [t for t in leaves if t is not None]
+    both_ms = cuda_time_ms(lambda: torch.autograd.grad(fwd(), inputs, dy))
     return fwd_ms, both_ms - fwd_ms
 
 
