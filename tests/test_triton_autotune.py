@@ -54,3 +54,15 @@ def test_cross_selective_scan(tuning, monkeypatch, H, W):
                                                         device=DEVICE)
     testing.assert_backends_agree("cross_selective_scan", *args, backends=["triton"], **kw)
     _assert_tuned(tuning, ["fwd", "bwd"] if W == 6 else ["fused_fwd", "fused_bwd"])
+
+
+@pytest.mark.parametrize("kind", ["fwd", "bwd", "fused_fwd", "fused_bwd"])
+@pytest.mark.parametrize("dpg,T,N", [(1, 16, 1), (3, 16, 16), (96, 512, 1), (1536, 2048, 16)])
+def test_candidates_start_with_the_default(kind, dpg, T, N):
+    """Even a tile too small for the alternatives keeps its default; every candidate splits
+    the B/C group evenly."""
+    from ssops.triton_kernels import launch
+    default = launch._config(kind, dpg, T, N)
+    candidates = launch._candidates(*default, dpg, T)
+    assert candidates[0] == default
+    assert all(dpg % bd == 0 and 1 <= w <= 16 for bd, w in candidates)

@@ -51,11 +51,11 @@ def _config(kind, dpg, T, N):
 
 
 def _candidates(BD, warps, dpg, T):
-    """The default, twice the warps, half the channels, and twice both (same work per thread):
-    those that split the group evenly and give every thread at least one element."""
-    found = []
-    for bd, w in ((BD, warps), (BD, 2 * warps), (BD // 2, warps), (2 * BD, 2 * warps)):
-        if bd >= 1 and dpg % bd == 0 and 1 <= w <= 16 and bd * T >= 32 * w:
+    """The default, then twice the warps, half the channels, and twice both (same work per
+    thread), where they split the group evenly and give every thread at least one element."""
+    found = [(BD, warps)]
+    for bd, w in ((BD, 2 * warps), (BD // 2, warps), (2 * BD, 2 * warps)):
+        if bd >= 1 and dpg % bd == 0 and w <= 16 and bd * T >= 32 * w:
             found.append((bd, w))
     return list(dict.fromkeys(found))
 
