@@ -175,7 +175,10 @@ def no_tf32(monkeypatch):
     """Full float32 convolutions and matmuls on the GPU (cuDNN would otherwise use TF32 for
     the convolutions, a 1e-3 relative error that is not the scan's)."""
     monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
-    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
+    previous = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("highest")
+    yield
+    torch.set_float32_matmul_precision(previous)
 
 
 @pytest.mark.parametrize("family", ["vmamba", "vanilla_vmamba", "vim"])
