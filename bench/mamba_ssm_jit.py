@@ -32,7 +32,8 @@ def load(src=None):
     major, minor = torch.cuda.get_device_capability()
     csrc = os.path.join(src, "csrc", "selective_scan")
     module = load_extension(
-        "selective_scan_cuda", sorted(glob.glob(os.path.join(csrc, "*.cpp")) + glob.glob(os.path.join(csrc, "*.cu"))),
+        "selective_scan_cuda",
+        sorted(glob.glob(os.path.join(csrc, "*.cpp")) + glob.glob(os.path.join(csrc, "*.cu"))),
         extra_cflags=["-O3", "-std=c++17"],
         extra_cuda_cflags=NVCC_FLAGS + [f"-gencode=arch=compute_{major}{minor},"
                                         f"code=sm_{major}{minor}"],

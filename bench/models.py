@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import pathlib
-import subprocess
 import time
 
 import torch
 
 import ssops.models as M
+from results_io import run_info, save
 
 ANCHORS = json.loads((pathlib.Path(__file__).parent / "anchors_h100.json").read_text())["models"]
 
@@ -63,15 +62,9 @@ def main():
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--out", default="bench/results")
     args = p.parse_args()
-    import triton
-    commit = os.environ.get("SSOPS_COMMIT") or subprocess.run(
-        ["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-        cwd=pathlib.Path(__file__).parent).stdout.strip()
-    result = dict(device=torch.cuda.get_device_name(), torch=torch.__version__,
-                  triton=triton.__version__, commit=commit, batch=args.batch, img_size=224,
-                  autocast="float16", cases={})
-    print(f"{result['device']}  torch {torch.__version__}  triton {triton.__version__}  "
-          f"commit {commit[:10]}  batch {args.batch}, 224x224, fp16 autocast")
+    result = dict(run_info(), batch=args.batch, img_size=224, autocast="float16", cases={})
+    print(f"{result['device']}  torch {result['torch']}  triton {result['triton']}  "
+          f"commit {result['commit'][:10]}  batch {args.batch}, 224x224, fp16 autocast")
     print(f"{'model':<16}{'backend':<11}{'infer img/s':>12}{'train img/s':>12}{'peak GB':>9}"
           f"   official (anchors)")
     for name in args.models.split(","):
@@ -88,11 +81,7 @@ def main():
                    if official else "")
             print(f"{name:<16}{backend:<11}{r['infer_img_s']:>12.0f}{r['train_img_s']:>12.0f}"
                   f"{r['train_peak_GB']:>9.1f}   {ref}", flush=True)
-    out = pathlib.Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / f"models_{result['device'].replace(' ', '_')}_{commit[:10]}.json"
-    path.write_text(json.dumps(result, indent=1))
-    print(f"wrote {path}")
+    save(result, "models", args.out)
 
 
 if __name__ == "__main__":

@@ -23,10 +23,10 @@ import argparse
 import json
 import os
 import pathlib
-import subprocess
 
 import torch
 
+from results_io import run_info, save
 from ssops import dispatch, testing
 from ssops._bench import time_ms
 
@@ -202,18 +202,12 @@ def main():
     p.add_argument("--cases", default=",".join([*CASES, *BIDI_CASES, *SS2D_CASES]))
     p.add_argument("--out", default="bench/results")
     args = p.parse_args()
-    import triton
-    commit = os.environ.get("SSOPS_COMMIT") or subprocess.run(
-        ["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-        cwd=pathlib.Path(__file__).parent).stdout.strip()
     copy = copy_bandwidth_gbps()
     anchors_path = pathlib.Path(__file__).resolve().parents[1] / "bench" / "anchors_h100.json"
     anchors = json.loads(anchors_path.read_text())
-    result = dict(device=torch.cuda.get_device_name(), torch=torch.__version__,
-                  triton=triton.__version__, cuda=torch.version.cuda, commit=commit,
-                  copy_GBps=copy, cases={})
-    print(f"{result['device']}  torch {torch.__version__}  triton {triton.__version__}  "
-          f"copy {copy:.0f} GB/s  commit {commit[:10]}")
+    result = dict(run_info(), copy_GBps=copy, cases={})
+    print(f"{result['device']}  torch {result['torch']}  triton {result['triton']}  "
+          f"copy {copy:.0f} GB/s  commit {result['commit'][:10]}")
     print(f"{'case':<13}{'backend':<9}{'fwd ms':>8}{'%roof':>7}{'bwd ms':>8}{'%roof':>7}"
           f"{'speedup fwd':>13}{'bwd':>7}  vs")
     for name in args.cases.split(","):
@@ -244,11 +238,7 @@ def main():
         from ssops.triton_kernels import launch
         result["triton_configs"] = {"/".join(map(str, key)): config
                                     for key, config in launch.tuned.items()}
-    out = pathlib.Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / f"scan_ops_{result['device'].replace(' ', '_')}_{commit[:10]}.json"
-    path.write_text(json.dumps(result, indent=1))
-    print(f"wrote {path}")
+    save(result, "scan_ops", args.out)
 
 
 if __name__ == "__main__":

@@ -66,7 +66,8 @@ def main():
     model = ssops.models.create(args.model, num_classes=num_classes, backend=args.backend,
                                 **kwargs).to(device)
     if distributed:
-        model = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
+        model = DistributedDataParallel(model,
+                                        device_ids=[device] if device.type == "cuda" else None)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.05)
     data = batches(args.data, args.batch, args.img_size, device, rank, world)
 

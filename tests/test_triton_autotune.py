@@ -2,7 +2,6 @@
 chosen gives the reference's results (here the fake timer prefers the last candidate, so a
 config other than the default is used).  Runs compiled on the GPU and interpreted on the CPU."""
 import pytest
-import torch
 
 from conftest import DEVICE
 from ssops import testing
