@@ -113,6 +113,13 @@ def torch_cross_scan(x):
     return torch.cat([xs, xs.flip(-1)], 1)
 
 
+def torch_cross_merge(ys, H, W):
+    """VMamba's PyTorch cross-merge: flips and a transpose folded back, summed."""
+    b, _, d, L = ys.shape
+    y = ys[:, 0:2] + ys[:, 2:4].flip(-1)
+    return (y[:, 0] + y[:, 1].view(b, d, W, H).transpose(2, 3).reshape(b, d, L)).view(b, d, H, W)
+
+
 def mamba_ssm_times(u, delta, A, B, C, D, z, bias):
     """(fwd ms, bwd ms) of mamba_ssm's selective_scan_fn when it is installed, else None."""
     if os.environ.get("MAMBA_SSM_SRC"):  # built here from its sources (bench/mamba_ssm_jit.py)
@@ -148,6 +155,9 @@ def bench_ss2d(name, backend, copy_gbps):
                 _bytes(x, delta, B, C, dy) + _bytes(x, delta, B, C), copy_gbps)
     r["cross_scan_ms"] = cuda_time_ms(lambda: impl.cross_scan(x, "bchw", "cross"))
     r["torch_cross_scan_ms"] = cuda_time_ms(lambda: torch_cross_scan(x))
+    ys = torch_cross_scan(x)
+    r["cross_merge_ms"] = cuda_time_ms(lambda: impl.cross_merge(ys, side, side, "bchw", "cross"))
+    r["torch_cross_merge_ms"] = cuda_time_ms(lambda: torch_cross_merge(ys, side, side))
     return r
 
 
@@ -230,7 +240,8 @@ def main():
                   f"ssops {r['fwd_ms']:7.3f}  ({r['torch_loop_fwd_ms'] / r['fwd_ms']:.0f}x)")
         if "torch_cross_scan_ms" in r:
             print(f"  {key:<24} stack/flip/transpose cross_scan {r['torch_cross_scan_ms']:7.3f}  "
-                  f"ssops cross_scan {r['cross_scan_ms']:7.3f}")
+                  f"ssops {r['cross_scan_ms']:7.3f};  cross_merge "
+                  f"{r['torch_cross_merge_ms']:7.3f}  ssops {r['cross_merge_ms']:7.3f}")
         if "stored_states_MB" in r and r["shape"]["L"] >= 65536:
             print(f"  {key:<24} backward peak {r['bwd_extra_peak_MB']:.0f} MB (recomputed "
                   f"states); storing them would take {r['stored_states_MB']:.0f} MB more")
