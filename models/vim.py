@@ -54,13 +54,14 @@ class BiMamba(nn.Module):
         self.d_state, self.rank, self.scan_backend = d_state, rank, None
         self.in_proj = nn.Linear(dim, 2 * d_inner, bias=False)
         # one of each per direction; "_b": direction 1
-        self.A_log, self.A_b_log = (nn.Parameter(s4d_real_A_log(d_inner, d_state)) for _ in "01")
-        self.D, self.D_b = (nn.Parameter(torch.ones(d_inner)) for _ in "01")
+        self.A_log, self.A_b_log = (nn.Parameter(s4d_real_A_log(d_inner, d_state))
+                                    for _ in range(2))
+        self.D, self.D_b = (nn.Parameter(torch.ones(d_inner)) for _ in range(2))
         self.conv1d, self.conv1d_b = (nn.Conv1d(d_inner, d_inner, d_conv, groups=d_inner,
-                                                padding=d_conv - 1) for _ in "01")
+                                                padding=d_conv - 1) for _ in range(2))
         self.x_proj, self.x_proj_b = (nn.Linear(d_inner, rank + 2 * d_state, bias=False)
-                                      for _ in "01")
-        self.dt_proj, self.dt_proj_b = (_dt_proj(rank, d_inner) for _ in "01")
+                                      for _ in range(2))
+        self.dt_proj, self.dt_proj_b = (_dt_proj(rank, d_inner) for _ in range(2))
         self.out_proj = nn.Linear(d_inner, dim, bias=False)
 
     def _direction(self, x, conv, x_proj, dt_proj, reverse):
@@ -84,11 +85,11 @@ class BiMamba(nn.Module):
         bwd = self._direction(x, self.conv1d_b, self.x_proj_b, self.dt_proj_b, True)
         u, delta, B, C = (torch.stack(pair) for pair in zip(fwd, bwd))
         A = -torch.exp(at_least_fp32(torch.stack([self.A_log, self.A_b_log])))
-        y = ssops.bidirectional_scan(
-            u, delta, A, B, C, at_least_fp32(torch.stack([self.D, self.D_b])), z.contiguous(),
-            at_least_fp32(torch.stack([self.dt_proj.bias, self.dt_proj_b.bias])),
-            delta_softplus=True,
-            combine="mean", backend=self.scan_backend)
+        D = at_least_fp32(torch.stack([self.D, self.D_b]))
+        delta_bias = at_least_fp32(torch.stack([self.dt_proj.bias, self.dt_proj_b.bias]))
+        y = ssops.bidirectional_scan(u, delta, A, B, C, D, z.contiguous(), delta_bias,
+                                     delta_softplus=True, combine="mean",
+                                     backend=self.scan_backend)
         return self.out_proj(y.transpose(1, 2))
 
 
