@@ -20,6 +20,7 @@ what storing the states would add.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import pathlib
@@ -64,7 +65,11 @@ def _bytes(*tensors):
     return sum(t.numel() * t.element_size() for t in tensors if t is not None)
 
 
-def _result(shape, backend, fwd, bwd, fwd_bytes, bwd_bytes, copy_gbps):
+def _result(shape, backend, fwd, bwd, inputs, y, dy, copy_gbps):
+    """Times and bandwidths; the forward moves the inputs in and y out once, the backward
+    reads the inputs and dy and writes one gradient per input."""
+    fwd_bytes = _bytes(*inputs, y)
+    bwd_bytes = _bytes(*inputs, dy) + _bytes(*inputs)
     fwd_ms, bwd_ms = cuda_time_ms(fwd), cuda_time_ms(bwd)
     torch.cuda.reset_peak_memory_stats()
     base = torch.cuda.memory_allocated()
@@ -90,8 +95,7 @@ def bench_bidi(name, backend, copy_gbps):
     dy = torch.randn_like(y)
     bwd = lambda: impl.bidirectional_scan_bwd(dy, u, delta, A, B, C, D, z, bias, True, "mean")  # noqa: E731
     shape = dict(batch=batch, dim=dim, L=L, N=N, dtype=str(dtype), z=True)
-    return _result(shape, backend, fwd, bwd, _bytes(u, delta, z, B, C, y),
-                   _bytes(u, delta, z, B, C, dy) + _bytes(u, delta, z, B, C), copy_gbps)
+    return _result(shape, backend, fwd, bwd, (u, delta, z, B, C), y, dy, copy_gbps)
 
 
 def torch_loop_scan(u, delta, A, B, C, D, z, delta_bias):
@@ -120,14 +124,23 @@ def torch_cross_merge(ys, H, W):
     return (y[:, 0] + y[:, 1].view(b, d, W, H).transpose(2, 3).reshape(b, d, L)).view(b, d, H, W)
 
 
-def mamba_ssm_times(u, delta, A, B, C, D, z, bias):
-    """(fwd ms, bwd ms) of mamba_ssm's selective_scan_fn when it is installed, else None."""
+@functools.cache
+def _mamba_ssm_scan():
+    """mamba_ssm's selective_scan_fn, or None where it is not installed (loaded once)."""
     if os.environ.get("MAMBA_SSM_SRC"):  # built here from its sources (bench/mamba_ssm_jit.py)
         import mamba_ssm_jit
         mamba_ssm_jit.load()
     try:
         from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
     except ImportError:
+        return None
+    return selective_scan_fn
+
+
+def mamba_ssm_times(u, delta, A, B, C, D, z, bias):
+    """(fwd ms, bwd ms) of mamba_ssm's selective_scan_fn when it is installed, else None."""
+    selective_scan_fn = _mamba_ssm_scan()
+    if selective_scan_fn is None:
         return None
     leaves = [None if t is None else t.detach().requires_grad_()
               for t in (u, delta, A, B, C, D, z, bias)]
@@ -151,8 +164,7 @@ def bench_ss2d(name, backend, copy_gbps):
     dy = torch.randn_like(y)
     bwd = lambda: impl.cross_selective_scan_bwd(dy, x, delta, A, B, C, D, bias, True, "bchw", "cross")  # noqa: E731
     shape = dict(batch=batch, channels=channels, H=side, W=side, N=N, routes=4, dtype=str(dtype))
-    r = _result(shape, backend, fwd, bwd, _bytes(x, delta, B, C, y),
-                _bytes(x, delta, B, C, dy) + _bytes(x, delta, B, C), copy_gbps)
+    r = _result(shape, backend, fwd, bwd, (x, delta, B, C), y, dy, copy_gbps)
     r["cross_scan_ms"] = cuda_time_ms(lambda: impl.cross_scan(x, "bchw", "cross"))
     r["torch_cross_scan_ms"] = cuda_time_ms(lambda: torch_cross_scan(x))
     ys = torch_cross_scan(x)
@@ -179,8 +191,7 @@ def bench_case(name, backend, copy_gbps):
     dy = torch.randn_like(y)
     bwd = lambda: impl.selective_scan_bwd(dy, None, u, delta, A, B, C, D, z, bias, True)  # noqa: E731
     shape = dict(batch=batch, dim=dim, L=L, N=N, groups=G, dtype=str(dtype), z=with_z)
-    r = _result(shape, backend, fwd, bwd, _bytes(u, delta, z, B, C, y),
-                _bytes(u, delta, z, B, C, dy) + _bytes(u, delta, z, B, C), copy_gbps)
+    r = _result(shape, backend, fwd, bwd, (u, delta, z, B, C), y, dy, copy_gbps)
     # what a backward that stores the states instead of recomputing them would hold
     r["stored_states_MB"] = batch * dim * N * L * 4 / 2 ** 20
     if L <= TORCH_LOOP_MAX_L and G == 1:

@@ -101,7 +101,7 @@ def models(args):
     """Each model's parameters and multiply-adds at 224 x 224 beside the papers' figures."""
     from ssops import models as M
     print(f"{'model':<22}{'params (M)':>11}{'paper':>7}{'GMACs':>8}{'paper':>7}")
-    for name in sorted(M._BUILDERS):
+    for name in (n for n in M.list_models() if n not in M.ALIASES):
         params, macs = M.complexity(name)
         paper_params, paper_macs = M.PAPER.get(name, (None, None))
         print(f"{name:<22}{params / 1e6:>11.2f}{paper_params or '':>7}{macs / 1e9:>8.2f}"
