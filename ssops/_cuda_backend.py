@@ -1,5 +1,295 @@
-"""The ``cuda`` backend: the compiled extension built from csrc/ (not written yet)."""
+"""The ``cuda`` backend: the C++/CUDA kernels of csrc/.
+
+The extension is ``ssops._C`` when setup.py built it; otherwise it is compiled from csrc/ on
+first use with ``torch.utils.cpp_extension.load`` (ninja) for this GPU's architecture (or
+``TORCH_CUDA_ARCH_LIST``) and cached under ``$SSOPS_CACHE_DIR`` (default
+``~/.cache/ssops``), one build per torch / CUDA / architecture / source version.
+``cpp_extension.load`` holds a file lock in the build directory, so processes starting
+together wait for one build.
+
+The kernels compute one route of the selective scan (csrc/scan_kernels.cuh); the ops are put
+together from routes in ssops._routes, as for the triton backend.
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import importlib.util
+import math
+import os
+import pathlib
+import sys
+
+import torch
+
+from . import _routes
+from ._routes import ROUTE_FLAGS, natural_view
+from .validation import grid
+
+_OPS = ("selective_scan", "bidirectional_scan", "cross_scan", "cross_merge", "cross_selective_scan")
+_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+MAX_N = 256
+
+
+# ------------------------------------------------------------------------------ the extension
+def _sources() -> pathlib.Path:
+    spec = importlib.util.find_spec("ssops.csrc")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("the csrc/ sources are not installed")
+    return pathlib.Path(list(spec.submodule_search_locations)[0])
+
+
+def _arch_list() -> str:
+    arch = os.environ.get("TORCH_CUDA_ARCH_LIST")
+    if arch:
+        return arch
+    major, minor = torch.cuda.get_device_capability()
+    return f"{major}.{minor}"
+
+
+def _jit_build():
+    from torch.utils import cpp_extension
+
+    if cpp_extension.CUDA_HOME is None:
+        raise RuntimeError("no prebuilt ssops._C and no CUDA toolkit (nvcc) to compile csrc/; "
+                           "install the toolkit or build with SSOPS_BUILD_CUDA=1 pip install .")
+    src = _sources()
+    files = sorted(p for p in src.iterdir() if p.suffix in (".cu", ".cuh", ".cpp", ".h"))
+    digest = hashlib.sha256(b"".join(p.read_bytes() for p in files)).hexdigest()[:16]
+    arch = _arch_list()
+    extra = os.environ.get("SSOPS_NVCC_FLAGS", "").split()  # for experiments (bench/sweep.py)
+    if extra:
+        digest = hashlib.sha256((digest + " ".join(extra)).encode()).hexdigest()[:16]
+    tag = f"torch{torch.__version__}-cuda{torch.version.cuda}-sm{arch}-{digest}"
+    root = pathlib.Path(os.environ.get("SSOPS_CACHE_DIR",
+                                       pathlib.Path.home() / ".cache" / "ssops"))
+    build = root / "".join(c if c.isalnum() or c in ".-_" else "_" for c in tag)
+    build.mkdir(parents=True, exist_ok=True)
+    name = f"ssops_cuda_{digest}"
+    if not any(build.glob(f"{name}*.so")):
+        print(f"ssops: compiling the cuda backend for sm {arch} (first use; cached in {build})",
+              file=sys.stderr, flush=True)
+    saved = os.environ.get("TORCH_CUDA_ARCH_LIST")
+    os.environ["TORCH_CUDA_ARCH_LIST"] = arch  # this GPU only, not every architecture
+    try:
+        return cpp_extension.load(
+            name, [str(p) for p in files if p.suffix in (".cu", ".cpp")],
+            build_directory=str(build), extra_cflags=["-O3"],
+            extra_cuda_cflags=["-O3", "--use_fast_math", *extra], verbose=False)
+    finally:
+        if saved is None:
+            del os.environ["TORCH_CUDA_ARCH_LIST"]
+        else:
+            os.environ["TORCH_CUDA_ARCH_LIST"] = saved
+
+
+@functools.lru_cache(maxsize=None)
+def _ext():
+    if importlib.util.find_spec("ssops._C") is not None:
+        from ssops import _C  # built by setup.py
+        return _C
+    return _jit_build()
 
 
 def why_unavailable():
-    return "no CUDA kernels yet: csrc/ holds no extension to build (see the CUDA backend issue)"
+    if torch.version.cuda is None:
+        return "this torch is a CPU build (no CUDA)"
+    if not torch.cuda.is_available():
+        return "no CUDA device"
+    try:
+        _ext()
+    except Exception as exc:  # noqa: BLE001 - a failed build is a reason, not a crash
+        return f"the csrc/ extension could not be loaded or built: {type(exc).__name__}: {exc}"
+    return None
+
+
+def why_not(op, tensors):
+    if op not in _OPS:
+        return f"{op} has no CUDA kernel"
+    present = [t for t in tensors.values() if t is not None]
+    if any(t.device.type != "cuda" for t in present):
+        return "tensors not on a CUDA device"
+    if any(t.dtype not in _DTYPES for t in present):
+        return "float64 inputs (the CUDA kernels compute in float32)"
+    A = tensors.get("A")
+    if A is not None and A.shape[-1] > MAX_N:
+        return f"N={A.shape[-1]} > {MAX_N}"
+    x, delta = tensors.get("x"), tensors.get("delta")
+    if op == "cross_selective_scan" and x is not None:
+        # column-major walks keep one checkpoint per chunk of a column in shared memory
+        H = x.shape[2] if x.shape[1] == delta.shape[2] else x.shape[1]
+        if _bwd_smem(_states_per_lane(A.shape[-1]), H) > 200 * 1024:
+            return f"grid height {H} too tall for the column walk's shared memory at N={A.shape[-1]}"
+    return None
+
+
+# ------------------------------------------------------------------------------ work split
+LANES_WANTED = 1 << 15  # lanes that keep an H100 busy (twice that in the backward; bench/sweep.py)
+BWD_MAX_CHUNKS = 16      # chunk checkpoints per lane in the backward's shared memory
+override = {}            # "nseg" / "seg_len": force a split (tests walk segment boundaries)
+
+
+def _pow2(n: int) -> int:
+    return 1 << max(0, int(n) - 1).bit_length()
+
+
+def _states_per_lane(N: int) -> int:
+    return 1 if N == 1 else 4 if N <= 64 else 16
+
+
+def _chunk_steps(ns: int) -> int:  # csrc/scan.h chunk_steps
+    return 8 if ns == 1 else 4 if ns <= 4 else 2
+
+
+def _bwd_smem(ns: int, seg_len: int) -> int:  # csrc/scan.h bwd_smem_bytes
+    return -(-seg_len // _chunk_steps(ns)) * (ns + 1) * 128 * 4
+
+
+def _group_size(M, dim):
+    """Channels sharing one row of B or C: dim for (batch, N, L), dim / G for (batch, G, N, L)."""
+    return dim // M.shape[1] if M.dim() == 4 else dim
+
+
+def _split(u, N, transpose, H, W, backward, dpg):
+    """(states per lane, lanes per channel's states, segments per channel side by side,
+    channels per warp, channel-fast lane order, steps per segment, segment groups).  The
+    channels of a warp share one B / C group: the channels per warp divide dpg."""
+    batch, dim, L = u.shape
+    ns = _states_per_lane(N)
+    lg = _pow2(-(-N // ns))
+    k = _chunk_steps(ns)
+    per_channel = 32 // lg
+    # channel-last rows (bhwc): neighbouring channels in neighbouring lanes
+    channel_fast = u.stride(2) != 1 and u.stride(1) == 1 and not transpose
+    # the forward of one state per lane (VMamba) along rows: a warp scans 32 consecutive chunks
+    one_chunk = ns == 1 and not (backward or transpose or channel_fast or override)
+    if "nseg" in override:
+        nseg = min(override["nseg"], per_channel)
+    elif one_chunk:
+        nseg = min(per_channel, _pow2(-(-L // k)))
+    else:
+        wanted = _pow2(-(-LANES_WANTED * (2 if backward else 1) // (batch * dim * lg)))
+        nseg = min(per_channel, wanted, _pow2(W if transpose else -(-L // k)))
+        if backward:  # >= 8 channels per warp: B / C's gradient partials stay small
+            nseg = min(nseg, per_channel // min(8, per_channel))
+        if transpose:  # neighbouring columns in neighbouring lanes: coalesced loads
+            nseg = max(nseg, min(per_channel, _pow2(W)))
+    while dpg % (per_channel // nseg):
+        nseg *= 2
+    if transpose:
+        seg_len = H
+    elif one_chunk:
+        seg_len = k
+    else:
+        per_segment = -(-L // nseg)
+        seg_len = override.get("seg_len", -(-per_segment // 16) * 16)
+        if backward:
+            seg_len = min(seg_len, BWD_MAX_CHUNKS * k)
+    ngroups = -(-L // (nseg * seg_len))
+    return [ns, lg, nseg, per_channel // nseg, int(channel_fast), seg_len, ngroups]
+
+
+def _weights(B, C, dtype):
+    """B and C share u's dtype or are float32 (the kernels read one or the other)."""
+    if B.dtype == C.dtype and B.dtype in (dtype, torch.float32):
+        return B, C
+    return B.float(), C.float()
+
+
+def _f32(t):
+    return None if t is None else t.float().contiguous()
+
+
+# --------------------------------------------------------------------- one route (_routes API)
+def _dpg(u, B, C):
+    """Channels per group shared by B and C (a constant matrix constrains nothing)."""
+    return math.gcd(*(_group_size(M, u.shape[1]) for M in (B, C) if M.dim() > 2), u.shape[1])
+
+
+def scan_fwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus, y, last, *, y_in=None,
+             y_scale=1.0, reverse=False, transpose=False, H=1, W=1):
+    B, C = _weights(B, C, u.dtype)
+    _ext().scan_fwd(u, delta, _f32(A), B, C, _f32(D), z, _f32(delta_bias), y_in, y, last,
+                    delta_softplus, reverse, transpose, H, W, y_scale,
+                    _split(u, A.shape[1], transpose, H, W, False, _dpg(u, B, C)))
+
+
+def _bc_grad(M, u, cpw):
+    """float32 buffer for the gradient of B or C: (dim, N) for a constant matrix (added to
+    atomically), else one partial sum per warp of channels, (batch, G, dpg / cpw, N, L)."""
+    f32 = dict(device=u.device, dtype=torch.float32)
+    if M.dim() == 2:
+        return torch.zeros(M.shape, **f32)
+    dpg = _group_size(M, u.shape[1])
+    batch, _, L = u.shape
+    return torch.empty(batch, u.shape[1] // dpg, dpg // cpw, M.shape[-2], L, **f32)
+
+
+def scan_bwd(dy, dlast_state, u, delta, A, B, C, D, z, delta_bias, delta_softplus, du, ddelta,
+             dz, *, du_in=None, reverse=False, transpose=False, H=1, W=1):
+    Bw, Cw = _weights(B, C, u.dtype)
+    split = _split(u, A.shape[1], transpose, H, W, True, _dpg(u, B, C))
+    f32 = dict(device=u.device, dtype=torch.float32)
+    dA = torch.zeros(A.shape, **f32)
+    dB, dC = _bc_grad(B, u, split[3]), _bc_grad(C, u, split[3])
+    dD = None if D is None else torch.zeros(D.shape, **f32)
+    dbias = None if delta_bias is None else torch.zeros(delta_bias.shape, **f32)
+    _ext().scan_bwd(dy, _f32(dlast_state), u, delta, _f32(A), Bw, Cw, _f32(D), z,
+                    _f32(delta_bias), du_in, du, ddelta, dz, dA, dB, dC, dD, dbias,
+                    delta_softplus, reverse, transpose, H, W, split)
+    summed = lambda g, M: g if M.dim() == 2 else g.sum(2).view(M.shape)  # noqa: E731
+    return dA, summed(dB, B), summed(dC, C), dD, dbias
+
+
+# ------------------------------------------------------------------------------------ the ops
+_this = sys.modules[__name__]
+
+
+def selective_scan_fwd(*args):
+    return _routes.selective_scan_fwd(_this, *args)
+
+
+def selective_scan_bwd(*args):
+    return _routes.selective_scan_bwd(_this, *args)
+
+
+def bidirectional_scan_fwd(*args):
+    return _routes.bidirectional_scan_fwd(_this, *args)
+
+
+def bidirectional_scan_bwd(*args):
+    return _routes.bidirectional_scan_bwd(_this, *args)
+
+
+def cross_selective_scan_fwd(*args):
+    return _routes.cross_selective_scan_fwd(_this, *args)
+
+
+def cross_selective_scan_bwd(*args):
+    return _routes.cross_selective_scan_bwd(_this, *args)
+
+
+def _route_masks(routes):
+    flags = ROUTE_FLAGS[routes]
+    return (sum(int(rev) << k for k, (rev, _) in enumerate(flags)),
+            sum(int(tr) << k for k, (_, tr) in enumerate(flags)), len(flags))
+
+
+def cross_scan(x, layout, routes):
+    x = x.contiguous()
+    H, W = grid(x, layout)[2:]
+    image = natural_view(x, layout)
+    rev, tr, K = _route_masks(routes)
+    out = torch.empty(image.shape[0], K, *image.shape[1:], device=x.device, dtype=x.dtype)
+    _ext().cross(x, out, image, H, W, rev, tr, K, False)
+    return out
+
+
+def cross_merge(y, H, W, layout, routes):
+    y = y.contiguous()
+    B, _, C, _ = y.shape
+    out = torch.empty((B, C, H, W) if layout == "bchw" else (B, H, W, C), device=y.device,
+                      dtype=y.dtype)
+    rev, tr, K = _route_masks(routes)
+    _ext().cross(y, out, natural_view(out, layout), H, W, rev, tr, K, True)
+    return out

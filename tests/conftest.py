@@ -72,3 +72,21 @@ def chunked_triton(monkeypatch):
     monkeypatch.setitem(launch.override, "fwd", (32, 16, 1))
     monkeypatch.setitem(launch.override, "bwd", (32, 16, 1))
     return "triton"
+
+
+# Work splits of the cuda backend that put segment and segment-group boundaries inside short
+# sequences: several segments side by side, one segment per lane walked in groups, and a whole
+# warp of segments.
+CUDA_SPLITS = {"segments": {"nseg": 4, "seg_len": 16}, "groups": {"nseg": 1, "seg_len": 16},
+               "warp": {"nseg": 32, "seg_len": 16}}
+
+
+@pytest.fixture(params=list(CUDA_SPLITS))
+def split_cuda(request, monkeypatch):
+    """The cuda backend with a forced work split (see CUDA_SPLITS)."""
+    reason = available_backends()["cuda"]
+    if reason is not None:
+        pytest.skip(f"cuda: {reason}")
+    from ssops import _cuda_backend
+    monkeypatch.setattr(_cuda_backend, "override", dict(CUDA_SPLITS[request.param]))
+    return "cuda"

@@ -62,3 +62,11 @@ def test_triton_per_direction_launches(chunked_triton, z):
                                                   direction_axis=True)
     testing.assert_backends_agree("bidirectional_scan", *args, backends=[chunked_triton],
                                   combine="mean", **kw)
+
+
+@pytest.mark.parametrize("z", [True, False])
+def test_cuda_segment_boundaries(split_cuda, z):
+    args, kw = testing.make_selective_scan_inputs(batch=2, dim=4, L=70, N=16, z=z, device=DEVICE,
+                                                  direction_axis=True)
+    testing.assert_backends_agree("bidirectional_scan", *args, backends=[split_cuda],
+                                  combine="mean", **kw)

@@ -108,3 +108,12 @@ def test_triton_per_route_launches(chunked_triton, layout):
                                                         device=DEVICE)
     testing.assert_backends_agree("cross_selective_scan", *args, backends=[chunked_triton],
                                   **kw)
+
+
+@pytest.mark.parametrize("layout", ["bchw", "bhwc"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_cuda_segment_boundaries(split_cuda, layout, dtype):
+    """Row walks cut into segments; column walks in groups of columns (a 37 x 11 grid)."""
+    args, kw = testing.make_cross_selective_scan_inputs(2, 3, 37, 11, N=2, layout=layout,
+                                                        dtype=dtype, device=DEVICE)
+    testing.assert_backends_agree("cross_selective_scan", *args, backends=[split_cuda], **kw)

@@ -120,3 +120,26 @@ def test_triton_chunk_boundaries(chunked_triton, b_mode, c_mode):
                                                   c_mode=c_mode, groups=2, device=DEVICE)
     testing.assert_backends_agree("selective_scan", *args, backends=[chunked_triton],
                                   return_last_state=True, **kw)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("b_mode,c_mode,N", [("variable", "constant", 1), ("grouped", "variable", 3),
+                                             ("constant", "grouped", 16), ("grouped", "grouped", 70)])
+def test_cuda_segment_boundaries(split_cuda, dtype, b_mode, c_mode, N):
+    """States and adjoints joined across segments and segment groups, with the last state."""
+    args, kw = testing.make_selective_scan_inputs(batch=2, dim=4, L=100, N=N, b_mode=b_mode,
+                                                  c_mode=c_mode, groups=2, dtype=dtype,
+                                                  device=DEVICE)
+    testing.assert_backends_agree("selective_scan", *args, backends=[split_cuda],
+                                  return_last_state=True, **kw)
+
+
+@pytest.mark.gpu
+def test_cuda_float32_b_and_c_with_half_inputs(backend):
+    """mamba_ssm's mixed case: u, delta in bfloat16, B and C in float32."""
+    args, kw = testing.make_selective_scan_inputs(batch=2, dim=8, L=50, N=4, b_mode="variable",
+                                                  c_mode="grouped", groups=2,
+                                                  dtype=torch.bfloat16, device=DEVICE)
+    u, delta, A, B, C = args
+    testing.assert_backends_agree("selective_scan", u, delta, A, B.float(), C.float(),
+                                  backends=[backend], return_last_state=True, **kw)

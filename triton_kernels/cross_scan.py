@@ -5,11 +5,9 @@ import torch
 import triton
 import triton.language as tl
 
+from ssops._routes import ROUTE_FLAGS, natural_view
 from ssops.validation import grid
 
-# route k of each set: (reversed, column-major)
-ROUTE_FLAGS = {"unidi": ((False, False),), "bidi": ((False, False), (True, False)),
-               "cross": ((False, False), (False, True), (True, False), (True, True))}
 
 
 @triton.jit
@@ -56,11 +54,6 @@ def _cross_kernel(src_ptr, dst_ptr, C, L, W, H, sx_b, sx_c, sx_l, K: tl.constexp
     if MERGE:
         tl.store(dst_ptr + b * sx_b + c[:, None] * sx_c + i[None, :] * sx_l,
                  acc.to(dst_ptr.dtype.element_ty), mask=mask)
-
-
-def natural_view(x: torch.Tensor, layout: str) -> torch.Tensor:
-    """(B, C, H*W) view of a contiguous image in either layout (no copy)."""
-    return x.flatten(2) if layout == "bchw" else x.flatten(1, 2).transpose(1, 2)
 
 
 def _launch(src, dst, nat, H, W, routes, merge):

@@ -1,0 +1,264 @@
+// Python bindings of the cuda backend.  ssops/_cuda_backend.py validates shapes and lays the
+// tensors out (ssops.validation has already checked the public inputs); these functions check
+// what the kernels rely on, fill the parameters and launch on the current stream.
+#include <c10/cuda/CUDAStream.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <torch/extension.h>
+
+#include <optional>
+#include <vector>
+
+#include "scan.h"
+
+namespace {
+
+using at::Tensor;
+using OptTensor = std::optional<Tensor>;
+
+int dtype_code(const Tensor& t) {
+  switch (t.scalar_type()) {
+    case at::kFloat: return 0;
+    case at::kHalf: return 1;
+    case at::kBFloat16: return 2;
+    default: TORCH_CHECK(false, "ssops cuda: unsupported dtype ", t.scalar_type());
+  }
+}
+
+void check_cuda(const char* op, const char* name, const Tensor& t, const Tensor& like) {
+  TORCH_CHECK(t.is_cuda() && t.device() == like.device(), "ssops cuda ", op, ": ", name,
+              " must be on ", like.device(), ", got ", t.device());
+}
+
+const float* f32_ptr(const char* op, const char* name, const OptTensor& t, const Tensor& like) {
+  if (!t) return nullptr;
+  check_cuda(op, name, *t, like);
+  TORCH_CHECK(t->scalar_type() == at::kFloat && t->is_contiguous(), "ssops cuda ", op, ": ", name,
+              " must be a contiguous float32 tensor");
+  return t->data_ptr<float>();
+}
+
+// A float32 partial sum laid out like u (y_in, du_in).
+const float* partial_ptr(const char* op, const char* name, const OptTensor& t, const Tensor& u) {
+  if (!t) return nullptr;
+  check_cuda(op, name, *t, u);
+  TORCH_CHECK(t->scalar_type() == at::kFloat && t->sizes() == u.sizes() &&
+                  t->strides() == u.strides(),
+              "ssops cuda ", op, ": ", name, " must be float32 with u's shape and strides");
+  return t->data_ptr<float>();
+}
+
+void same_strides(const char* op, const char* name, const OptTensor& t, const Tensor& u) {
+  if (!t) return;
+  check_cuda(op, name, *t, u);
+  TORCH_CHECK(t->sizes() == u.sizes() && t->strides() == u.strides(), "ssops cuda ", op, ": ",
+              name, " must have u's shape and strides");
+}
+
+// B or C: (dim, N) constant, (batch, N, L) or (batch, G, N, L).
+void set_bc(const Tensor& M, int dim, bool& constant, int& dpg, int64_t* s) {
+  if (M.dim() == 2) {
+    constant = true, dpg = 1;
+    s[0] = 0, s[1] = M.stride(0), s[2] = M.stride(1), s[3] = 0;
+  } else if (M.dim() == 3) {
+    constant = false, dpg = dim;
+    s[0] = M.stride(0), s[1] = 0, s[2] = M.stride(1), s[3] = M.stride(2);
+  } else {
+    constant = false, dpg = dim / static_cast<int>(M.size(1));
+    for (int i = 0; i < 4; ++i) s[i] = M.stride(i);
+  }
+}
+
+// split = (ns, lg, nseg, cpw, channel_fast, seg_len, ngroups), chosen by _cuda_backend._split.
+ssops::ScanParams make_params(const char* op, const Tensor& u, const Tensor& delta,
+                              const Tensor& A, const Tensor& B, const Tensor& C,
+                              const OptTensor& D, const OptTensor& bias, bool softplus,
+                              bool reverse, bool transpose, int64_t H, int64_t W,
+                              const std::vector<int64_t>& split) {
+  TORCH_CHECK(u.is_cuda() && u.dim() == 3, "ssops cuda ", op, ": u must be a (batch, dim, L) CUDA tensor");
+  TORCH_CHECK(split.size() == 7, "ssops cuda ", op, ": bad work split");
+  check_cuda(op, "delta", delta, u);
+  check_cuda(op, "B", B, u);
+  check_cuda(op, "C", C, u);
+  TORCH_CHECK(delta.sizes() == u.sizes() && delta.scalar_type() == u.scalar_type(), "ssops cuda ",
+              op, ": delta must match u");
+  TORCH_CHECK(B.scalar_type() == C.scalar_type() &&
+                  (B.scalar_type() == u.scalar_type() || B.scalar_type() == at::kFloat),
+              "ssops cuda ", op, ": B and C must share u's dtype or be float32");
+  ssops::ScanParams p{};
+  p.batch = static_cast<int>(u.size(0)), p.dim = static_cast<int>(u.size(1));
+  p.L = static_cast<int>(u.size(2)), p.N = static_cast<int>(A.size(1));
+  p.H = static_cast<int>(H), p.W = static_cast<int>(W);
+  TORCH_CHECK(!transpose || static_cast<int64_t>(p.H) * p.W == p.L, "ssops cuda ", op,
+              ": a column-major walk needs H * W == L");
+  p.lg = static_cast<int>(split[1]), p.nseg = static_cast<int>(split[2]);
+  p.cpw = static_cast<int>(split[3]), p.c_fast = split[4] != 0;
+  p.seg_len = static_cast<int>(split[5]), p.ngroups = static_cast<int>(split[6]);
+  TORCH_CHECK(p.lg * p.nseg * p.cpw == 32 && static_cast<int64_t>(p.seg_len) * p.nseg * p.ngroups >= p.L &&
+                  (!transpose || p.seg_len == p.H) && split[0] * p.lg >= p.N,
+              "ssops cuda ", op, ": inconsistent work split");
+  p.reverse = reverse, p.transpose = transpose, p.softplus = softplus;
+  p.bc_f32 = B.scalar_type() == at::kFloat && u.scalar_type() != at::kFloat;
+  p.y_scale = 1.f;
+  p.u = u.data_ptr(), p.delta = delta.data_ptr(), p.B = B.data_ptr(), p.C = C.data_ptr();
+  p.A = f32_ptr(op, "A", A, u);
+  TORCH_CHECK(A.dim() == 2 && A.size(0) == p.dim, "ssops cuda ", op, ": A must be (dim, N)");
+  p.D = f32_ptr(op, "D", D, u);
+  p.bias = f32_ptr(op, "delta_bias", bias, u);
+  p.su_b = u.stride(0), p.su_d = u.stride(1), p.su_l = u.stride(2);
+  p.sd_b = delta.stride(0), p.sd_d = delta.stride(1), p.sd_l = delta.stride(2);
+  int64_t s[4];
+  set_bc(B, p.dim, p.b_const, p.dpg_b, s);
+  p.sB_b = s[0], p.sB_g = s[1], p.sB_n = s[2], p.sB_l = s[3];
+  set_bc(C, p.dim, p.c_const, p.dpg_c, s);
+  p.sC_b = s[0], p.sC_g = s[1], p.sC_n = s[2], p.sC_l = s[3];
+  return p;
+}
+
+// Whether every chunk of the walk is a whole, aligned block of K elements in every tensor it
+// touches (then the kernels use plain vector loads): a row-major walk along unit-stride rows
+// whose starts are multiples of K elements, in 16-byte aligned buffers, over whole chunks.
+bool contiguous_chunks(const ssops::ScanParams& p, int ns,
+                       std::initializer_list<const void*> buffers) {
+  const int K = ssops::chunk_steps(ns);
+  bool ok = !p.transpose && p.su_l == 1 && p.sd_l == 1 && p.L % K == 0 && p.seg_len % K == 0;
+  for (int64_t s : {p.su_b, p.su_d, p.sd_b, p.sd_d}) ok = ok && s % K == 0;
+  if (!p.b_const)
+    for (int64_t s : {p.sB_b, p.sB_g, p.sB_n}) ok = ok && s % K == 0 && p.sB_l == 1;
+  if (!p.c_const)
+    for (int64_t s : {p.sC_b, p.sC_g, p.sC_n}) ok = ok && s % K == 0 && p.sC_l == 1;
+  for (const void* b : buffers) ok = ok && reinterpret_cast<uintptr_t>(b) % 16 == 0;
+  return ok;
+}
+
+void launch(const char* op, const ssops::ScanParams& p, int dtype, int ns, bool backward) {
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  switch (dtype) {
+    case 0: ssops::launch_scan_fp32(p, ns, backward, stream); break;
+    case 1: ssops::launch_scan_fp16(p, ns, backward, stream); break;
+    default: ssops::launch_scan_bf16(p, ns, backward, stream); break;
+  }
+  const cudaError_t err = cudaGetLastError();
+  TORCH_CHECK(err == cudaSuccess, "ssops cuda ", op, " (batch=", p.batch, ", dim=", p.dim,
+              ", L=", p.L, ", N=", p.N, "): ", cudaGetErrorString(err));
+}
+
+void scan_fwd(const Tensor& u, const Tensor& delta, const Tensor& A, const Tensor& B,
+              const Tensor& C, const OptTensor& D, const OptTensor& z, const OptTensor& bias,
+              const OptTensor& y_in, const Tensor& y, const Tensor& last, bool softplus,
+              bool reverse, bool transpose, int64_t H, int64_t W, double y_scale,
+              const std::vector<int64_t>& split) {
+  const char* op = "selective scan forward";
+  const c10::cuda::CUDAGuard guard(u.device());
+  ssops::ScanParams p =
+      make_params(op, u, delta, A, B, C, D, bias, softplus, reverse, transpose, H, W, split);
+  same_strides(op, "z", z, u);
+  same_strides(op, "y", y, u);
+  TORCH_CHECK(y.scalar_type() == u.scalar_type() || y.scalar_type() == at::kFloat, "ssops cuda ",
+              op, ": y must have u's dtype or float32");
+  TORCH_CHECK(last.is_contiguous() && last.scalar_type() == at::kFloat &&
+                  last.numel() == static_cast<int64_t>(p.batch) * p.dim * p.N,
+              "ssops cuda ", op, ": last must be a contiguous float32 (batch, dim, N) tensor");
+  p.y_in = partial_ptr(op, "y_in", y_in, u);
+  p.z = z ? z->data_ptr() : nullptr;
+  p.y = y.data_ptr(), p.out_f32 = y.scalar_type() == at::kFloat && u.scalar_type() != at::kFloat;
+  p.last = last.data_ptr<float>();
+  p.y_scale = static_cast<float>(y_scale);
+  const int ns = static_cast<int>(split[0]);
+  p.contig = contiguous_chunks(p, ns, {p.u, p.delta, p.B, p.C, p.z, p.y, p.y_in});
+  launch(op, p, dtype_code(u), ns, false);
+}
+
+// Gradients: du, ddelta, dz written; dA, dB, dC, dD, dbias (float32, zeroed by the caller) added
+// to.  A variable dB / dC has B / C's shape; a constant one is (dim, N).
+void scan_bwd(const Tensor& dy, const OptTensor& dlast, const Tensor& u, const Tensor& delta,
+              const Tensor& A, const Tensor& B, const Tensor& C, const OptTensor& D,
+              const OptTensor& z, const OptTensor& bias, const OptTensor& du_in, const Tensor& du,
+              const Tensor& ddelta, const OptTensor& dz, const Tensor& dA, const Tensor& dB,
+              const Tensor& dC, const OptTensor& dD, const OptTensor& dbias, bool softplus,
+              bool reverse, bool transpose, int64_t H, int64_t W,
+              const std::vector<int64_t>& split) {
+  const char* op = "selective scan backward";
+  const c10::cuda::CUDAGuard guard(u.device());
+  ssops::ScanParams p =
+      make_params(op, u, delta, A, B, C, D, bias, softplus, reverse, transpose, H, W, split);
+  for (const auto& [name, t] : {std::pair<const char*, OptTensor>{"dy", dy}, {"z", z},
+                                {"du", du}, {"dz", dz}})
+    same_strides(op, name, t, u);
+  auto u_or_f32 = [&](const Tensor& t) {
+    return t.scalar_type() == u.scalar_type() || t.scalar_type() == at::kFloat;
+  };
+  TORCH_CHECK(u_or_f32(dy) && u_or_f32(du) && (!dz || dz->scalar_type() == u.scalar_type()),
+              "ssops cuda ", op, ": dy and du must have u's dtype or float32, dz u's dtype");
+  p.dy_f32 = dy.scalar_type() == at::kFloat && u.scalar_type() != at::kFloat;
+  p.du_f32 = du.scalar_type() == at::kFloat && u.scalar_type() != at::kFloat;
+  TORCH_CHECK(ddelta.sizes() == delta.sizes() && ddelta.strides() == delta.strides() &&
+                  ddelta.scalar_type() == delta.scalar_type(),
+              "ssops cuda ", op, ": ddelta must have delta's shape, strides and dtype");
+  TORCH_CHECK((z.has_value()) == (dz.has_value()), "ssops cuda ", op, ": dz goes with z");
+  p.dy = dy.data_ptr(), p.z = z ? z->data_ptr() : nullptr;
+  p.dlast = f32_ptr(op, "dlast_state", dlast, u);
+  p.du_in = partial_ptr(op, "du_in", du_in, u);
+  p.du = du.data_ptr(), p.ddelta = ddelta.data_ptr(), p.dz = dz ? dz->data_ptr() : nullptr;
+  p.dA = const_cast<float*>(f32_ptr(op, "dA", dA, u));
+  p.dB = const_cast<float*>(f32_ptr(op, "dB", dB, u));
+  p.dC = const_cast<float*>(f32_ptr(op, "dC", dC, u));
+  p.dD = const_cast<float*>(f32_ptr(op, "dD", dD, u));
+  p.dbias = const_cast<float*>(f32_ptr(op, "ddelta_bias", dbias, u));
+  TORCH_CHECK(!D == !dD && !bias == !dbias, "ssops cuda ", op, ": gradient buffers missing");
+  // constant: (dim, N) like B / C; variable: partial sums (batch, G, dpg / cpw, N, L)
+  auto grad_strides = [&](const Tensor& g, const Tensor& M, bool constant, int dpg,
+                          int64_t* s) {
+    const int64_t G = p.dim / dpg, batch = p.batch, N = p.N, L = p.L;
+    const bool ok = constant ? g.sizes() == M.sizes()
+                             : g.sizes() == at::IntArrayRef({batch, G, dpg / p.cpw, N, L}) &&
+                                   dpg % p.cpw == 0;
+    TORCH_CHECK(ok && g.is_contiguous(), "ssops cuda ", op, ": bad gradient buffer of B or C");
+    for (int i = 0; i < 5; ++i) s[i] = constant ? 0 : g.stride(i);
+  };
+  int64_t s[5];
+  grad_strides(dB, B, p.b_const, p.dpg_b, s);
+  p.sdB_b = s[0], p.sdB_g = s[1], p.sdB_p = s[2], p.sdB_n = s[3], p.sdB_l = s[4];
+  grad_strides(dC, C, p.c_const, p.dpg_c, s);
+  p.sdC_b = s[0], p.sdC_g = s[1], p.sdC_p = s[2], p.sdC_n = s[3], p.sdC_l = s[4];
+  Tensor group_states;
+  if (p.ngroups > 1) {
+    group_states = at::empty({static_cast<int64_t>(p.batch) * p.dim * p.ngroups * p.N},
+                             u.options().dtype(at::kFloat));
+    p.group_states = group_states.data_ptr<float>();
+  }
+  const int ns = static_cast<int>(split[0]);
+  p.contig = contiguous_chunks(p, ns, {p.u, p.delta, p.B, p.C, p.z, p.dy, p.du_in, p.du,
+                                       p.ddelta, p.dz});
+  launch(op, p, dtype_code(u), ns, true);
+}
+
+void cross(const Tensor& src, const Tensor& dst, const Tensor& image, int64_t H, int64_t W,
+           int64_t reversed, int64_t transposed, int64_t K, bool merge) {
+  // image: the (batch, C, H*W) view of x (scan) or of the merged output (merge)
+  const char* op = merge ? "cross_merge" : "cross_scan";
+  const c10::cuda::CUDAGuard guard(src.device());
+  check_cuda(op, "output", dst, src);
+  TORCH_CHECK(src.scalar_type() == dst.scalar_type(), "ssops cuda ", op, ": dtype mismatch");
+  ssops::CrossParams p{};
+  p.batch = static_cast<int>(image.size(0)), p.C = static_cast<int>(image.size(1));
+  p.L = static_cast<int>(image.size(2)), p.H = static_cast<int>(H), p.W = static_cast<int>(W);
+  p.K = static_cast<int>(K), p.reversed = static_cast<unsigned>(reversed);
+  p.transposed = static_cast<unsigned>(transposed), p.merge = merge;
+  p.sx_b = image.stride(0), p.sx_c = image.stride(1), p.sx_l = image.stride(2);
+  p.channel_fast = p.sx_c == 1 && p.C > 1;
+  p.src = src.data_ptr(), p.dst = dst.data_ptr();
+  if (static_cast<int64_t>(p.batch) * p.C * p.L == 0) return;
+  ssops::launch_cross(p, dtype_code(src), c10::cuda::getCurrentCUDAStream());
+  const cudaError_t err = cudaGetLastError();
+  TORCH_CHECK(err == cudaSuccess, "ssops cuda ", op, " (batch=", p.batch, ", C=", p.C, ", H=", H,
+              ", W=", W, "): ", cudaGetErrorString(err));
+}
+
+}  // namespace
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.doc() = "ssops cuda backend kernels (csrc/)";
+  m.def("scan_fwd", &scan_fwd, "one route of the selective scan, forward");
+  m.def("scan_bwd", &scan_bwd, "one route of the selective scan, backward");
+  m.def("cross", &cross, "cross_scan (merge=False) or cross_merge (merge=True)");
+}

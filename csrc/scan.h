@@ -1,0 +1,91 @@
+// Parameters of one route of the selective scan, shared by the host launchers and the kernels.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstddef>
+#include <cstdint>
+
+#ifdef __CUDACC__
+#define SSOPS_HOST_DEVICE __host__ __device__
+#else
+#define SSOPS_HOST_DEVICE
+#endif
+
+namespace ssops {
+
+// Steps per chunk, kept in registers: fewer when a lane keeps more states.  (Overridable
+// with -DSSOPS_K1=... / -DSSOPS_K4=... for experiments: see SSOPS_NVCC_FLAGS.)
+#ifndef SSOPS_K1
+#define SSOPS_K1 8
+#endif
+#ifndef SSOPS_K4
+#define SSOPS_K4 4
+#endif
+SSOPS_HOST_DEVICE constexpr int chunk_steps(int ns) {
+  return ns == 1 ? SSOPS_K1 : ns <= 4 ? SSOPS_K4 : 2;
+}
+constexpr int kWarpsPerBlock = 4;
+
+// Shared memory of the backward: per thread and chunk of a segment, NS states and a sum of dt.
+inline size_t bwd_smem_bytes(int ns, int seg_len) {
+  const int chunks = (seg_len + chunk_steps(ns) - 1) / chunk_steps(ns);
+  return static_cast<size_t>(chunks) * (ns + 1) * kWarpsPerBlock * 32 * sizeof(float);
+}
+
+// One route of a scan: a (batch, dim, L) problem walked in some order over the positions.
+// Work split (chosen in ssops/_cuda_backend.py):
+//   a warp holds cpw channels x nseg segments x lg state lanes (= 32 lanes); each lane keeps NS
+//   of the channel's N states.  A channel's steps are cut into segments of seg_len steps; the
+//   warp scans nseg neighbouring segments side by side (a segment group), combining their
+//   carries with a warp scan, and walks the ngroups groups one after another.
+struct ScanParams {
+  int batch, dim, L, N;
+  int H, W;                  // grid of a column-major walk (transpose): seg_len == H
+  int dpg_b, dpg_c;          // channels per B / C group (1 for a constant (dim, N) matrix)
+  int lg, nseg, cpw, seg_len, ngroups;
+  bool c_fast;               // lane order: channels next to each other (else segments)
+  bool reverse, transpose, softplus, b_const, c_const;
+  bool bc_f32, out_f32, dy_f32, du_f32;  // float32 where the input dtype is not
+  bool contig;  // row-major walk over rows of whole aligned chunks: plain vector loads
+  float y_scale;
+
+  // inputs; u, z, dy, y_in, du_in share strides su_*, delta shares sd_* with ddelta
+  const void *u, *delta, *z, *dy, *B, *C;  // B / C: the input dtype, or float32 (bc_f32)
+  const float *A, *D, *bias, *y_in, *du_in, *dlast;
+  int64_t su_b, su_d, su_l, sd_b, sd_d, sd_l;
+  int64_t sB_b, sB_g, sB_n, sB_l, sC_b, sC_g, sC_n, sC_l;  // constant: (0, s_dim, s_n, 0)
+
+  // outputs; y / du / dz share su_*, ddelta sd_*.  The gradient of a variable B / C is written
+  // as float32 partial sums, one per warp of channels (batch, G, dpg / cpw, N, L), strides
+  // sdB_* / sdC_*, summed by the caller; the other gradients are float32 (dim[, N]) sums over
+  // the batch, added atomically.
+  void *y, *du, *ddelta, *dz;
+  float *last, *dA, *dB, *dC, *dD, *dbias;
+  int64_t sdB_b, sdB_g, sdB_p, sdB_n, sdB_l, sdC_b, sdC_g, sdC_p, sdC_n, sdC_l;
+  float *group_states;       // backward scratch: the state entering each segment group
+};
+
+}  // namespace ssops
+
+namespace ssops {
+
+// cross_scan / cross_merge: dst[b, k, c, s] = x[b, c, pos_k(s)] and its adjoint; x (or the merged
+// output) is addressed through (b, c, position) strides, so either layout is a view.
+struct CrossParams {
+  int batch, C, L, H, W, K;
+  unsigned reversed, transposed;  // bit k: route k walks backwards / column-major
+  bool merge, channel_fast;       // thread order of the merge: channels or positions fastest
+  int64_t sx_b, sx_c, sx_l;
+  const void* src;
+  void* dst;
+};
+
+// One launcher per input dtype (one .cu file each, compiled in parallel); ns in {1, 4, 16}.
+void launch_scan_fp32(const ScanParams& p, int ns, bool backward, cudaStream_t stream);
+void launch_scan_fp16(const ScanParams& p, int ns, bool backward, cudaStream_t stream);
+void launch_scan_bf16(const ScanParams& p, int ns, bool backward, cudaStream_t stream);
+// dtype: 0 float32, 1 float16, 2 bfloat16
+void launch_cross(const CrossParams& p, int dtype, cudaStream_t stream);
+
+}  // namespace ssops
