@@ -74,7 +74,8 @@ ssops::ScanParams make_params(const char* op, const Tensor& u, const Tensor& del
                               const OptTensor& D, const OptTensor& bias, bool softplus,
                               bool reverse, bool transpose, int64_t H, int64_t W,
                               const std::vector<int64_t>& split) {
-  TORCH_CHECK(u.is_cuda() && u.dim() == 3, "ssops cuda ", op, ": u must be a (batch, dim, L) CUDA tensor");
+  TORCH_CHECK(u.is_cuda() && u.dim() == 3, "ssops cuda ", op,
+              ": u must be a (batch, dim, L) CUDA tensor");
   TORCH_CHECK(split.size() == 7, "ssops cuda ", op, ": bad work split");
   check_cuda(op, "delta", delta, u);
   check_cuda(op, "B", B, u);
@@ -93,7 +94,8 @@ ssops::ScanParams make_params(const char* op, const Tensor& u, const Tensor& del
   p.lg = static_cast<int>(split[1]), p.nseg = static_cast<int>(split[2]);
   p.cpw = static_cast<int>(split[3]), p.c_fast = split[4] != 0;
   p.seg_len = static_cast<int>(split[5]), p.ngroups = static_cast<int>(split[6]);
-  TORCH_CHECK(p.lg * p.nseg * p.cpw == 32 && static_cast<int64_t>(p.seg_len) * p.nseg * p.ngroups >= p.L &&
+  TORCH_CHECK(p.lg * p.nseg * p.cpw == 32 &&
+                  static_cast<int64_t>(p.seg_len) * p.nseg * p.ngroups >= p.L &&
                   (!transpose || p.seg_len == p.H) && split[0] * p.lg >= p.N,
               "ssops cuda ", op, ": inconsistent work split");
   p.reverse = reverse, p.transpose = transpose, p.softplus = softplus;

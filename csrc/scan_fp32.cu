@@ -1,4 +1,5 @@
-// The scan kernels instantiated for float inputs (one file per dtype: they compile in parallel).
+// The scan kernels instantiated for float inputs (one file per dtype:
+// they compile in parallel).
 #include "scan_kernels.cuh"
 
 namespace ssops {

@@ -51,7 +51,9 @@ template <> __device__ __forceinline__ float to_f(__nv_bfloat16 v) { return __bf
 template <typename T> __device__ __forceinline__ T from_f(float v);
 template <> __device__ __forceinline__ float from_f(float v) { return v; }
 template <> __device__ __forceinline__ __half from_f(float v) { return __float2half_rn(v); }
-template <> __device__ __forceinline__ __nv_bfloat16 from_f(float v) { return __float2bfloat16_rn(v); }
+template <> __device__ __forceinline__ __nv_bfloat16 from_f(float v) {
+  return __float2bfloat16_rn(v);
+}
 
 // B / C hold the input dtype or float32.
 template <typename T>
@@ -458,7 +460,8 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32) scan_fwd_kernel(const Sca
       for (int k = 0; k < K; ++k) {
         const float dtu = c.x.dt[k] * c.x.u[k];
 #pragma unroll
-        for (int j = 0; j < NS; ++j) x[j] = exp2_approx(c.x.dt[k] * ch.a2[j]) * x[j] + dtu * c.B[j][k];
+        for (int j = 0; j < NS; ++j)
+          x[j] = exp2_approx(c.x.dt[k] * ch.a2[j]) * x[j] + dtu * c.B[j][k];
         S += c.x.dt[k];
       }
       scan_segments<NS>(S, x, ch.a2, ln, p.nseg, true);
@@ -493,6 +496,20 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32) scan_fwd_kernel(const Sca
 }
 
 // --------------------------------------------------------------------------- backward
+// Everything the backward reads for one chunk.
+template <typename T, int NS, int K>
+struct BwdChunk {
+  Chunk<T, K> x;
+  float dy[K], z[K], dout[K], B[NS][K], C[NS][K];
+  __device__ __forceinline__ void load(const ScanParams& p, const Walk& w, const Segment& sg,
+                                       const Lane& ln, const Channel<NS>& ch, int s0) {
+    x.load(p, w, sg, ln, ch, s0);
+    load_dout<T, K>(p, ch.urow, x.p0, x.dp, x.n, dy, z, dout);
+    load_bc<T>(B, p, ch, true, ln.sg, x.p0, x.dp, x.n);
+    load_bc<T>(C, p, ch, false, ln.sg, x.p0, x.dp, x.n);
+  }
+};
+
 // A per-(channel, step) gradient of a variable B or C, summed over the warp's channels (one
 // group: the work split makes cpw divide it) and stored as the warp's partial sum.
 __device__ __forceinline__ void store_bc_partial(float v, float* at, bool on, const Lane& ln,
@@ -562,23 +579,19 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32) scan_bwd_kernel(const Sca
 #pragma unroll
       for (int j = 0; j < NS; ++j) ckpt(ci, j) = hl[j];
       ckpt(ci, NS) = S;
-      Chunk<T, K> c;
+      BwdChunk<T, NS, K> c;
       c.load(p, w, sg, ln, ch, sg.begin + ci * K);
-      float dy[K], z[K], dout[K], Bk[NS][K], Ck[NS][K];
-      load_dout<T, K>(p, ch.urow, c.p0, c.dp, c.n, dy, z, dout);
-      load_bc<T>(Bk, p, ch, true, ln.sg, c.p0, c.dp, c.n);
-      load_bc<T>(Ck, p, ch, false, ln.sg, c.p0, c.dp, c.n);
 #pragma unroll
       for (int k = 0; k < K; ++k) {
-        const float dtu = c.dt[k] * c.u[k];
+        const float dtu = c.x.dt[k] * c.x.u[k];
 #pragma unroll
         for (int j = 0; j < NS; ++j) {
-          const float dA = exp2_approx(c.dt[k] * ch.a2[j]);
-          hl[j] = dA * hl[j] + dtu * Bk[j][k];
+          const float dA = exp2_approx(c.x.dt[k] * ch.a2[j]);
+          hl[j] = dA * hl[j] + dtu * c.B[j][k];
           P[j] *= dA;
-          rho[j] += P[j] * Ck[j][k] * dout[k];
+          rho[j] += P[j] * c.C[j][k] * c.dout[k];
         }
-        S += c.dt[k];
+        S += c.x.dt[k];
       }
     }
     // 2. join the segments: state entering each one, adjoint entering each one from the right
@@ -592,42 +605,38 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32) scan_bwd_kernel(const Sca
     }
     // 3. chunks from last to first: recompute the K states, step the adjoint back through them
     for (int ci = nch - 1; ci >= 0; --ci) {
-      Chunk<T, K> c;
+      BwdChunk<T, NS, K> c;
       c.load(p, w, sg, ln, ch, sg.begin + ci * K);
-      float dy[K], z[K], dout[K], Bk[NS][K], Ck[NS][K];
-      load_dout<T, K>(p, ch.urow, c.p0, c.dp, c.n, dy, z, dout);
-      load_bc<T>(Bk, p, ch, true, ln.sg, c.p0, c.dp, c.n);
-      load_bc<T>(Ck, p, ch, false, ln.sg, c.p0, c.dp, c.n);
       float h0[NS], hs[K][NS];
       const float S0 = ckpt(ci, NS);
 #pragma unroll
       for (int j = 0; j < NS; ++j) h0[j] = ckpt(ci, j) + exp2_approx(ch.a2[j] * S0) * h_in[j];
 #pragma unroll
       for (int k = 0; k < K; ++k) {
-        const float dtu = c.dt[k] * c.u[k];
+        const float dtu = c.x.dt[k] * c.x.u[k];
 #pragma unroll
         for (int j = 0; j < NS; ++j) {
           const float prev = k == 0 ? h0[j] : hs[k - 1][j];
-          hs[k][j] = exp2_approx(c.dt[k] * ch.a2[j]) * prev + dtu * Bk[j][k];
+          hs[k][j] = exp2_approx(c.x.dt[k] * ch.a2[j]) * prev + dtu * c.B[j][k];
         }
       }
       float du[K], ddt[K], y[K];
 #pragma unroll
       for (int k = K - 1; k >= 0; --k) {
-        const int64_t pos = c.p0 + k * c.dp;
-        const bool on = k < c.n;
+        const int64_t pos = c.x.p0 + k * c.x.dp;
+        const bool on = k < c.x.n;
         float gB = 0.f, dlogA = 0.f, yk = 0.f;
 #pragma unroll
         for (int j = 0; j < NS; ++j) {
-          const float Bv = Bk[j][k], Cv = Ck[j][k];
-          const float dA = exp2_approx(c.dt[k] * ch.a2[j]);
-          const float g = G[j] + Cv * dout[k];
+          const float Bv = c.B[j][k], Cv = c.C[j][k];
+          const float dA = exp2_approx(c.x.dt[k] * ch.a2[j]);
+          const float g = G[j] + Cv * c.dout[k];
           const float dlog = g * dA * (k == 0 ? h0[j] : hs[k - 1][j]);  // d/d(dt A)
           gB += g * Bv;
           dlogA += dlog * ch.A[j];
           yk += Cv * hs[k][j];
-          dA_acc[j] += dlog * c.dt[k];
-          const float dBv = g * c.dt[k] * c.u[k], dCv = dout[k] * hs[k][j];
+          dA_acc[j] += dlog * c.x.dt[k];
+          const float dBv = g * c.x.dt[k] * c.x.u[k], dCv = c.dout[k] * hs[k][j];
           const int64_t n = ln.sg * NS + j;
           if (p.b_const) dB_acc[j] += dBv;
           else store_bc_partial(dBv, p.dB + ch.dBrow + n * p.sdB_n + pos * p.sdB_l,
@@ -637,8 +646,8 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32) scan_bwd_kernel(const Sca
                                 on && ch.on[j], ln, p.cpw);
           G[j] = dA * g;
         }
-        du[k] = gB * c.dt[k];
-        ddt[k] = gB * c.u[k] + dlogA;
+        du[k] = gB * c.x.dt[k];
+        ddt[k] = gB * c.x.u[k] + dlogA;
         y[k] = yk;
       }
       if (p.lg > 1) {
@@ -649,28 +658,30 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32) scan_bwd_kernel(const Sca
           if (p.z) y[k] = lane_sum(y[k], p.lg);
         }
       }
-      if (ln.sg == 0 && c.n > 0) {
+      if (ln.sg == 0 && c.x.n > 0) {
         const int64_t row = ch.urow;
         float extra[K];
-        if (p.du_in) load_chunk<K>(extra, p.du_in + row, p.su_l, c.p0, c.dp, c.n, p.contig);
+        if (p.du_in) load_chunk<K>(extra, p.du_in + row, p.su_l, c.x.p0, c.x.dp, c.x.n, p.contig);
 #pragma unroll
         for (int k = 0; k < K; ++k) {
-          du[k] += ch.D * dout[k] + (p.du_in ? extra[k] : 0.f);
-          if (p.softplus) ddt[k] *= sigmoid(c.pre[k]);
-          if (k < c.n) dbias_acc += ddt[k], dD_acc += dout[k] * c.u[k];
+          du[k] += ch.D * c.dout[k] + (p.du_in ? extra[k] : 0.f);
+          if (p.softplus) ddt[k] *= sigmoid(c.x.pre[k]);
+          if (k < c.x.n) dbias_acc += ddt[k], dD_acc += c.dout[k] * c.x.u[k];
         }
         if (p.du_f32)
-          store_chunk<K>(du, static_cast<float*>(p.du) + row, p.su_l, c.p0, c.dp, c.n, p.contig);
+          store_chunk<K>(du, static_cast<float*>(p.du) + row, p.su_l, c.x.p0, c.x.dp, c.x.n,
+                         p.contig);
         else
-          store_chunk<K>(du, static_cast<T*>(p.du) + row, p.su_l, c.p0, c.dp, c.n, p.contig);
-        store_chunk<K>(ddt, static_cast<T*>(p.ddelta) + ch.drow, p.sd_l, c.p0, c.dp, c.n, p.contig);
+          store_chunk<K>(du, static_cast<T*>(p.du) + row, p.su_l, c.x.p0, c.x.dp, c.x.n, p.contig);
+        store_chunk<K>(ddt, static_cast<T*>(p.ddelta) + ch.drow, p.sd_l, c.x.p0, c.x.dp, c.x.n,
+                       p.contig);
         if (p.z) {
 #pragma unroll
           for (int k = 0; k < K; ++k) {
-            const float s = sigmoid(z[k]);
-            y[k] = dy[k] * (y[k] + ch.D * c.u[k]) * s * (1.f + z[k] * (1.f - s));
+            const float s = sigmoid(c.z[k]);
+            y[k] = c.dy[k] * (y[k] + ch.D * c.x.u[k]) * s * (1.f + c.z[k] * (1.f - s));
           }
-          store_chunk<K>(y, static_cast<T*>(p.dz) + row, p.su_l, c.p0, c.dp, c.n, p.contig);
+          store_chunk<K>(y, static_cast<T*>(p.dz) + row, p.su_l, c.x.p0, c.x.dp, c.x.n, p.contig);
         }
       }
     }

@@ -23,8 +23,7 @@ import sys
 import torch
 
 from . import _routes
-from ._routes import ROUTE_FLAGS, natural_view
-from .validation import grid
+from ._routes import ROUTE_FLAGS
 
 _OPS = ("selective_scan", "bidirectional_scan", "cross_scan", "cross_merge", "cross_selective_scan")
 _DTYPES = (torch.float32, torch.float16, torch.bfloat16)
@@ -119,7 +118,8 @@ def why_not(op, tensors):
         # column-major walks keep one checkpoint per chunk of a column in shared memory
         H = x.shape[2] if x.shape[1] == delta.shape[2] else x.shape[1]
         if _bwd_smem(_states_per_lane(A.shape[-1]), H) > 200 * 1024:
-            return f"grid height {H} too tall for the column walk's shared memory at N={A.shape[-1]}"
+            return (f"grid height {H} too tall for the column walk's shared memory at "
+                    f"N={A.shape[-1]}")
     return None
 
 
@@ -276,20 +276,12 @@ def _route_masks(routes):
 
 
 def cross_scan(x, layout, routes):
-    x = x.contiguous()
-    H, W = grid(x, layout)[2:]
-    image = natural_view(x, layout)
-    rev, tr, K = _route_masks(routes)
-    out = torch.empty(image.shape[0], K, *image.shape[1:], device=x.device, dtype=x.dtype)
-    _ext().cross(x, out, image, H, W, rev, tr, K, False)
+    x, H, W, image, out = _routes.cross_scan_buffers(x, layout, routes)
+    _ext().cross(x, out, image, H, W, *_route_masks(routes), False)
     return out
 
 
 def cross_merge(y, H, W, layout, routes):
-    y = y.contiguous()
-    B, _, C, _ = y.shape
-    out = torch.empty((B, C, H, W) if layout == "bchw" else (B, H, W, C), device=y.device,
-                      dtype=y.dtype)
-    rev, tr, K = _route_masks(routes)
-    _ext().cross(y, out, natural_view(out, layout), H, W, rev, tr, K, True)
+    y, out, image = _routes.cross_merge_buffers(y, H, W, layout)
+    _ext().cross(y, out, image, H, W, *_route_masks(routes), True)
     return out

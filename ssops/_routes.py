@@ -38,6 +38,25 @@ def natural_view(x: torch.Tensor, layout: str) -> torch.Tensor:
     return x.flatten(2) if layout == "bchw" else x.flatten(1, 2).transpose(1, 2)
 
 
+def cross_scan_buffers(x, layout, routes):
+    """cross_scan's (contiguous x, H, W, x's (B, C, H*W) view, empty (B, K, C, H*W) output)."""
+    x = x.contiguous()
+    H, W = grid(x, layout)[2:]
+    image = natural_view(x, layout)
+    out = torch.empty(image.shape[0], len(ROUTE_FLAGS[routes]), *image.shape[1:],
+                      device=x.device, dtype=x.dtype)
+    return x, H, W, image, out
+
+
+def cross_merge_buffers(y, H, W, layout):
+    """cross_merge's (contiguous y, empty merged image in ``layout``, its (B, C, H*W) view)."""
+    y = y.contiguous()
+    B, _, C, _ = y.shape
+    out = torch.empty((B, C, H, W) if layout == "bchw" else (B, H, W, C), device=y.device,
+                      dtype=y.dtype)
+    return y, out, natural_view(out, layout)
+
+
 # ----------------------------------------------------------------------------- selective_scan
 def selective_scan_fwd(kernels, u, delta, A, B, C, D, z, delta_bias, delta_softplus, out_dtype):
     u, delta, z = u.contiguous(), delta.contiguous(), contiguous(z)

@@ -1,12 +1,10 @@
 """cross_scan / cross_merge as Triton gather kernels; routes are index maps, no copies."""
 from __future__ import annotations
 
-import torch
 import triton
 import triton.language as tl
 
-from ssops._routes import ROUTE_FLAGS, natural_view
-from ssops.validation import grid
+from ssops._routes import ROUTE_FLAGS, cross_merge_buffers, cross_scan_buffers
 
 
 
@@ -67,19 +65,12 @@ def _launch(src, dst, nat, H, W, routes, merge):
 
 
 def cross_scan(x, layout, routes):
-    x = x.contiguous()
-    H, W = grid(x, layout)[2:]
-    nat = natural_view(x, layout)
-    out = torch.empty(nat.shape[0], len(ROUTE_FLAGS[routes]), *nat.shape[1:], device=x.device,
-                      dtype=x.dtype)
-    _launch(x, out, nat, H, W, routes, merge=False)
+    x, H, W, image, out = cross_scan_buffers(x, layout, routes)
+    _launch(x, out, image, H, W, routes, merge=False)
     return out
 
 
 def cross_merge(y, H, W, layout, routes):
-    y = y.contiguous()
-    B, _, C, _ = y.shape
-    out = torch.empty((B, C, H, W) if layout == "bchw" else (B, H, W, C), device=y.device,
-                      dtype=y.dtype)
-    _launch(y, out, natural_view(out, layout), H, W, routes, merge=True)
+    y, out, image = cross_merge_buffers(y, H, W, layout)
+    _launch(y, out, image, H, W, routes, merge=True)
     return out
