@@ -1,0 +1,63 @@
+"""The cuda backend's host side, without a GPU: work splits the kernels accept, the shipped
+sources, and the reasons it gives where it cannot run.  (Its kernels are tested against the
+reference in the per-op modules, on a GPU.)"""
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+from ssops import _cuda_backend as cuda
+from ssops import dispatch
+
+
+@given(batch=st.integers(1, 8), dim=st.sampled_from([1, 3, 8, 96, 1536]),
+       L=st.integers(1, 5000), N=st.sampled_from([1, 2, 3, 16, 17, 64, 65, 256]),
+       backward=st.booleans(), channel_last=st.booleans(), grid=st.booleans(),
+       groups=st.sampled_from([1, 2, 4]))
+def test_work_split_is_one_the_kernels_accept(batch, dim, L, N, backward, channel_last, grid,
+                                              groups):
+    """What csrc/ops.cpp checks and the kernels assume: 32 lanes per warp, every step in some
+    segment, column segments of one whole column, all N states held, and the channels of a
+    warp inside one B / C group."""
+    if dim % groups:
+        groups = 1
+    H, W = (max(1, L // 7), 7) if grid else (1, 1)
+    L = H * W if grid else L
+    u = torch.empty(batch, L, dim).transpose(1, 2) if channel_last else torch.empty(batch, dim, L)
+    dpg = dim // groups
+    ns, lg, nseg, cpw, channel_fast, seg_len, ngroups = cuda._split(u, N, grid, H, W, backward,
+                                                                    dpg)
+    assert lg * nseg * cpw == 32 and ns * lg >= N
+    assert seg_len * nseg * ngroups >= L and seg_len * nseg * (ngroups - 1) < L
+    assert dpg % cpw == 0
+    assert channel_fast == (channel_last and not grid and dim > 1 and L > 1)
+    if grid:
+        assert seg_len == H
+    elif backward:
+        assert cuda._bwd_smem(ns, seg_len) <= cuda.BWD_MAX_CHUNKS * (ns + 1) * 128 * 4
+
+
+@pytest.mark.parametrize("routes,masks", [("unidi", (0, 0, 1)), ("bidi", (2, 0, 2)),
+                                          ("cross", (0b1100, 0b1010, 4))])
+def test_route_masks(routes, masks):
+    """Bit k: route k walks backwards / column by column (ssops._routes.ROUTE_FLAGS)."""
+    assert cuda._route_masks(routes) == masks
+
+
+def test_sources_are_installed():
+    names = {p.name for p in cuda._sources().iterdir()}
+    assert {"ops.cpp", "scan.h", "scan_kernels.cuh", "cross_scan.cu", "scan_fp32.cu",
+            "scan_fp16.cu", "scan_bf16.cu"} <= names
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the reasons given without a GPU")
+def test_says_why_it_cannot_run_here():
+    reason = dispatch.available_backends()["cuda"]
+    assert reason in ("this torch is a CPU build (no CUDA)", "no CUDA device")
+
+
+def test_refuses_what_its_kernels_do_not_compute():
+    A = torch.empty(4, 2)
+    cpu = dict(u=torch.empty(1, 4, 3), delta=torch.empty(1, 4, 3), A=A)
+    assert "CUDA device" in cuda.why_not("selective_scan", cpu)
+    assert "no CUDA kernel" in cuda.why_not("some_op", cpu)
