@@ -85,7 +85,7 @@ def _pick(t, i):
     return None if t is None else t[i]
 
 
-def _bidi_inputs(u, delta, A, D, delta_bias, z):
+def bidirectional_inputs(u, delta, A, D, delta_bias, z):
     return (u.contiguous(), delta.contiguous(), A.contiguous(), contiguous(D),
             contiguous(delta_bias), contiguous(z))
 
@@ -101,7 +101,7 @@ def _bidi_fwd(kernels, u, delta, A, B, C, D, bias, softplus, y_dir0, y, *, z=Non
 
 def bidirectional_scan_fwd(kernels, u, delta, A, B, C, D, z, delta_bias, delta_softplus,
                            combine, out_dtype):
-    u, delta, A, D, delta_bias, z = _bidi_inputs(u, delta, A, D, delta_bias, z)
+    u, delta, A, D, delta_bias, z = bidirectional_inputs(u, delta, A, D, delta_bias, z)
     y = torch.empty(u.shape[1:], device=u.device, dtype=out_dtype)
     y0 = torch.empty(u.shape[1:], device=u.device, dtype=torch.float32)
     _bidi_fwd(kernels, u, delta, A, B, C, D, delta_bias, delta_softplus, y0, y, z=z,
@@ -111,7 +111,7 @@ def bidirectional_scan_fwd(kernels, u, delta, A, B, C, D, z, delta_bias, delta_s
 
 def bidirectional_scan_bwd(kernels, dy, u, delta, A, B, C, D, z, delta_bias, delta_softplus,
                            combine):
-    u, delta, A, D, delta_bias, z = _bidi_inputs(u, delta, A, D, delta_bias, z)
+    u, delta, A, D, delta_bias, z = bidirectional_inputs(u, delta, A, D, delta_bias, z)
     scale = 0.5 if combine == "mean" else 1.0
     du, ddelta = torch.empty_like(u), torch.empty_like(delta)
     dz = None if z is None else torch.empty_like(z)

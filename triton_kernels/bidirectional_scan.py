@@ -20,7 +20,7 @@ def bidirectional_scan_fwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus, 
     if not fused_tile(1, L):
         return _routes.bidirectional_scan_fwd(launch, u, delta, A, B, C, D, z, delta_bias,
                                               delta_softplus, combine, out_dtype)
-    u, delta, A, D, delta_bias, z = _routes._bidi_inputs(u, delta, A, D, delta_bias, z)
+    u, delta, A, D, delta_bias, z = _routes.bidirectional_inputs(u, delta, A, D, delta_bias, z)
     y = torch.empty(u.shape[1:], device=u.device, dtype=out_dtype)
     fused_fwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus, y, flags=FLAGS, H=1, W=L,
               y_scale=0.5 if combine == "mean" else 1.0)
@@ -32,7 +32,7 @@ def bidirectional_scan_bwd(dy, u, delta, A, B, C, D, z, delta_bias, delta_softpl
     if not fused_tile(1, L):
         return _routes.bidirectional_scan_bwd(launch, dy, u, delta, A, B, C, D, z, delta_bias,
                                               delta_softplus, combine)
-    u, delta, A, D, delta_bias, z = _routes._bidi_inputs(u, delta, A, D, delta_bias, z)
+    u, delta, A, D, delta_bias, z = _routes.bidirectional_inputs(u, delta, A, D, delta_bias, z)
     du, ddelta = torch.empty_like(u), torch.empty_like(delta)
     dz = None if z is None else torch.empty_like(z)
     dA, dB, dC, dD, dbias = fused_bwd(dy.contiguous(), u, delta, A, B, C, D, z, delta_bias,
