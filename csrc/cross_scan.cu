@@ -3,11 +3,7 @@
 
 namespace ssops {
 
-// Position of step s of route k, and the step at which route k reaches position p.
-__device__ __forceinline__ int route_pos(int s, int L, int H, int W, bool rev, bool tr) {
-  const int r = rev ? L - 1 - s : s;
-  return tr ? (r % H) * W + r / H : r;
-}
+// The step at which route k reaches position p (route_pos's inverse).
 __device__ __forceinline__ int route_step(int p, int L, int H, int W, bool rev, bool tr) {
   const int s = tr ? (p % W) * H + p / W : p;
   return rev ? L - 1 - s : s;

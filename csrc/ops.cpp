@@ -256,11 +256,133 @@ void cross(const Tensor& src, const Tensor& dst, const Tensor& image, int64_t H,
               ", W=", W, "): ", cudaGetErrorString(err));
 }
 
+// ------------------------------------------------------------------------ fused multi-route
+// Canonical views (ssops/_cuda_backend.py): u (1 or K, batch, dim, L), delta (K, batch, dim, L),
+// B / C (K, batch, G, N, L), A (K, dim, N), D / delta_bias (K, dim), z and y / dy
+// (batch, dim, L), all with unit stride along L.  split = (items, wpc, cpb).
+ssops::FusedParams make_fused(const char* op, const Tensor& u, const Tensor& delta,
+                              const Tensor& A, const Tensor& B, const Tensor& C,
+                              const OptTensor& D, const OptTensor& bias, const OptTensor& z,
+                              const Tensor& y, bool softplus, int64_t H, int64_t W,
+                              int64_t reversed, int64_t transposed, double y_scale,
+                              const std::vector<int64_t>& split) {
+  TORCH_CHECK(u.is_cuda() && u.dim() == 4 && delta.dim() == 4 && B.dim() == 5 && C.dim() == 5,
+              "ssops cuda ", op, ": bad fused views");
+  for (const auto& [name, t] : {std::pair<const char*, Tensor>{"delta", delta}, {"B", B},
+                                {"C", C}, {"y", y}})
+    check_cuda(op, name, t, u);
+  ssops::FusedParams p{};
+  p.K = static_cast<int>(delta.size(0)), p.batch = static_cast<int>(delta.size(1));
+  p.dim = static_cast<int>(delta.size(2)), p.L = static_cast<int>(delta.size(3));
+  p.N = static_cast<int>(A.size(2)), p.G = static_cast<int>(B.size(2));
+  p.H = static_cast<int>(H), p.W = static_cast<int>(W);
+  p.reversed = static_cast<unsigned>(reversed), p.transposed = static_cast<unsigned>(transposed);
+  p.items = static_cast<int>(split.at(0)), p.wpc = static_cast<int>(split.at(1));
+  p.cpb = static_cast<int>(split.at(2));
+  const int dpg = p.dim / p.G;
+  TORCH_CHECK(static_cast<int64_t>(p.H) * p.W == p.L && (u.size(0) == 1 || u.size(0) == p.K) &&
+                  u.size(1) == p.batch && u.size(2) == p.dim && u.size(3) == p.L &&
+                  C.sizes() == B.sizes() && B.size(0) == p.K && B.size(1) == p.batch &&
+                  B.size(3) == p.N && B.size(4) == p.L && p.dim % p.G == 0 &&
+                  dpg % p.cpb == 0 && A.dim() == 3 && A.size(0) == p.K && A.size(1) == p.dim,
+              "ssops cuda ", op, ": inconsistent shapes");
+  TORCH_CHECK(static_cast<int64_t>(p.items) * 32 * p.wpc >= p.L &&
+                  32 * p.wpc * p.cpb <= 512 && (p.items & (p.items - 1)) == 0 && p.items <= 16,
+              "ssops cuda ", op, ": inconsistent work split");
+  for (const Tensor& t : {u, delta, B, C, y})
+    TORCH_CHECK(t.stride(-1) == 1, "ssops cuda ", op, ": tensors need unit stride along L");
+  TORCH_CHECK(delta.scalar_type() == u.scalar_type() && B.scalar_type() == C.scalar_type() &&
+                  (B.scalar_type() == u.scalar_type() || B.scalar_type() == at::kFloat) &&
+                  (y.scalar_type() == u.scalar_type() || y.scalar_type() == at::kFloat),
+              "ssops cuda ", op, ": dtype mismatch");
+  p.softplus = softplus, p.y_scale = static_cast<float>(y_scale);
+  p.bc_f32 = B.scalar_type() == at::kFloat && u.scalar_type() != at::kFloat;
+  p.y_f32 = y.scalar_type() == at::kFloat && u.scalar_type() != at::kFloat;
+  p.u = u.data_ptr(), p.delta = delta.data_ptr(), p.B = B.data_ptr(), p.C = C.data_ptr();
+  p.A = f32_ptr(op, "A", A, u), p.D = f32_ptr(op, "D", D, u);
+  p.bias = f32_ptr(op, "delta_bias", bias, u);
+  p.su_k = u.size(0) == 1 ? 0 : u.stride(0), p.su_b = u.stride(1), p.su_d = u.stride(2);
+  p.sd_k = delta.stride(0), p.sd_b = delta.stride(1), p.sd_d = delta.stride(2);
+  p.sB_k = B.stride(0), p.sB_b = B.stride(1), p.sB_g = B.stride(2), p.sB_n = B.stride(3);
+  p.sC_k = C.stride(0), p.sC_b = C.stride(1), p.sC_g = C.stride(2), p.sC_n = C.stride(3);
+  TORCH_CHECK(y.dim() == 3 && y.size(0) == p.batch && y.size(1) == p.dim && y.size(2) == p.L,
+              "ssops cuda ", op, ": y / dy must be (batch, dim, L)");
+  p.sy_b = y.stride(0), p.sy_d = y.stride(1);
+  if (z) {
+    check_cuda(op, "z", *z, u);
+    TORCH_CHECK(z->sizes() == y.sizes() && z->stride(2) == 1 &&
+                    z->scalar_type() == u.scalar_type(),
+                "ssops cuda ", op, ": z must be (batch, dim, L) in u's dtype");
+    p.z = z->data_ptr(), p.sz_b = z->stride(0), p.sz_d = z->stride(1);
+  }
+  return p;
+}
+
+void launch_fused(const char* op, const ssops::FusedParams& p, int dtype, bool backward) {
+  if (static_cast<int64_t>(p.batch) * p.dim * p.L == 0) return;
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  switch (dtype) {
+    case 0: ssops::launch_fused_fp32(p, backward, stream); break;
+    case 1: ssops::launch_fused_fp16(p, backward, stream); break;
+    default: ssops::launch_fused_bf16(p, backward, stream); break;
+  }
+  const cudaError_t err = cudaGetLastError();
+  TORCH_CHECK(err == cudaSuccess, "ssops cuda ", op, " (K=", p.K, ", batch=", p.batch,
+              ", dim=", p.dim, ", L=", p.L, ", N=", p.N, "): ", cudaGetErrorString(err));
+}
+
+void fused_fwd(const Tensor& u, const Tensor& delta, const Tensor& A, const Tensor& B,
+               const Tensor& C, const OptTensor& D, const OptTensor& bias, const OptTensor& z,
+               const Tensor& y, bool softplus, int64_t H, int64_t W, int64_t reversed,
+               int64_t transposed, double y_scale, const std::vector<int64_t>& split) {
+  const char* op = "fused scan forward";
+  const c10::cuda::CUDAGuard guard(u.device());
+  ssops::FusedParams p = make_fused(op, u, delta, A, B, C, D, bias, z, y, softplus, H, W,
+                                    reversed, transposed, y_scale, split);
+  p.y = y.data_ptr();
+  launch_fused(op, p, dtype_code(u), false);
+}
+
+// du (like u), ddelta (like delta), dz written; dA, dB, dC (contiguous like B), dD, dbias:
+// float32, zeroed by the caller, added to.
+void fused_bwd(const Tensor& dy, const Tensor& u, const Tensor& delta, const Tensor& A,
+               const Tensor& B, const Tensor& C, const OptTensor& D, const OptTensor& bias,
+               const OptTensor& z, const Tensor& du, const Tensor& ddelta, const OptTensor& dz,
+               const Tensor& dA, const Tensor& dB, const Tensor& dC, const OptTensor& dD,
+               const OptTensor& dbias, bool softplus, int64_t H, int64_t W, int64_t reversed,
+               int64_t transposed, double y_scale, const std::vector<int64_t>& split) {
+  const char* op = "fused scan backward";
+  const c10::cuda::CUDAGuard guard(u.device());
+  ssops::FusedParams p = make_fused(op, u, delta, A, B, C, D, bias, z, dy, softplus, H, W,
+                                    reversed, transposed, y_scale, split);
+  same_strides(op, "du", du, u);
+  same_strides(op, "ddelta", ddelta, delta);
+  TORCH_CHECK(du.scalar_type() == u.scalar_type() && ddelta.scalar_type() == u.scalar_type(),
+              "ssops cuda ", op, ": du / ddelta must have u's dtype");
+  TORCH_CHECK(z.has_value() == dz.has_value(), "ssops cuda ", op, ": dz goes with z");
+  if (dz) same_strides(op, "dz", dz, *z);
+  TORCH_CHECK(dB.sizes() == B.sizes() && dC.sizes() == C.sizes() && dB.is_contiguous() &&
+                  dC.is_contiguous() && dA.sizes() == A.sizes(),
+              "ssops cuda ", op, ": bad gradient buffers");
+  TORCH_CHECK(!D == !dD && !bias == !dbias, "ssops cuda ", op, ": gradient buffers missing");
+  TORCH_CHECK(p.items <= 8, "ssops cuda ", op, ": at most 8 steps per thread");
+  p.dy = dy.data_ptr(), p.du = du.data_ptr(), p.ddelta = ddelta.data_ptr();
+  p.dz = dz ? dz->data_ptr() : nullptr;
+  p.dA = const_cast<float*>(f32_ptr(op, "dA", dA, u));
+  p.dB = const_cast<float*>(f32_ptr(op, "dB", dB, u));
+  p.dC = const_cast<float*>(f32_ptr(op, "dC", dC, u));
+  p.dD = const_cast<float*>(f32_ptr(op, "dD", dD, u));
+  p.dbias = const_cast<float*>(f32_ptr(op, "ddelta_bias", dbias, u));
+  launch_fused(op, p, dtype_code(u), true);
+}
+
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "ssops cuda backend kernels (csrc/)";
   m.def("scan_fwd", &scan_fwd, "one route of the selective scan, forward");
   m.def("scan_bwd", &scan_bwd, "one route of the selective scan, backward");
+  m.def("fused_fwd", &fused_fwd, "every route of whole sequences in one block, forward");
+  m.def("fused_bwd", &fused_bwd, "every route of whole sequences in one block, backward");
   m.def("cross", &cross, "cross_scan (merge=False) or cross_merge (merge=True)");
 }

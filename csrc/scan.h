@@ -81,6 +81,42 @@ struct CrossParams {
   void* dst;
 };
 
+// Every route of whole sequences in one block (bidirectional_scan, the SS2D core): csrc/fused.cuh.
+// Tensors indexed by route k, batch b, channel d (and state n), unit stride along L:
+//   u (k stride 0 when the routes share x), delta / ddelta (K, batch, dim, L); z, y, dy
+//   (batch, dim, L); B / C (K, batch, G, N, L); A (K, dim, N), D / delta_bias (K, dim), float32.
+// Gradients: du like u, ddelta like delta, dz like z; dA, dD, dbias and dB / dC (contiguous
+// (K, batch, G, N, L)) are float32 sums, zeroed by the caller and added to atomically.
+// A block holds cpb channels of one batch and B / C group, 32 * wpc threads per channel, each
+// thread `items` consecutive steps of a route.
+struct FusedParams {
+  int batch, dim, L, N, H, W, K, G;
+  unsigned reversed, transposed;  // bit k: route k walks backwards / column-major
+  int items, wpc, cpb;
+  bool softplus, bc_f32, y_f32;   // B / C float32; y / dy float32 where the inputs are not
+  float y_scale;                  // y = (sum over routes) * y_scale, then * silu(z)
+  const void *u, *delta, *z, *B, *C, *dy;
+  const float *A, *D, *bias;
+  int64_t su_k, su_b, su_d, sd_k, sd_b, sd_d, sz_b, sz_d, sy_b, sy_d;
+  int64_t sB_k, sB_b, sB_g, sB_n, sC_k, sC_b, sC_g, sC_n;
+  void *y, *du, *ddelta, *dz;
+  float *dA, *dB, *dC, *dD, *dbias;
+};
+
+// Shared memory of a fused block: two sets of per-warp aggregates, the float32 arrays
+// (forward: y and B, C; backward: g = dL/dy, du, B, C, dB, dC, per-channel sums), then u and
+// delta in the input dtype.
+SSOPS_HOST_DEVICE inline size_t fused_smem_bytes(int L, int N, int cpb, int wpc, bool backward,
+                                                 int elem_bytes) {
+  const size_t cl = static_cast<size_t>(cpb) * L, nl = static_cast<size_t>(N) * L;
+  const size_t f32 = backward ? 2 * cl + 4 * nl + static_cast<size_t>(cpb) * (N + 2) : cl + 2 * nl;
+  return 2 * sizeof(float2) * cpb * wpc + sizeof(float) * f32 + 2 * elem_bytes * cl;
+}
+
+void launch_fused_fp32(const FusedParams& p, bool backward, cudaStream_t stream);
+void launch_fused_fp16(const FusedParams& p, bool backward, cudaStream_t stream);
+void launch_fused_bf16(const FusedParams& p, bool backward, cudaStream_t stream);
+
 // One launcher per input dtype (one .cu file each, compiled in parallel); ns in {1, 4, 16}.
 void launch_scan_fp32(const ScanParams& p, int ns, bool backward, cudaStream_t stream);
 void launch_scan_fp16(const ScanParams& p, int ns, bool backward, cudaStream_t stream);

@@ -152,6 +152,12 @@ struct Walk {
   }
 };
 
+// Position of step s of a route over an H x W grid (a (reversed,) row- or column-major walk).
+__device__ __forceinline__ int route_pos(int s, int L, int H, int W, bool rev, bool tr) {
+  const int r = rev ? L - 1 - s : s;
+  return tr ? (r % H) * W + r / H : r;
+}
+
 struct Lane {
   int sg, q, c;              // state lane, segment, channel within the warp
   int q_stride, c_stride;    // lane distance between neighbouring segments / channels

@@ -241,6 +241,68 @@ def scan_bwd(dy, dlast_state, u, delta, A, B, C, D, z, delta_bias, delta_softplu
     return dA, summed(dB, B), summed(dC, C), dD, dbias
 
 
+# ------------------------------------------------------------------ fused multi-route kernels
+# csrc/fused.cuh: one block scans every route of whole sequences held in shared memory.
+FUSED_MAX_THREADS = 512     # kFusedMaxThreads
+FUSED_MAX_BWD_ITEMS = 8     # kFusedMaxBwdItems
+FUSED_BLOCK_THREADS = 256   # channels share a block up to this many threads
+FUSED_MAX_SMEM = 200 * 1024
+
+
+def _fused_smem(L, N, cpb, wpc, backward, elem_bytes):  # csrc/scan.h fused_smem_bytes
+    cl, nl = cpb * L, N * L
+    f32 = 2 * cl + 4 * nl + cpb * (N + 2) if backward else cl + 2 * nl
+    return 16 * cpb * wpc + 4 * f32 + 2 * elem_bytes * cl
+
+
+def _fused_split(L, N, dpg, backward, elem_bytes):
+    """(steps per thread, warps per channel, channels per block) of the fused kernels, or None
+    where a block can't hold a whole sequence.  Short sequences take one warp per channel
+    (no block-level scan); long ones 8 or 16 steps per thread."""
+    items = 2 if L <= 64 else 4 if L <= 128 else 8 if L <= 1024 or backward else 16
+    items = min(items, FUSED_MAX_BWD_ITEMS) if backward else items
+    wpc = -(-L // (32 * items))
+    if 32 * wpc > FUSED_MAX_THREADS:
+        return None
+    cpb = 1
+    while (64 * wpc * cpb <= FUSED_BLOCK_THREADS and dpg % (2 * cpb) == 0
+           and _fused_smem(L, N, 2 * cpb, wpc, backward, elem_bytes) <= FUSED_MAX_SMEM):
+        cpb *= 2
+    if _fused_smem(L, N, cpb, wpc, backward, elem_bytes) > FUSED_MAX_SMEM:
+        return None
+    return [items, wpc, cpb]
+
+
+def _fused_plan(u, delta, B, C, backward):
+    """(split, B, C as (K, batch, G, N, L)) for the fused kernels, or None.  u, delta: (1 or K,
+    batch, dim, L); B, C: (K, batch, [G,] N, L) views; all with unit stride along L."""
+    if override or B.dim() < 4 or any(t.stride(-1) != 1 for t in (u, delta, B, C)):
+        return None  # (a forced route split, in the tests, asks for the per-route kernels)
+    B, C = (M if M.dim() == 5 else M.unsqueeze(2) for M in _weights(B, C, u.dtype))
+    split = _fused_split(u.shape[-1], B.shape[3], delta.shape[2] // B.shape[2], backward,
+                         u.element_size())
+    return None if split is None else (split, B, C)
+
+
+def _fused_fwd(plan, u, delta, A, D, bias, z, y, softplus, H, W, masks, scale):
+    split, B, C = plan
+    _ext().fused_fwd(u, delta, A, B, C, D, bias, z, y, softplus, H, W, *masks[:2], scale, split)
+
+
+def _fused_bwd(plan, dy, u, delta, A, D, bias, z, softplus, H, W, masks, scale):
+    """(du, ddelta, dz, dA, dB, dC, dD, dbias); the parameters' gradients are float32 sums in
+    the shapes of the views given (B / C: (K, batch, G, N, L))."""
+    split, B, C = plan
+    f32 = dict(device=u.device, dtype=torch.float32)
+    du, ddelta = torch.empty_like(u), torch.empty_like(delta)
+    dz = None if z is None else torch.empty_like(z)
+    dA, dB, dC = (torch.zeros(t.shape, **f32) for t in (A, B, C))
+    dD, dbias = (None if t is None else torch.zeros(t.shape, **f32) for t in (D, bias))
+    _ext().fused_bwd(dy, u, delta, A, B, C, D, bias, z, du, ddelta, dz, dA, dB, dC, dD, dbias,
+                     softplus, H, W, *masks[:2], scale, split)
+    return du, ddelta, dz, dA, dB, dC, dD, dbias
+
+
 # ------------------------------------------------------------------------------------ the ops
 _this = sys.modules[__name__]
 
@@ -253,20 +315,80 @@ def selective_scan_bwd(*args):
     return _routes.selective_scan_bwd(_this, *args)
 
 
-def bidirectional_scan_fwd(*args):
-    return _routes.bidirectional_scan_fwd(_this, *args)
+# bidirectional_scan and the SS2D core: the fused kernels where a block holds a whole sequence
+# (variable B / C, channel-first images), else one launch per route.
+def _bidi_fused(u, delta, A, B, C, D, z, delta_bias, backward):
+    u, delta, A, D, delta_bias, z = _routes.bidirectional_inputs(u, delta, A, D, delta_bias, z)
+    plan = _fused_plan(u, delta, B.contiguous(), C.contiguous(), backward)
+    return plan, (u, delta, _f32(A), _f32(D), _f32(delta_bias), z)
 
 
-def bidirectional_scan_bwd(*args):
-    return _routes.bidirectional_scan_bwd(_this, *args)
+def bidirectional_scan_fwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus, combine,
+                           out_dtype):
+    plan, (u, delta, A, D, bias, z) = _bidi_fused(u, delta, A, B, C, D, z, delta_bias, False)
+    if plan is None:
+        return _routes.bidirectional_scan_fwd(_this, u, delta, A, B, C, D, z, delta_bias,
+                                              delta_softplus, combine, out_dtype)
+    y = torch.empty(u.shape[1:], device=u.device, dtype=out_dtype)
+    _fused_fwd(plan, u, delta, A, D, bias, z, y, delta_softplus, 1, u.shape[-1],
+               _route_masks("bidi"), 0.5 if combine == "mean" else 1.0)
+    return y
 
 
-def cross_selective_scan_fwd(*args):
-    return _routes.cross_selective_scan_fwd(_this, *args)
+def bidirectional_scan_bwd(dy, u, delta, A, B, C, D, z, delta_bias, delta_softplus, combine):
+    plan, (u, delta, Af, Df, bias, z) = _bidi_fused(u, delta, A, B, C, D, z, delta_bias, True)
+    if plan is None:
+        return _routes.bidirectional_scan_bwd(_this, dy, u, delta, A, B, C, D, z, delta_bias,
+                                              delta_softplus, combine)
+    du, ddelta, dz, dA, dB, dC, dD, dbias = _fused_bwd(
+        plan, dy.contiguous(), u, delta, Af, Df, bias, z, delta_softplus, 1, u.shape[-1],
+        _route_masks("bidi"), 0.5 if combine == "mean" else 1.0)
+    return (du, ddelta, _routes.cast(dA, A), _routes.cast(dB.view(B.shape), B),
+            _routes.cast(dC.view(C.shape), C), _routes.cast(dD, D), dz,
+            _routes.cast(dbias, delta_bias))
 
 
-def cross_selective_scan_bwd(*args):
-    return _routes.cross_selective_scan_bwd(_this, *args)
+def _cross_fused(x, delta, A, B, C, D, delta_bias, layout, routes, backward):
+    """(plan, views) of the SS2D core for the fused kernels: x as (1, batch, C, L), delta and
+    B / C with the route axis first, A (K, C, N), D / delta_bias (K, C)."""
+    x, delta, A, B, C, D, delta_bias = _routes.cross_inputs(x, delta, A, B, C, D, delta_bias)
+    if layout != "bchw":  # a channel's sequence must be contiguous
+        return None, None
+    batch, c, L = x.shape[0], x.shape[1], x.shape[2] * x.shape[3]
+    K = delta.shape[1]
+    u, d4 = x.view(1, batch, c, L), delta.transpose(0, 1)
+    plan = _fused_plan(u, d4, B.transpose(0, 1), C.transpose(0, 1), backward)
+    per_route = lambda t: None if t is None else _f32(t).view(K, c)  # noqa: E731
+    return plan, (u, d4, _f32(A).view(K, c, -1), per_route(D), per_route(delta_bias))
+
+
+def cross_selective_scan_fwd(x, delta, A, B, C, D, delta_bias, delta_softplus, layout, routes,
+                             out_dtype):
+    plan, views = _cross_fused(x, delta, A, B, C, D, delta_bias, layout, routes, False)
+    if plan is None:
+        return _routes.cross_selective_scan_fwd(_this, x, delta, A, B, C, D, delta_bias,
+                                                delta_softplus, layout, routes, out_dtype)
+    u, d4, Af, Df, bias = views
+    y = torch.empty(x.shape, device=x.device, dtype=out_dtype)
+    _fused_fwd(plan, u, d4, Af, Df, bias, None, y.view(u.shape[1:]), delta_softplus,
+               *x.shape[2:], _route_masks(routes), 1.0)
+    return y
+
+
+def cross_selective_scan_bwd(dy, x, delta, A, B, C, D, delta_bias, delta_softplus, layout,
+                             routes):
+    plan, views = _cross_fused(x, delta, A, B, C, D, delta_bias, layout, routes, True)
+    if plan is None:
+        return _routes.cross_selective_scan_bwd(_this, dy, x, delta, A, B, C, D, delta_bias,
+                                                delta_softplus, layout, routes)
+    u, d4, Af, Df, bias = views
+    du, ddelta, _, dA, dB, dC, dD, dbias = _fused_bwd(
+        plan, dy.contiguous().view(u.shape[1:]), u, d4, Af, Df, bias, None, delta_softplus,
+        *x.shape[2:], _route_masks(routes), 1.0)
+    back = lambda g, t: _routes.cast(g.squeeze(2).transpose(0, 1), t)  # noqa: E731
+    return (du.view(x.shape), ddelta.transpose(0, 1), _routes.cast(dA.view(A.shape), A),
+            back(dB, B), back(dC, C), _routes.cast(None if dD is None else dD.flatten(), D),
+            _routes.cast(None if dbias is None else dbias.flatten(), delta_bias))
 
 
 def _route_masks(routes):

@@ -90,3 +90,21 @@ def split_cuda(request, monkeypatch):
     from ssops import _cuda_backend
     monkeypatch.setattr(_cuda_backend, "override", dict(CUDA_SPLITS[request.param]))
     return "cuda"
+
+
+@pytest.fixture
+def fused_cuda(monkeypatch):
+    """The cuda backend, counting its fused multi-route launches ({"fwd": n, "bwd": n})."""
+    reason = available_backends()["cuda"]
+    if reason is not None:
+        pytest.skip(f"cuda: {reason}")
+    from ssops import _cuda_backend
+    calls = {"fwd": 0, "bwd": 0}
+    for kind in calls:
+        real = getattr(_cuda_backend, f"_fused_{kind}")
+
+        def counted(*args, _real=real, _kind=kind):
+            calls[_kind] += 1
+            return _real(*args)
+        monkeypatch.setattr(_cuda_backend, f"_fused_{kind}", counted)
+    return calls

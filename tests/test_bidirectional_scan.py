@@ -70,3 +70,20 @@ def test_cuda_segment_boundaries(split_cuda, z):
                                                   direction_axis=True)
     testing.assert_backends_agree("bidirectional_scan", *args, backends=[split_cuda],
                                   combine="mean", **kw)
+
+
+@pytest.mark.parametrize("L,N,b_mode,dtype", [
+    (197, 16, "variable", torch.bfloat16),  # Vim-S: one warp per sequence, 4 channels a block
+    (70, 3, "grouped", torch.float16),      # 4 steps per thread; a block = a group's 2 channels
+    (1000, 1, "variable", torch.float32),   # 4 warps per sequence joined by a block scan
+    (1517, 2, "variable", torch.float16),   # 16 steps per thread forward, 8 backward
+])
+@pytest.mark.parametrize("z", [True, False])
+def test_cuda_fused(fused_cuda, L, N, b_mode, dtype, z):
+    """Both directions of whole sequences in one block (csrc/fused.cuh)."""
+    args, kw = testing.make_selective_scan_inputs(batch=3, dim=4, L=L, N=N, b_mode=b_mode,
+                                                  c_mode=b_mode, groups=2, z=z, dtype=dtype,
+                                                  device=DEVICE, direction_axis=True)
+    testing.assert_backends_agree("bidirectional_scan", *args, backends=["cuda"],
+                                  combine="mean", **kw)
+    assert fused_cuda == {"fwd": 1, "bwd": 1}

@@ -117,3 +117,18 @@ def test_cuda_segment_boundaries(split_cuda, layout, dtype):
     args, kw = testing.make_cross_selective_scan_inputs(2, 3, 37, 11, N=2, layout=layout,
                                                         dtype=dtype, device=DEVICE)
     testing.assert_backends_agree("cross_selective_scan", *args, backends=[split_cuda], **kw)
+
+
+@pytest.mark.parametrize("H,W,N,dtype,fused_bwd", [
+    (7, 7, 1, torch.float16, True),      # 2 steps per thread, one warp per image, 4 a block
+    (10, 12, 16, torch.float32, True),   # 4 steps per thread
+    (28, 28, 1, torch.bfloat16, True),   # VMamba-T stage 2: 4 warps per image, block scans
+    (37, 41, 1, torch.float16, True),    # odd length: 16 steps per thread forward, 8 backward
+    (28, 28, 16, torch.float16, False),  # the backward's B / C gradients don't fit: per route
+])
+def test_cuda_fused(fused_cuda, H, W, N, dtype, fused_bwd):
+    """Every route of whole images in one block (csrc/fused.cuh)."""
+    args, kw = testing.make_cross_selective_scan_inputs(2, 4, H, W, N=N, dtype=dtype,
+                                                        device=DEVICE)
+    testing.assert_backends_agree("cross_selective_scan", *args, backends=["cuda"], **kw)
+    assert fused_cuda == {"fwd": 1, "bwd": int(fused_bwd)}
