@@ -1,15 +1,15 @@
 // Fused multi-route scans: one block scans every route of whole sequences held in shared memory.
 //
 // bidirectional_scan (2 routes) and the SS2D core (4 routes over an H x W grid) read each
-// sequence's inputs once, in position order (coalesced), into shared memory; each route walks
-// them in its own order through an index map (route_pos), the routes' outputs are summed in
-// shared memory and y is written once.  Within a route, a channel's steps are cut among its
-// 32 * wpc threads, ITEMS consecutive steps each: a thread runs its steps sequentially in
-// registers, and the threads are joined by a block scan of their aggregates (h -> p h + s),
-// one state at a time.  The backward recomputes each route's states the same way, then steps
-// the adjoint g_t = C_t dy_t + exp(dt_{t+1} A) g_{t+1} right to left with the mirrored scan.
-// B / C's gradients are summed over the block's channels in shared memory and added to global
-// memory once per block.
+// sequence's inputs once, in position order (coalesced, several loads in flight per thread),
+// into shared memory, stored in the order the routes walk them (scan.h fused_smem_bytes); the
+// routes' outputs are summed in shared memory and y is written once.  Within a route, a
+// channel's steps are cut among its 32 * wpc threads, ITEMS consecutive steps each: a thread
+// runs its steps sequentially in registers, and the threads are joined by a block scan of
+// their aggregates (h -> p h + s), one state at a time.  The backward recomputes each route's
+// states the same way, then steps the adjoint g_t = C_t dy_t + exp(dt_{t+1} A) g_{t+1} right
+// to left with the mirrored scan.  B / C's gradients are summed over the block's channels in
+// shared memory and added to global memory once per block and route.
 #pragma once
 
 #include "scan_kernels.cuh"
@@ -18,6 +18,7 @@ namespace ssops {
 
 constexpr int kFusedMaxThreads = 512;  // per block: at most 128 registers per thread
 constexpr int kFusedMaxBwdItems = 8;   // steps per thread in the backward (16 spill)
+constexpr int kInFlight = 8;           // global loads a thread issues before storing them
 
 struct Agg {  // a run of steps maps the state entering it, h, to p * h + s
   float p, s;
@@ -70,74 +71,118 @@ struct Seat {
   }
 };
 
-// Shared memory (scan.h fused_smem_bytes).
+// Storage index of step s of a row: one padding word per 32 (conflict-free strided reads).
+__device__ __forceinline__ int pad(int s) { return s + (s >> 5); }
+
+// Storage index of grid position pos in order o (0: row-major, 1: column-major).
+__device__ __forceinline__ int stored_at(const FusedParams& p, int pos, int o) {
+  return pad(o ? (pos % p.W) * p.H + pos / p.W : pos);
+}
+
+// Shared memory (scan.h fused_smem_bytes).  Per-channel arrays are [copy][cpb][row]: copy o
+// in storage order o (a second copy only where some route walks columns).
 template <typename T>
 struct Smem {
-  float2* slots;  // [2][cpb][wpc]
-  float *y, *du, *B, *C, *dB, *dC, *sums;  // forward: y, B, C; backward: y holds g
-  T *u, *delta;
+  int row, copies, cpb;
+  float2* slots;                           // [2][cpb][wpc]
+  float *y, *du, *B, *C, *dB, *dC, *sums;  // backward: y holds g = dL/dy; B..dC: [N][row]
+  T *u, *delta;                            // delta: [cpb][row], in the current route's order
   __device__ Smem(const FusedParams& p, bool backward) {
     extern __shared__ float4 smem_[];
-    const int cl = p.cpb * p.L, nl = p.N * p.L;
+    row = fused_row(p.L), copies = p.transposed ? 2 : 1, cpb = p.cpb;
+    const int cr = copies * cpb * row, nr = p.N * row;
     slots = reinterpret_cast<float2*>(smem_);
-    y = reinterpret_cast<float*>(slots + 2 * p.cpb * p.wpc);
-    du = backward ? y + cl : nullptr;
-    B = backward ? du + cl : y + cl;
-    C = B + nl;
-    dB = backward ? C + nl : nullptr;
-    dC = backward ? dB + nl : nullptr;
-    sums = backward ? dC + nl : nullptr;
-    u = reinterpret_cast<T*>(backward ? sums + p.cpb * (p.N + 2) : C + nl);
-    delta = u + cl;
+    y = reinterpret_cast<float*>(slots + 2 * cpb * p.wpc);
+    du = backward ? y + cr : nullptr;
+    B = backward ? du + cr : y + cr;
+    C = B + nr;
+    dB = backward ? C + nr : nullptr;
+    dC = backward ? dB + nr : nullptr;
+    sums = backward ? dC + nr : nullptr;
+    u = reinterpret_cast<T*>(backward ? sums + cpb * (p.N + 2) : C + nr);
+    delta = u + cr;
   }
+  template <typename V>
+  __device__ V* rows(V* base, int o, int c) const { return base + (o * cpb + c) * row; }
 };
 
-// Everything route k reads, position order, into shared memory (u only if routes have their own).
-template <typename T>
-__device__ void load_route(const FusedParams& p, const Smem<T>& sm, const Seat& s, int k,
-                           bool load_u) {
-  const int L = p.L;
-  for (int c = 0; c < p.cpb; ++c) {
-    const T* dl = static_cast<const T*>(p.delta) + k * p.sd_k + s.b * p.sd_b + (s.d0 + c) * p.sd_d;
-    const T* u = static_cast<const T*>(p.u) + k * p.su_k + s.b * p.su_b + (s.d0 + c) * p.su_d;
-#pragma unroll 4
-    for (int l = threadIdx.x; l < L; l += blockDim.x) {
-      sm.delta[c * L + l] = dl[l];
-      if (load_u) sm.u[c * L + l] = u[l];
+// rows x L elements of global memory (row r at src + r * src_row) into shared memory (row r at
+// dst + r * dst_row) in storage order o, kInFlight loads per thread before their stores.
+template <typename S, typename D>
+__device__ void stage(const FusedParams& p, D* dst, int dst_row, const S* __restrict__ src,
+                      int64_t src_row, int rows, int o) {
+  const int total = rows * p.L;
+  for (int base = threadIdx.x; base < total; base += kInFlight * blockDim.x) {
+    S v[kInFlight];
+#pragma unroll
+    for (int j = 0; j < kInFlight; ++j) {
+      const int i = base + j * blockDim.x, r = i / p.L;
+      if (i < total) v[j] = src[r * src_row + (i - r * p.L)];
     }
-  }
-  const int64_t ob = k * p.sB_k + s.b * p.sB_b + s.g * p.sB_g;
-  const int64_t oc = k * p.sC_k + s.b * p.sC_b + s.g * p.sC_g;
-  for (int n = 0; n < p.N; ++n) {
-#pragma unroll 4
-    for (int l = threadIdx.x; l < L; l += blockDim.x) {
-      sm.B[n * L + l] = load_w<T>(p.B, ob + n * p.sB_n + l, p.bc_f32);
-      sm.C[n * L + l] = load_w<T>(p.C, oc + n * p.sC_n + l, p.bc_f32);
+#pragma unroll
+    for (int j = 0; j < kInFlight; ++j) {
+      const int i = base + j * blockDim.x, r = i / p.L;
+      if (i < total) {
+        const int at = stored_at(p, i - r * p.L, o);
+        if constexpr (std::is_same_v<S, D>) dst[r * dst_row + at] = v[j];
+        else dst[r * dst_row + at] = to_f(v[j]);
+      }
     }
   }
 }
 
-// A thread's ITEMS steps of route k: positions, dt and u (zero dt and u past the end: the
-// identity step).
+// The block's channels of a per-channel input of route k (u, delta) into rows dst, order o.
+template <typename T>
+__device__ void stage_channels(const FusedParams& p, const Seat& s, T* dst, int row,
+                               const void* src, int64_t s_k, int64_t s_b, int64_t s_d, int k,
+                               int o) {
+  stage(p, dst, row, static_cast<const T*>(src) + k * s_k + s.b * s_b + s.d0 * s_d, s_d, p.cpb, o);
+}
+
+template <typename T>
+__device__ void load_shared_u(const FusedParams& p, const Smem<T>& sm, const Seat& s) {
+  for (int o = 0; o < sm.copies; ++o)
+    stage_channels(p, s, sm.rows(sm.u, o, 0), sm.row, p.u, 0, p.su_b, p.su_d, 0, o);
+}
+
+// Everything route k reads (with its own u, if the routes have their own), in its order.
+template <typename T>
+__device__ void load_route(const FusedParams& p, const Smem<T>& sm, const Seat& s, int k) {
+  const int o = (p.transposed >> k) & 1;
+  stage_channels(p, s, sm.delta, sm.row, p.delta, p.sd_k, p.sd_b, p.sd_d, k, o);
+  if (p.su_k) stage_channels(p, s, sm.rows(sm.u, o, 0), sm.row, p.u, p.su_k, p.su_b, p.su_d, k, o);
+  const int64_t ob = k * p.sB_k + s.b * p.sB_b + s.g * p.sB_g;
+  const int64_t oc = k * p.sC_k + s.b * p.sC_b + s.g * p.sC_g;
+  if (p.bc_f32) {
+    stage(p, sm.B, sm.row, static_cast<const float*>(p.B) + ob, p.sB_n, p.N, o);
+    stage(p, sm.C, sm.row, static_cast<const float*>(p.C) + oc, p.sC_n, p.N, o);
+  } else {
+    stage(p, sm.B, sm.row, static_cast<const T*>(p.B) + ob, p.sB_n, p.N, o);
+    stage(p, sm.C, sm.row, static_cast<const T*>(p.C) + oc, p.sC_n, p.N, o);
+  }
+}
+
+// A thread's ITEMS steps of route k: storage indices, dt and u (zero dt and u past the end:
+// the identity step).
 template <typename T, int ITEMS>
 struct Steps {
-  int pos[ITEMS];
+  int at[ITEMS];
   float dt[ITEMS], u[ITEMS], raw[ITEMS];
-  int row;  // k * dim + d: this route's row of A, D, delta_bias
+  int row, o;  // row = k * dim + d: this route's row of A, D, delta_bias; o: storage order
   __device__ Steps(const FusedParams& p, const Smem<T>& sm, const Seat& s, int k) {
-    const bool rev = (p.reversed >> k) & 1, tr = (p.transposed >> k) & 1;
-    row = k * p.dim + s.d;
+    const bool rev = (p.reversed >> k) & 1;
+    o = (p.transposed >> k) & 1, row = k * p.dim + s.d;
     const float bias = p.bias ? p.bias[row] : 0.f;
-    const T* dl = sm.delta + s.cl * p.L;
-    const T* u_ = sm.u + s.cl * p.L;
+    const T* dl = sm.rows(sm.delta, 0, s.cl);
+    const T* u_ = sm.rows(sm.u, o, s.cl);
 #pragma unroll
     for (int i = 0; i < ITEMS; ++i) {
       const int l = s.tc * ITEMS + i;
       const bool valid = l < p.L;
-      pos[i] = valid ? route_pos(l, p.L, p.H, p.W, rev, tr) : 0;
-      raw[i] = to_f(dl[pos[i]]) + bias;
+      at[i] = valid ? pad(rev ? p.L - 1 - l : l) : 0;
+      raw[i] = to_f(dl[at[i]]) + bias;
       dt[i] = valid ? (p.softplus ? softplus(raw[i]) : raw[i]) : 0.f;
-      u[i] = valid ? to_f(u_[pos[i]]) : 0.f;
+      u[i] = valid ? to_f(u_[at[i]]) : 0.f;
     }
   }
   __device__ bool valid(const FusedParams& p, const Seat& s, int i) const {
@@ -145,7 +190,7 @@ struct Steps {
   }
 };
 
-// Route k's contribution to y (this block's channels, position order) added into y_acc.
+// Route k's contribution to y added into y_acc (copy o of the block's channels).
 template <typename T, int ITEMS>
 __device__ void route_forward(const FusedParams& p, const Smem<T>& sm, const Seat& s, int k,
                               float* y_acc, int& parity) {
@@ -156,14 +201,14 @@ __device__ void route_forward(const FusedParams& p, const Smem<T>& sm, const Sea
   for (int i = 0; i < ITEMS; ++i) yv[i] = Dk * st.u[i];
   for (int n = 0; n < p.N; ++n) {
     const float a2 = p.A[st.row * p.N + n] * kLog2e;
-    const float* Bn = sm.B + n * p.L;
-    const float* Cn = sm.C + n * p.L;
+    const float* Bn = sm.B + n * sm.row;
+    const float* Cn = sm.C + n * sm.row;
     float da[ITEMS], bx[ITEMS];
     Agg run{1.f, 0.f};
 #pragma unroll
     for (int i = 0; i < ITEMS; ++i) {
       da[i] = exp2_approx(st.dt[i] * a2);
-      bx[i] = st.dt[i] * st.u[i] * Bn[st.pos[i]];
+      bx[i] = st.dt[i] * st.u[i] * Bn[st.at[i]];
       run.s = fmaf(da[i], run.s, bx[i]), run.p *= da[i];
     }
     parity ^= 1;
@@ -171,40 +216,38 @@ __device__ void route_forward(const FusedParams& p, const Smem<T>& sm, const Sea
 #pragma unroll
     for (int i = 0; i < ITEMS; ++i) {
       h = fmaf(da[i], h, bx[i]);
-      yv[i] = fmaf(Cn[st.pos[i]], h, yv[i]);
+      yv[i] = fmaf(Cn[st.at[i]], h, yv[i]);
     }
   }
-  float* y = y_acc + s.cl * p.L;
+  float* y = sm.rows(y_acc, st.o, s.cl);
 #pragma unroll
   for (int i = 0; i < ITEMS; ++i)
-    if (st.valid(p, s, i)) y[st.pos[i]] += yv[i];
+    if (st.valid(p, s, i)) y[st.at[i]] += yv[i];
 }
 
-template <typename T>
-__device__ __forceinline__ void load_shared_u(const FusedParams& p, const Smem<T>& sm,
-                                              const Seat& s) {
-  for (int c = 0; c < p.cpb; ++c) {
-    const T* u = static_cast<const T*>(p.u) + s.b * p.su_b + (s.d0 + c) * p.su_d;
-#pragma unroll 4
-    for (int l = threadIdx.x; l < p.L; l += blockDim.x) sm.u[c * p.L + l] = u[l];
-  }
-}
-
-// Sum of all routes' outputs (before y_scale and the gate) into y_acc.
+// Sum of all routes' outputs (before y_scale and the gate) into y_acc, in each storage order.
 template <typename T, int ITEMS>
 __device__ void all_routes_forward(const FusedParams& p, const Smem<T>& sm, const Seat& s,
                                    float* y_acc) {
-  const bool shared_u = p.su_k == 0;
-  for (int i = threadIdx.x; i < p.cpb * p.L; i += blockDim.x) y_acc[i] = 0.f;
-  if (shared_u) load_shared_u(p, sm, s);
+  for (int i = threadIdx.x; i < sm.copies * p.cpb * sm.row; i += blockDim.x) y_acc[i] = 0.f;
+  if (!p.su_k) load_shared_u(p, sm, s);
   int parity = 0;
   for (int k = 0; k < p.K; ++k) {
     __syncthreads();  // the previous route is done with delta / B / C
-    load_route(p, sm, s, k, !shared_u);
+    load_route(p, sm, s, k);
     __syncthreads();
     route_forward<T, ITEMS>(p, sm, s, k, y_acc, parity);
   }
   __syncthreads();
+}
+
+// Position pos of channel slot c of a per-channel float array: the sum of its copies.
+template <typename T>
+__device__ __forceinline__ float summed(const FusedParams& p, const Smem<T>& sm,
+                                        const float* base, int c, int pos) {
+  float v = sm.rows(base, 0, c)[pad(pos)];
+  if (sm.copies > 1) v += sm.rows(base, 1, c)[stored_at(p, pos, 1)];
+  return v;
 }
 
 template <typename T>
@@ -217,49 +260,61 @@ __global__ void __launch_bounds__(kFusedMaxThreads) fused_fwd_kernel(const Fused
   const Seat s(p);
   const Smem<T> sm(p, false);
   all_routes_forward<T, ITEMS>(p, sm, s, sm.y);
-  for (int c = 0; c < p.cpb; ++c) {
-    const int64_t oy = s.b * p.sy_b + (s.d0 + c) * p.sy_d, oz = s.b * p.sz_b + (s.d0 + c) * p.sz_d;
-    for (int l = threadIdx.x; l < p.L; l += blockDim.x) {
-      float v = sm.y[c * p.L + l] * p.y_scale;
-      if (p.z) {
-        const float z = to_f(static_cast<const T*>(p.z)[oz + l]);
-        v *= z * sigmoid(z);
+  const int total = p.cpb * p.L;
+  for (int base = threadIdx.x; base < total; base += kInFlight * blockDim.x) {
+    float z[kInFlight];
+    if (p.z) {  // the gate's loads first, all in flight
+#pragma unroll
+      for (int j = 0; j < kInFlight; ++j) {
+        const int i = base + j * blockDim.x, c = i / p.L;
+        if (i < total)
+          z[j] = to_f(static_cast<const T*>(p.z)[s.b * p.sz_b + (s.d0 + c) * p.sz_d + i - c * p.L]);
       }
-      if (p.y_f32) static_cast<float*>(p.y)[oy + l] = v;
-      else static_cast<T*>(p.y)[oy + l] = from_f<T>(v);
+    }
+#pragma unroll
+    for (int j = 0; j < kInFlight; ++j) {
+      const int i = base + j * blockDim.x, c = i / p.L, l = i - c * p.L;
+      if (i >= total) continue;
+      float v = summed(p, sm, sm.y, c, l) * p.y_scale;
+      if (p.z) v *= z[j] * sigmoid(z[j]);
+      const int64_t oy = s.b * p.sy_b + (s.d0 + c) * p.sy_d + l;
+      if (p.y_f32) static_cast<float*>(p.y)[oy] = v;
+      else static_cast<T*>(p.y)[oy] = from_f<T>(v);
     }
   }
 }
 
-// Route k's backward: du into sm.du (added when the routes share u), ddelta over sm.delta
-// (each position is read and written by its own thread only), dB / dC into sm.dB / sm.dC, and
-// this channel's dA (per state), dD and ddelta_bias sums into sm.sums.
+// Route k's backward: du into copy o of sm.du (added to: routes sharing u add up), ddelta over
+// sm.delta (each step is read and written by its own thread only), dB / dC into sm.dB / sm.dC,
+// and this channel's dA (per state), dD and ddelta_bias sums into sm.sums.
 template <typename T, int ITEMS>
 __device__ void route_backward(const FusedParams& p, const Smem<T>& sm, const Seat& s, int k,
                                int& parity) {
   const Steps<T, ITEMS> st(p, sm, s, k);
   const float Dk = p.D ? p.D[st.row] : 0.f;
-  const float* g_ch = sm.y + s.cl * p.L;
+  const float* g_ch = sm.rows(sm.y, st.o, s.cl);
   const bool shared_bc = p.cpb > 1;  // several channels add to sm.dB / sm.dC
   float g[ITEMS], du[ITEMS], ddt[ITEMS];
   float dD = 0.f;
 #pragma unroll
   for (int i = 0; i < ITEMS; ++i) {
-    g[i] = st.valid(p, s, i) ? g_ch[st.pos[i]] : 0.f;
+    g[i] = st.valid(p, s, i) ? g_ch[st.at[i]] : 0.f;
     du[i] = Dk * g[i], ddt[i] = 0.f;
     dD = fmaf(g[i], st.u[i], dD);
   }
   float* sums = sm.sums + s.cl * (p.N + 2);
   for (int n = 0; n < p.N; ++n) {
     const float A = p.A[st.row * p.N + n], a2 = A * kLog2e;
-    const float* Bn = sm.B + n * p.L;
-    const float* Cn = sm.C + n * p.L;
+    const float* Bn = sm.B + n * sm.row;
+    const float* Cn = sm.C + n * sm.row;
+    float* dBn = sm.dB + n * sm.row;
+    float* dCn = sm.dC + n * sm.row;
     float da[ITEMS], bx[ITEMS], hp[ITEMS];
     Agg run{1.f, 0.f};
 #pragma unroll
     for (int i = 0; i < ITEMS; ++i) {
       da[i] = exp2_approx(st.dt[i] * a2);
-      bx[i] = st.dt[i] * st.u[i] * Bn[st.pos[i]];
+      bx[i] = st.dt[i] * st.u[i] * Bn[st.at[i]];
       run.s = fmaf(da[i], run.s, bx[i]), run.p *= da[i];
     }
     parity ^= 1;
@@ -269,23 +324,23 @@ __device__ void route_backward(const FusedParams& p, const Smem<T>& sm, const Se
     for (int i = 0; i < ITEMS; ++i) hp[i] = h, h = fmaf(da[i], h, bx[i]);
 #pragma unroll
     for (int i = ITEMS - 1; i >= 0; --i)
-      back.s = da[i] * fmaf(Cn[st.pos[i]], g[i], back.s), back.p *= da[i];
+      back.s = da[i] * fmaf(Cn[st.at[i]], g[i], back.s), back.p *= da[i];
     parity ^= 1;
     float r = entering<true>(back, sm.slots + (parity * p.cpb + s.cl) * p.wpc, p.wpc, s.tc);
     float dA = 0.f;
 #pragma unroll
     for (int i = ITEMS - 1; i >= 0; --i) {
-      const float Bv = Bn[st.pos[i]];
-      const float q = fmaf(Cn[st.pos[i]], g[i], r);  // dL/dh at this step
+      const float Bv = Bn[st.at[i]];
+      const float q = fmaf(Cn[st.at[i]], g[i], r);  // dL/dh at this step
       const float dah = da[i] * hp[i];
       if (st.valid(p, s, i)) {
         const float dC = g[i] * (dah + bx[i]), dB = q * st.dt[i] * st.u[i];
         if (shared_bc) {
-          atomicAdd(sm.dC + n * p.L + st.pos[i], dC);
-          atomicAdd(sm.dB + n * p.L + st.pos[i], dB);
+          atomicAdd(dCn + st.at[i], dC);
+          atomicAdd(dBn + st.at[i], dB);
         } else {
-          sm.dC[n * p.L + st.pos[i]] += dC;
-          sm.dB[n * p.L + st.pos[i]] += dB;
+          dCn[st.at[i]] += dC;
+          dBn[st.at[i]] += dB;
         }
       }
       du[i] = fmaf(q * st.dt[i], Bv, du[i]);
@@ -297,79 +352,103 @@ __device__ void route_backward(const FusedParams& p, const Smem<T>& sm, const Se
     if ((s.tc & 31) == 0) atomicAdd(sums + n, dA);
   }
   float dbias = 0.f;
-  T* dl = sm.delta + s.cl * p.L;
-  float* du_ch = sm.du + s.cl * p.L;
-  const bool shared_u = p.su_k == 0;
+  T* dl = sm.rows(sm.delta, 0, s.cl);
+  float* du_ch = sm.rows(sm.du, st.o, s.cl);
 #pragma unroll
   for (int i = 0; i < ITEMS; ++i) {
     if (!st.valid(p, s, i)) continue;
     const float dd = p.softplus ? ddt[i] * sigmoid(st.raw[i]) : ddt[i];
     dbias += dd;
-    dl[st.pos[i]] = from_f<T>(dd);
-    du_ch[st.pos[i]] = shared_u ? du_ch[st.pos[i]] + du[i] : du[i];
+    dl[st.at[i]] = from_f<T>(dd);
+    du_ch[st.at[i]] += du[i];
   }
   dD = warp_sum(dD), dbias = warp_sum(dbias);
   if ((s.tc & 31) == 0) atomicAdd(sums + p.N, dD), atomicAdd(sums + p.N + 1, dbias);
 }
 
-// dst[i] += src[i] for i < n, float4 at a time where both are 16-byte aligned.
-__device__ __forceinline__ void add_to_global(float* dst, const float* src, int n) {
+// Global dst[r * dst_row + pos] += shared src[r * row + stored_at(pos, o)], for r < rows,
+// pos < L: four positions per atomic where dst allows.
+__device__ void add_rows(const FusedParams& p, float* dst, int64_t dst_row, const float* src,
+                         int row, int rows, int o) {
 #if __CUDA_ARCH__ >= 900
-  if ((reinterpret_cast<uintptr_t>(dst) | reinterpret_cast<uintptr_t>(src)) % 16 == 0) {
-    for (int i = threadIdx.x; i < n / 4; i += blockDim.x)
-      atomicAdd(reinterpret_cast<float4*>(dst) + i, reinterpret_cast<const float4*>(src)[i]);
-    for (int i = n / 4 * 4 + threadIdx.x; i < n; i += blockDim.x) atomicAdd(dst + i, src[i]);
+  if (p.L % 4 == 0 && dst_row % 4 == 0 && reinterpret_cast<uintptr_t>(dst) % 16 == 0) {
+    const int quads = p.L / 4;
+    for (int i = threadIdx.x; i < rows * quads; i += blockDim.x) {
+      const int r = i / quads, pos = (i - r * quads) * 4;
+      const float* sr = src + r * row;
+      const float4 v = make_float4(sr[stored_at(p, pos, o)], sr[stored_at(p, pos + 1, o)],
+                                   sr[stored_at(p, pos + 2, o)], sr[stored_at(p, pos + 3, o)]);
+      atomicAdd(reinterpret_cast<float4*>(dst + r * dst_row + pos), v);
+    }
     return;
   }
 #endif
-  for (int i = threadIdx.x; i < n; i += blockDim.x) atomicAdd(dst + i, src[i]);
+  for (int i = threadIdx.x; i < rows * p.L; i += blockDim.x) {
+    const int r = i / p.L, pos = i - r * p.L;
+    atomicAdd(dst + r * dst_row + pos, src[r * row + stored_at(p, pos, o)]);
+  }
 }
 
 template <typename T, int ITEMS>
 __global__ void __launch_bounds__(kFusedMaxThreads) fused_bwd_kernel(const FusedParams p) {
   const Seat s(p);
   const Smem<T> sm(p, true);
-  const int L = p.L;
-  const bool shared_u = p.su_k == 0;
-  // sm.y <- g = dL/d(sum of the routes); with a gate, that sum is recomputed first
+  const int L = p.L, total = p.cpb * L;
+  // g = dL/d(sum of the routes) into copy 0 of sm.y (with a gate, that sum is recomputed
+  // first; it has no column routes then: bidirectional_scan), then into the column copy
   if (p.z) all_routes_forward<T, ITEMS>(p, sm, s, sm.y);
-  for (int c = 0; c < p.cpb; ++c) {
-    const int64_t oy = s.b * p.sy_b + (s.d0 + c) * p.sy_d, oz = s.b * p.sz_b + (s.d0 + c) * p.sz_d;
-    for (int l = threadIdx.x; l < L; l += blockDim.x) {
-      const float dy = load_y<T>(p, p.dy, oy + l) * p.y_scale;
-      float g = dy;
+  for (int base = threadIdx.x; base < total; base += kInFlight * blockDim.x) {
+    float dy[kInFlight], z[kInFlight];
+#pragma unroll
+    for (int j = 0; j < kInFlight; ++j) {
+      const int i = base + j * blockDim.x, c = i / L, l = i - c * L;
+      if (i >= total) continue;
+      dy[j] = load_y<T>(p, p.dy, s.b * p.sy_b + (s.d0 + c) * p.sy_d + l);
+      if (p.z) z[j] = to_f(static_cast<const T*>(p.z)[s.b * p.sz_b + (s.d0 + c) * p.sz_d + l]);
+    }
+#pragma unroll
+    for (int j = 0; j < kInFlight; ++j) {
+      const int i = base + j * blockDim.x, c = i / L, l = i - c * L;
+      if (i >= total) continue;
+      float g = dy[j] * p.y_scale;
+      float* g0 = sm.rows(sm.y, 0, c) + pad(l);
       if (p.z) {
-        const float z = to_f(static_cast<const T*>(p.z)[oz + l]), sg = sigmoid(z);
-        const float y = sm.y[c * L + l];
-        static_cast<T*>(p.dz)[oz + l] = from_f<T>(dy * y * sg * (1.f + z * (1.f - sg)));
-        g = dy * z * sg;
+        const float sg = sigmoid(z[j]), y = *g0 * p.y_scale;
+        static_cast<T*>(p.dz)[s.b * p.sz_b + (s.d0 + c) * p.sz_d + l] =
+            from_f<T>(dy[j] * y * sg * (1.f + z[j] * (1.f - sg)));
+        g *= z[j] * sg;
       }
-      sm.y[c * L + l] = g;
-      if (shared_u) sm.du[c * L + l] = 0.f;
+      *g0 = g;
+      if (sm.copies > 1) sm.rows(sm.y, 1, c)[stored_at(p, l, 1)] = g;
     }
   }
-  if (shared_u) load_shared_u(p, sm, s);
+  for (int i = threadIdx.x; i < sm.copies * p.cpb * sm.row; i += blockDim.x) sm.du[i] = 0.f;
+  if (!p.su_k) load_shared_u(p, sm, s);
   int parity = 0;
   for (int k = 0; k < p.K; ++k) {
+    const int o = (p.transposed >> k) & 1;
     __syncthreads();
-    load_route(p, sm, s, k, !shared_u);
-    for (int i = threadIdx.x; i < 2 * p.N * L; i += blockDim.x) sm.dB[i] = 0.f;  // and dC
+    load_route(p, sm, s, k);
+    for (int i = threadIdx.x; i < 2 * p.N * sm.row; i += blockDim.x) sm.dB[i] = 0.f;  // and dC
     for (int i = threadIdx.x; i < p.cpb * (p.N + 2); i += blockDim.x) sm.sums[i] = 0.f;
     __syncthreads();
     route_backward<T, ITEMS>(p, sm, s, k, parity);
     __syncthreads();
-    for (int c = 0; c < p.cpb; ++c) {
-      T* dd = static_cast<T*>(p.ddelta) + k * p.sd_k + s.b * p.sd_b + (s.d0 + c) * p.sd_d;
-      T* du = static_cast<T*>(p.du) + k * p.su_k + s.b * p.su_b + (s.d0 + c) * p.su_d;
-      for (int l = threadIdx.x; l < L; l += blockDim.x) {
-        dd[l] = sm.delta[c * L + l];
-        if (!shared_u) du[l] = from_f<T>(sm.du[c * L + l]);
+    for (int i = threadIdx.x; i < total; i += blockDim.x) {
+      const int c = i / L, l = i - c * L, at = stored_at(p, l, o);
+      static_cast<T*>(p.ddelta)[k * p.sd_k + s.b * p.sd_b + (s.d0 + c) * p.sd_d + l] =
+          sm.rows(sm.delta, 0, c)[at];
+      if (p.su_k) {  // routes with their own u: this route's du, then a fresh sum
+        float* du = sm.rows(sm.du, o, c) + at;
+        static_cast<T*>(p.du)[k * p.su_k + s.b * p.su_b + (s.d0 + c) * p.su_d + l] =
+            from_f<T>(*du);
+        *du = 0.f;
       }
     }
     const int64_t nl = static_cast<int64_t>(p.N) * L;
-    const int64_t o = ((static_cast<int64_t>(k) * p.batch + s.b) * p.G + s.g) * nl;
-    add_to_global(p.dB + o, sm.dB, static_cast<int>(nl));
-    add_to_global(p.dC + o, sm.dC, static_cast<int>(nl));
+    const int64_t off = ((static_cast<int64_t>(k) * p.batch + s.b) * p.G + s.g) * nl;
+    add_rows(p, p.dB + off, L, sm.dB, sm.row, p.N, o);
+    add_rows(p, p.dC + off, L, sm.dC, sm.row, p.N, o);
     for (int i = threadIdx.x; i < p.cpb * (p.N + 2); i += blockDim.x) {
       const int c = i / (p.N + 2), j = i % (p.N + 2), row = k * p.dim + s.d0 + c;
       if (j < p.N) atomicAdd(p.dA + static_cast<int64_t>(row) * p.N + j, sm.sums[i]);
@@ -377,18 +456,20 @@ __global__ void __launch_bounds__(kFusedMaxThreads) fused_bwd_kernel(const Fused
       else if (j == p.N + 1 && p.dbias) atomicAdd(p.dbias + row, sm.sums[i]);
     }
   }
-  if (shared_u) {
+  if (!p.su_k) {  // routes sharing u (the SS2D core): du summed over the storage orders
     __syncthreads();
-    for (int c = 0; c < p.cpb; ++c) {
-      T* du = static_cast<T*>(p.du) + s.b * p.su_b + (s.d0 + c) * p.su_d;
-      for (int l = threadIdx.x; l < L; l += blockDim.x) du[l] = from_f<T>(sm.du[c * L + l]);
+    for (int i = threadIdx.x; i < total; i += blockDim.x) {
+      const int c = i / L, l = i - c * L;
+      static_cast<T*>(p.du)[s.b * p.su_b + (s.d0 + c) * p.su_d + l] =
+          from_f<T>(summed(p, sm, sm.du, c, l));
     }
   }
 }
 
 template <typename T, int ITEMS>
 void launch_fused_items(const FusedParams& p, bool backward, cudaStream_t stream) {
-  const size_t smem = fused_smem_bytes(p.L, p.N, p.cpb, p.wpc, backward, sizeof(T));
+  const size_t smem = fused_smem_bytes(p.L, p.N, p.cpb, p.wpc, backward, sizeof(T),
+                                       p.transposed ? 2 : 1);
   auto kernel = fused_fwd_kernel<T, ITEMS>;
   if constexpr (ITEMS <= kFusedMaxBwdItems) {
     if (backward) kernel = fused_bwd_kernel<T, ITEMS>;

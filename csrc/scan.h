@@ -103,14 +103,19 @@ struct FusedParams {
   float *dA, *dB, *dC, *dD, *dbias;
 };
 
-// Shared memory of a fused block: two sets of per-warp aggregates, the float32 arrays
-// (forward: y and B, C; backward: g = dL/dy, du, B, C, dB, dC, per-channel sums), then u and
-// delta in the input dtype.
+// Shared memory of a fused block.  Sequences are stored in the order their routes walk them
+// (row- or column-major: routes over columns get a transposed copy of x, y and their gradients),
+// each row padded by one word per 32 so that threads reading every ITEMS-th step hit distinct
+// banks.  Two sets of per-warp aggregates, the float32 rows (forward: y and B, C; backward:
+// g = dL/dy, du, B, C, dB, dC, per-channel sums), then u and delta in the input dtype.
+SSOPS_HOST_DEVICE constexpr int fused_row(int L) { return L + (L >> 5) + 1; }
 SSOPS_HOST_DEVICE inline size_t fused_smem_bytes(int L, int N, int cpb, int wpc, bool backward,
-                                                 int elem_bytes) {
-  const size_t cl = static_cast<size_t>(cpb) * L, nl = static_cast<size_t>(N) * L;
-  const size_t f32 = backward ? 2 * cl + 4 * nl + static_cast<size_t>(cpb) * (N + 2) : cl + 2 * nl;
-  return 2 * sizeof(float2) * cpb * wpc + sizeof(float) * f32 + 2 * elem_bytes * cl;
+                                                 int elem_bytes, int copies) {
+  const size_t row = fused_row(L), cr = static_cast<size_t>(copies) * cpb * row;
+  const size_t nr = static_cast<size_t>(N) * row;
+  const size_t f32 = backward ? 2 * cr + 4 * nr + static_cast<size_t>(cpb) * (N + 2) : cr + 2 * nr;
+  return 2 * sizeof(float2) * cpb * wpc + sizeof(float) * f32 +
+         elem_bytes * (cr + static_cast<size_t>(cpb) * row);
 }
 
 void launch_fused_fp32(const FusedParams& p, bool backward, cudaStream_t stream);

@@ -249,38 +249,40 @@ FUSED_BLOCK_THREADS = 256   # channels share a block up to this many threads
 FUSED_MAX_SMEM = 200 * 1024
 
 
-def _fused_smem(L, N, cpb, wpc, backward, elem_bytes):  # csrc/scan.h fused_smem_bytes
-    cl, nl = cpb * L, N * L
-    f32 = 2 * cl + 4 * nl + cpb * (N + 2) if backward else cl + 2 * nl
-    return 16 * cpb * wpc + 4 * f32 + 2 * elem_bytes * cl
+def _fused_smem(L, N, cpb, wpc, backward, elem_bytes, copies):  # csrc/scan.h fused_smem_bytes
+    row = L + L // 32 + 1
+    cr, nr = copies * cpb * row, N * row
+    f32 = 2 * cr + 4 * nr + cpb * (N + 2) if backward else cr + 2 * nr
+    return 16 * cpb * wpc + 4 * f32 + elem_bytes * (cr + cpb * row)
 
 
-def _fused_split(L, N, dpg, backward, elem_bytes):
+def _fused_split(L, N, dpg, backward, elem_bytes, copies):
     """(steps per thread, warps per channel, channels per block) of the fused kernels, or None
-    where a block can't hold a whole sequence.  Short sequences take one warp per channel
-    (no block-level scan); long ones 8 or 16 steps per thread."""
+    where a block can't hold a whole sequence (``copies``: 2 where some route walks columns).
+    Short sequences take one warp per channel (no block-level scan), long ones 8 or 16 steps
+    per thread."""
     items = 2 if L <= 64 else 4 if L <= 128 else 8 if L <= 1024 or backward else 16
-    items = min(items, FUSED_MAX_BWD_ITEMS) if backward else items
     wpc = -(-L // (32 * items))
     if 32 * wpc > FUSED_MAX_THREADS:
         return None
+    smem = functools.partial(_fused_smem, L, N, wpc=wpc, backward=backward,
+                             elem_bytes=elem_bytes, copies=copies)
     cpb = 1
     while (64 * wpc * cpb <= FUSED_BLOCK_THREADS and dpg % (2 * cpb) == 0
-           and _fused_smem(L, N, 2 * cpb, wpc, backward, elem_bytes) <= FUSED_MAX_SMEM):
+           and smem(cpb=2 * cpb) <= FUSED_MAX_SMEM):
         cpb *= 2
-    if _fused_smem(L, N, cpb, wpc, backward, elem_bytes) > FUSED_MAX_SMEM:
-        return None
-    return [items, wpc, cpb]
+    return [items, wpc, cpb] if smem(cpb=cpb) <= FUSED_MAX_SMEM else None
 
 
-def _fused_plan(u, delta, B, C, backward):
+def _fused_plan(u, delta, B, C, backward, routes):
     """(split, B, C as (K, batch, G, N, L)) for the fused kernels, or None.  u, delta: (1 or K,
     batch, dim, L); B, C: (K, batch, [G,] N, L) views; all with unit stride along L."""
     if override or B.dim() < 4 or any(t.stride(-1) != 1 for t in (u, delta, B, C)):
         return None  # (a forced route split, in the tests, asks for the per-route kernels)
     B, C = (M if M.dim() == 5 else M.unsqueeze(2) for M in _weights(B, C, u.dtype))
+    copies = 2 if _route_masks(routes)[1] else 1
     split = _fused_split(u.shape[-1], B.shape[3], delta.shape[2] // B.shape[2], backward,
-                         u.element_size())
+                         u.element_size(), copies)
     return None if split is None else (split, B, C)
 
 
@@ -319,7 +321,7 @@ def selective_scan_bwd(*args):
 # (variable B / C, channel-first images), else one launch per route.
 def _bidi_fused(u, delta, A, B, C, D, z, delta_bias, backward):
     u, delta, A, D, delta_bias, z = _routes.bidirectional_inputs(u, delta, A, D, delta_bias, z)
-    plan = _fused_plan(u, delta, B.contiguous(), C.contiguous(), backward)
+    plan = _fused_plan(u, delta, B.contiguous(), C.contiguous(), backward, "bidi")
     return plan, (u, delta, _f32(A), _f32(D), _f32(delta_bias), z)
 
 
@@ -357,7 +359,7 @@ def _cross_fused(x, delta, A, B, C, D, delta_bias, layout, routes, backward):
     batch, c, L = x.shape[0], x.shape[1], x.shape[2] * x.shape[3]
     K = delta.shape[1]
     u, d4 = x.view(1, batch, c, L), delta.transpose(0, 1)
-    plan = _fused_plan(u, d4, B.transpose(0, 1), C.transpose(0, 1), backward)
+    plan = _fused_plan(u, d4, B.transpose(0, 1), C.transpose(0, 1), backward, routes)
     per_route = lambda t: None if t is None else _f32(t).view(K, c)  # noqa: E731
     return plan, (u, d4, _f32(A).view(K, c, -1), per_route(D), per_route(delta_bias))
 
