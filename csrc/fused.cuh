@@ -368,7 +368,7 @@ __device__ void route_backward(const FusedParams& p, const Smem<T>& sm, const Se
 
 // Global dst[r * dst_row + pos] += shared src[r * row + stored_at(pos, o)], for r < rows,
 // pos < L: four positions per atomic where dst allows.
-__device__ void add_rows(const FusedParams& p, float* dst, int64_t dst_row, const float* src,
+__device__ inline void add_rows(const FusedParams& p, float* dst, int64_t dst_row, const float* src,
                          int row, int rows, int o) {
 #if __CUDA_ARCH__ >= 900
   if (p.L % 4 == 0 && dst_row % 4 == 0 && reinterpret_cast<uintptr_t>(dst) % 16 == 0) {
