@@ -107,28 +107,57 @@ struct Smem {
 };
 
 // rows x L elements of global memory (row r at src + r * src_row) into shared memory (row r at
-// dst + r * dst_row) in storage order o, kInFlight loads per thread before their stores.
-template <typename S, typename D>
-__device__ void stage(const FusedParams& p, D* dst, int dst_row, const S* __restrict__ src,
-                      int64_t src_row, int rows, int o) {
-  const int total = rows * p.L;
-  for (int base = threadIdx.x; base < total; base += kInFlight * blockDim.x) {
-    S v[kInFlight];
+// dst + r * dst_row) in storage order o: V elements per load, IN loads per thread in flight
+// before their stores.
+template <int V, typename S, typename D>
+__device__ __forceinline__ void stage_vec(const FusedParams& p, D* dst, int dst_row,
+                                       const S* __restrict__ src, int64_t src_row, int rows,
+                                       int o) {
+  using Vec = std::conditional_t<V * sizeof(S) == 16, uint4,
+                                 std::conditional_t<V * sizeof(S) == 8, uint2, S>>;
+  constexpr int IN = V == 1 ? 8 : 4;
+  union Lanes {
+    Vec vec;
+    S e[V];
+  };
+  const int per_row = p.L / V, total = rows * per_row;
+  for (int base = threadIdx.x; base < total; base += IN * blockDim.x) {
+    Lanes v[IN];
 #pragma unroll
-    for (int j = 0; j < kInFlight; ++j) {
-      const int i = base + j * blockDim.x, r = i / p.L;
-      if (i < total) v[j] = src[r * src_row + (i - r * p.L)];
+    for (int j = 0; j < IN; ++j) {
+      const int i = base + j * blockDim.x, r = i / per_row;
+      if (i < total) v[j].vec = reinterpret_cast<const Vec*>(src + r * src_row)[i - r * per_row];
     }
 #pragma unroll
-    for (int j = 0; j < kInFlight; ++j) {
-      const int i = base + j * blockDim.x, r = i / p.L;
-      if (i < total) {
-        const int at = stored_at(p, i - r * p.L, o);
-        if constexpr (std::is_same_v<S, D>) dst[r * dst_row + at] = v[j];
-        else dst[r * dst_row + at] = to_f(v[j]);
+    for (int j = 0; j < IN; ++j) {
+      const int i = base + j * blockDim.x, r = i / per_row;
+      if (i >= total) continue;
+      const int pos = (i - r * per_row) * V;
+      int gi = o ? pos / p.W : 0, gj = pos - gi * p.W;  // grid row and column (order 1)
+      D* out = dst + r * dst_row;
+#pragma unroll
+      for (int q = 0; q < V; ++q) {
+        const int at = pad(o ? gj * p.H + gi : pos + q);
+        if constexpr (std::is_same_v<S, D>) out[at] = v[j].e[q];
+        else out[at] = to_f(v[j].e[q]);
+        if (o && ++gj == p.W) gj = 0, ++gi;
       }
     }
   }
+}
+
+// stage_vec with the widest loads (16, 8 or sizeof(S) bytes) the rows' alignment allows.
+template <typename S, typename D>
+__device__ void stage(const FusedParams& p, D* dst, int dst_row, const S* src, int64_t src_row,
+                      int rows, int o) {
+  const auto fits = [&](int bytes) {
+    const int v = bytes / static_cast<int>(sizeof(S));
+    return p.L % v == 0 && (rows == 1 || src_row * sizeof(S) % bytes == 0) &&
+           reinterpret_cast<uintptr_t>(src) % bytes == 0;
+  };
+  if (fits(16)) stage_vec<16 / sizeof(S)>(p, dst, dst_row, src, src_row, rows, o);
+  else if (fits(8)) stage_vec<8 / sizeof(S)>(p, dst, dst_row, src, src_row, rows, o);
+  else stage_vec<1>(p, dst, dst_row, src, src_row, rows, o);
 }
 
 // The block's channels of a per-channel input of route k (u, delta) into rows dst, order o.
@@ -256,7 +285,7 @@ __device__ __forceinline__ float load_y(const FusedParams& p, const void* base, 
 }
 
 template <typename T, int ITEMS>
-__global__ void __launch_bounds__(kFusedMaxThreads) fused_fwd_kernel(const FusedParams p) {
+__global__ void __launch_bounds__(kFusedMaxThreads, 1) fused_fwd_kernel(const FusedParams p) {
   const Seat s(p);
   const Smem<T> sm(p, false);
   all_routes_forward<T, ITEMS>(p, sm, s, sm.y);
@@ -390,7 +419,7 @@ __device__ inline void add_rows(const FusedParams& p, float* dst, int64_t dst_ro
 }
 
 template <typename T, int ITEMS>
-__global__ void __launch_bounds__(kFusedMaxThreads) fused_bwd_kernel(const FusedParams p) {
+__global__ void __launch_bounds__(kFusedMaxThreads, 1) fused_bwd_kernel(const FusedParams p) {
   const Seat s(p);
   const Smem<T> sm(p, true);
   const int L = p.L, total = p.cpb * L;

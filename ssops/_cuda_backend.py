@@ -277,7 +277,8 @@ def _fused_split(L, N, dpg, backward, elem_bytes, copies):
 def _fused_plan(u, delta, B, C, backward, routes):
     """(split, B, C as (K, batch, G, N, L)) for the fused kernels, or None.  u, delta: (1 or K,
     batch, dim, L); B, C: (K, batch, [G,] N, L) views; all with unit stride along L."""
-    if override or B.dim() < 4 or any(t.stride(-1) != 1 for t in (u, delta, B, C)):
+    if (override or B.dim() < 4 or B.shape != C.shape
+            or any(t.stride(-1) != 1 for t in (u, delta, B, C))):
         return None  # (a forced route split, in the tests, asks for the per-route kernels)
     B, C = (M if M.dim() == 5 else M.unsqueeze(2) for M in _weights(B, C, u.dtype))
     copies = 2 if _route_masks(routes)[1] else 1
@@ -318,7 +319,7 @@ def selective_scan_bwd(*args):
 
 
 # bidirectional_scan and the SS2D core: the fused kernels where a block holds a whole sequence
-# (variable B / C, channel-first images), else one launch per route.
+# (variable B and C of one shape, channel-first images), else one launch per route.
 def _bidi_fused(u, delta, A, B, C, D, z, delta_bias, backward):
     u, delta, A, D, delta_bias, z = _routes.bidirectional_inputs(u, delta, A, D, delta_bias, z)
     plan = _fused_plan(u, delta, B.contiguous(), C.contiguous(), backward, "bidi")
