@@ -16,9 +16,22 @@
 
 namespace ssops {
 
+// Experiment knobs (SSOPS_NVCC_FLAGS="-DSSOPS_FUSED_VEC=0 ..."; bench/NOTES.md): vector loads
+// when staging, the forward's minimum blocks per SM (2 caps it at 64 registers), scalar loads
+// in flight per thread.
+#ifndef SSOPS_FUSED_VEC
+#define SSOPS_FUSED_VEC 1
+#endif
+#ifndef SSOPS_FUSED_FWD_MINB
+#define SSOPS_FUSED_FWD_MINB 1
+#endif
+#ifndef SSOPS_FUSED_INFLIGHT
+#define SSOPS_FUSED_INFLIGHT 8
+#endif
+
 constexpr int kFusedMaxThreads = 512;  // per block: at most 128 registers per thread
 constexpr int kFusedMaxBwdItems = 8;   // steps per thread in the backward (16 spill)
-constexpr int kInFlight = 8;           // global loads a thread issues before storing them
+constexpr int kInFlight = SSOPS_FUSED_INFLIGHT;  // global loads issued before their stores
 
 struct Agg {  // a run of steps maps the state entering it, h, to p * h + s
   float p, s;
@@ -108,14 +121,14 @@ struct Smem {
 
 // rows x L elements of global memory (row r at src + r * src_row) into shared memory (row r at
 // dst + r * dst_row) in storage order o: V elements per load, IN loads per thread in flight
-// before their stores.
+// before their stores (more would spill).
 template <int V, typename S, typename D>
 __device__ __forceinline__ void stage_vec(const FusedParams& p, D* dst, int dst_row,
                                        const S* __restrict__ src, int64_t src_row, int rows,
                                        int o) {
   using Vec = std::conditional_t<V * sizeof(S) == 16, uint4,
                                  std::conditional_t<V * sizeof(S) == 8, uint2, S>>;
-  constexpr int IN = V == 1 ? 8 : 4;
+  constexpr int IN = V == 1 ? kInFlight : V >= 8 ? 1 : 8 / V;  // >= 16 bytes in flight
   union Lanes {
     Vec vec;
     S e[V];
@@ -155,8 +168,8 @@ __device__ void stage(const FusedParams& p, D* dst, int dst_row, const S* src, i
     return p.L % v == 0 && (rows == 1 || src_row * sizeof(S) % bytes == 0) &&
            reinterpret_cast<uintptr_t>(src) % bytes == 0;
   };
-  if (fits(16)) stage_vec<16 / sizeof(S)>(p, dst, dst_row, src, src_row, rows, o);
-  else if (fits(8)) stage_vec<8 / sizeof(S)>(p, dst, dst_row, src, src_row, rows, o);
+  if (SSOPS_FUSED_VEC && fits(16)) stage_vec<16 / sizeof(S)>(p, dst, dst_row, src, src_row, rows, o);
+  else if (SSOPS_FUSED_VEC && fits(8)) stage_vec<8 / sizeof(S)>(p, dst, dst_row, src, src_row, rows, o);
   else stage_vec<1>(p, dst, dst_row, src, src_row, rows, o);
 }
 
@@ -191,31 +204,31 @@ __device__ void load_route(const FusedParams& p, const Smem<T>& sm, const Seat& 
   }
 }
 
-// A thread's ITEMS steps of route k: storage indices, dt and u (zero dt and u past the end:
-// the identity step).
+// A thread's ITEMS steps of route k: dt and u (zero dt and u past the end: the identity step)
+// and their storage indices.
 template <typename T, int ITEMS>
 struct Steps {
-  int at[ITEMS];
-  float dt[ITEMS], u[ITEMS], raw[ITEMS];
-  int row, o;  // row = k * dim + d: this route's row of A, D, delta_bias; o: storage order
+  float dt[ITEMS], u[ITEMS];
+  float bias;
+  int row, o, l0, L;  // row = k * dim + d: this route's row of A, D, delta_bias; o: order
+  bool rev;
   __device__ Steps(const FusedParams& p, const Smem<T>& sm, const Seat& s, int k) {
-    const bool rev = (p.reversed >> k) & 1;
-    o = (p.transposed >> k) & 1, row = k * p.dim + s.d;
-    const float bias = p.bias ? p.bias[row] : 0.f;
+    rev = (p.reversed >> k) & 1, o = (p.transposed >> k) & 1;
+    row = k * p.dim + s.d, l0 = s.tc * ITEMS, L = p.L;
+    bias = p.bias ? p.bias[row] : 0.f;
     const T* dl = sm.rows(sm.delta, 0, s.cl);
     const T* u_ = sm.rows(sm.u, o, s.cl);
 #pragma unroll
     for (int i = 0; i < ITEMS; ++i) {
-      const int l = s.tc * ITEMS + i;
-      const bool valid = l < p.L;
-      at[i] = valid ? pad(rev ? p.L - 1 - l : l) : 0;
-      raw[i] = to_f(dl[at[i]]) + bias;
-      dt[i] = valid ? (p.softplus ? softplus(raw[i]) : raw[i]) : 0.f;
-      u[i] = valid ? to_f(u_[at[i]]) : 0.f;
+      const float raw = to_f(dl[at(i)]) + bias;
+      dt[i] = valid(i) ? (p.softplus ? softplus(raw) : raw) : 0.f;
+      u[i] = valid(i) ? to_f(u_[at(i)]) : 0.f;
     }
   }
-  __device__ bool valid(const FusedParams& p, const Seat& s, int i) const {
-    return s.tc * ITEMS + i < p.L;
+  __device__ __forceinline__ bool valid(int i) const { return l0 + i < L; }
+  // storage index of step i (recomputed, not kept: registers are the limit)
+  __device__ __forceinline__ int at(int i) const {
+    return valid(i) ? pad(rev ? L - 1 - l0 - i : l0 + i) : 0;
   }
 };
 
@@ -237,7 +250,7 @@ __device__ void route_forward(const FusedParams& p, const Smem<T>& sm, const Sea
 #pragma unroll
     for (int i = 0; i < ITEMS; ++i) {
       da[i] = exp2_approx(st.dt[i] * a2);
-      bx[i] = st.dt[i] * st.u[i] * Bn[st.at[i]];
+      bx[i] = st.dt[i] * st.u[i] * Bn[st.at(i)];
       run.s = fmaf(da[i], run.s, bx[i]), run.p *= da[i];
     }
     parity ^= 1;
@@ -245,13 +258,13 @@ __device__ void route_forward(const FusedParams& p, const Smem<T>& sm, const Sea
 #pragma unroll
     for (int i = 0; i < ITEMS; ++i) {
       h = fmaf(da[i], h, bx[i]);
-      yv[i] = fmaf(Cn[st.at[i]], h, yv[i]);
+      yv[i] = fmaf(Cn[st.at(i)], h, yv[i]);
     }
   }
   float* y = sm.rows(y_acc, st.o, s.cl);
 #pragma unroll
   for (int i = 0; i < ITEMS; ++i)
-    if (st.valid(p, s, i)) y[st.at[i]] += yv[i];
+    if (st.valid(i)) y[st.at(i)] += yv[i];
 }
 
 // Sum of all routes' outputs (before y_scale and the gate) into y_acc, in each storage order.
@@ -285,7 +298,7 @@ __device__ __forceinline__ float load_y(const FusedParams& p, const void* base, 
 }
 
 template <typename T, int ITEMS>
-__global__ void __launch_bounds__(kFusedMaxThreads, 1) fused_fwd_kernel(const FusedParams p) {
+__global__ void __launch_bounds__(kFusedMaxThreads, SSOPS_FUSED_FWD_MINB) fused_fwd_kernel(const FusedParams p) {
   const Seat s(p);
   const Smem<T> sm(p, false);
   all_routes_forward<T, ITEMS>(p, sm, s, sm.y);
@@ -327,7 +340,7 @@ __device__ void route_backward(const FusedParams& p, const Smem<T>& sm, const Se
   float dD = 0.f;
 #pragma unroll
   for (int i = 0; i < ITEMS; ++i) {
-    g[i] = st.valid(p, s, i) ? g_ch[st.at[i]] : 0.f;
+    g[i] = st.valid(i) ? g_ch[st.at(i)] : 0.f;
     du[i] = Dk * g[i], ddt[i] = 0.f;
     dD = fmaf(g[i], st.u[i], dD);
   }
@@ -343,7 +356,7 @@ __device__ void route_backward(const FusedParams& p, const Smem<T>& sm, const Se
 #pragma unroll
     for (int i = 0; i < ITEMS; ++i) {
       da[i] = exp2_approx(st.dt[i] * a2);
-      bx[i] = st.dt[i] * st.u[i] * Bn[st.at[i]];
+      bx[i] = st.dt[i] * st.u[i] * Bn[st.at(i)];
       run.s = fmaf(da[i], run.s, bx[i]), run.p *= da[i];
     }
     parity ^= 1;
@@ -353,23 +366,23 @@ __device__ void route_backward(const FusedParams& p, const Smem<T>& sm, const Se
     for (int i = 0; i < ITEMS; ++i) hp[i] = h, h = fmaf(da[i], h, bx[i]);
 #pragma unroll
     for (int i = ITEMS - 1; i >= 0; --i)
-      back.s = da[i] * fmaf(Cn[st.at[i]], g[i], back.s), back.p *= da[i];
+      back.s = da[i] * fmaf(Cn[st.at(i)], g[i], back.s), back.p *= da[i];
     parity ^= 1;
     float r = entering<true>(back, sm.slots + (parity * p.cpb + s.cl) * p.wpc, p.wpc, s.tc);
     float dA = 0.f;
 #pragma unroll
     for (int i = ITEMS - 1; i >= 0; --i) {
-      const float Bv = Bn[st.at[i]];
-      const float q = fmaf(Cn[st.at[i]], g[i], r);  // dL/dh at this step
+      const float Bv = Bn[st.at(i)];
+      const float q = fmaf(Cn[st.at(i)], g[i], r);  // dL/dh at this step
       const float dah = da[i] * hp[i];
-      if (st.valid(p, s, i)) {
+      if (st.valid(i)) {
         const float dC = g[i] * (dah + bx[i]), dB = q * st.dt[i] * st.u[i];
         if (shared_bc) {
-          atomicAdd(dCn + st.at[i], dC);
-          atomicAdd(dBn + st.at[i], dB);
+          atomicAdd(dCn + st.at(i), dC);
+          atomicAdd(dBn + st.at(i), dB);
         } else {
-          dCn[st.at[i]] += dC;
-          dBn[st.at[i]] += dB;
+          dCn[st.at(i)] += dC;
+          dBn[st.at(i)] += dB;
         }
       }
       du[i] = fmaf(q * st.dt[i], Bv, du[i]);
@@ -385,11 +398,11 @@ __device__ void route_backward(const FusedParams& p, const Smem<T>& sm, const Se
   float* du_ch = sm.rows(sm.du, st.o, s.cl);
 #pragma unroll
   for (int i = 0; i < ITEMS; ++i) {
-    if (!st.valid(p, s, i)) continue;
-    const float dd = p.softplus ? ddt[i] * sigmoid(st.raw[i]) : ddt[i];
+    if (!st.valid(i)) continue;
+    const float dd = p.softplus ? ddt[i] * sigmoid(to_f(dl[st.at(i)]) + st.bias) : ddt[i];
     dbias += dd;
-    dl[st.at[i]] = from_f<T>(dd);
-    du_ch[st.at[i]] += du[i];
+    dl[st.at(i)] = from_f<T>(dd);
+    du_ch[st.at(i)] += du[i];
   }
   dD = warp_sum(dD), dbias = warp_sum(dbias);
   if ((s.tc & 31) == 0) atomicAdd(sums + p.N, dD), atomicAdd(sums + p.N + 1, dbias);
