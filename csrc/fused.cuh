@@ -93,30 +93,40 @@ __device__ __forceinline__ int stored_at(const FusedParams& p, int pos, int o) {
 }
 
 // Shared memory (scan.h fused_smem_bytes).  Per-channel arrays are [copy][cpb][row]: copy o
-// in storage order o (a second copy only where some route walks columns).
+// in storage order o (a second copy only where some route walks columns); a route's own inputs
+// are in its slot ([ks][cpb][row] or [ks][N][row]), in its order.
 template <typename T>
 struct Smem {
-  int row, copies, cpb;
+  int row, copies, cpb, ks, N;
   float2* slots;                           // [2][cpb][wpc]
-  float *y, *du, *B, *C, *dB, *dC, *sums;  // backward: y holds g = dL/dy; B..dC: [N][row]
-  T *u, *delta;                            // delta: [cpb][row], in the current route's order
+  float *y, *du, *B, *C, *dB, *dC, *sums;  // backward: y holds g = dL/dy; dB, dC: [N][row]
+  T *u, *delta;
   __device__ Smem(const FusedParams& p, bool backward) {
     extern __shared__ float4 smem_[];
-    row = fused_row(p.L), copies = p.transposed ? 2 : 1, cpb = p.cpb;
-    const int cr = copies * cpb * row, nr = p.N * row;
+    row = fused_row(p.L), copies = p.transposed ? 2 : 1, cpb = p.cpb, N = p.N;
+    ks = p.preload ? p.K : 1;
+    const int cr = copies * cpb * row, nr = p.N * row, kr = ks * cpb * row;
     slots = reinterpret_cast<float2*>(smem_);
     y = reinterpret_cast<float*>(slots + 2 * cpb * p.wpc);
     du = backward ? y + cr : nullptr;
     B = backward ? du + cr : y + cr;
-    C = B + nr;
-    dB = backward ? C + nr : nullptr;
+    C = B + ks * nr;
+    dB = backward ? C + ks * nr : nullptr;
     dC = backward ? dB + nr : nullptr;
     sums = backward ? dC + nr : nullptr;
-    u = reinterpret_cast<T*>(backward ? sums + cpb * (p.N + 2) : C + nr);
-    delta = u + cr;
+    u = reinterpret_cast<T*>(backward ? sums + cpb * (p.N + 2) : C + ks * nr);
+    delta = u + (p.su_k ? kr : cr);
   }
   template <typename V>
   __device__ V* rows(V* base, int o, int c) const { return base + (o * cpb + c) * row; }
+  __device__ int slot(int k) const { return ks > 1 ? k : 0; }
+  __device__ T* delta_of(int k, int c) const { return rows(delta, slot(k), c); }
+  __device__ float* B_of(int k) const { return B + slot(k) * N * row; }
+  __device__ float* C_of(int k) const { return C + slot(k) * N * row; }
+  // route k's u: its own (slot) or the shared x in the route's order o
+  __device__ T* u_of(const FusedParams& p, int k, int o, int c) const {
+    return rows(u, p.su_k ? slot(k) : o, c);
+  }
 };
 
 // rows x L elements of global memory (row r at src + r * src_row) into shared memory (row r at
@@ -191,16 +201,66 @@ __device__ void load_shared_u(const FusedParams& p, const Smem<T>& sm, const Sea
 template <typename T>
 __device__ void load_route(const FusedParams& p, const Smem<T>& sm, const Seat& s, int k) {
   const int o = (p.transposed >> k) & 1;
-  stage_channels(p, s, sm.delta, sm.row, p.delta, p.sd_k, p.sd_b, p.sd_d, k, o);
-  if (p.su_k) stage_channels(p, s, sm.rows(sm.u, o, 0), sm.row, p.u, p.su_k, p.su_b, p.su_d, k, o);
+  stage_channels(p, s, sm.delta_of(k, 0), sm.row, p.delta, p.sd_k, p.sd_b, p.sd_d, k, o);
+  if (p.su_k) stage_channels(p, s, sm.u_of(p, k, o, 0), sm.row, p.u, p.su_k, p.su_b, p.su_d, k, o);
   const int64_t ob = k * p.sB_k + s.b * p.sB_b + s.g * p.sB_g;
   const int64_t oc = k * p.sC_k + s.b * p.sC_b + s.g * p.sC_g;
   if (p.bc_f32) {
-    stage(p, sm.B, sm.row, static_cast<const float*>(p.B) + ob, p.sB_n, p.N, o);
-    stage(p, sm.C, sm.row, static_cast<const float*>(p.C) + oc, p.sC_n, p.N, o);
+    stage(p, sm.B_of(k), sm.row, static_cast<const float*>(p.B) + ob, p.sB_n, p.N, o);
+    stage(p, sm.C_of(k), sm.row, static_cast<const float*>(p.C) + oc, p.sC_n, p.N, o);
   } else {
-    stage(p, sm.B, sm.row, static_cast<const T*>(p.B) + ob, p.sB_n, p.N, o);
-    stage(p, sm.C, sm.row, static_cast<const T*>(p.C) + oc, p.sC_n, p.N, o);
+    stage(p, sm.B_of(k), sm.row, static_cast<const T*>(p.B) + ob, p.sB_n, p.N, o);
+    stage(p, sm.C_of(k), sm.row, static_cast<const T*>(p.C) + oc, p.sC_n, p.N, o);
+  }
+}
+
+// Every route's own inputs up front in one batched pass (short sequences, p.preload): route k's
+// rows are delta (cpb), its own u (cpb, if any), then B and C (N each, unless float32: staged
+// apart), kInFlight loads per thread before their stores.
+template <typename T>
+__device__ void load_all_routes(const FusedParams& p, const Smem<T>& sm, const Seat& s) {
+  const int own_u = p.su_k ? p.cpb : 0, nbc = p.bc_f32 ? 0 : 2 * p.N;
+  const int per = p.cpb + own_u + nbc, total = p.K * per * p.L;
+  const auto where = [&](int i, int& k, int& q, int& l) {
+    const int r = i / p.L;
+    l = i - r * p.L, k = r / per, q = r - k * per;
+  };
+  for (int base = threadIdx.x; base < total; base += kInFlight * blockDim.x) {
+    T v[kInFlight];
+#pragma unroll
+    for (int j = 0; j < kInFlight; ++j) {
+      const int i = base + j * blockDim.x;
+      if (i >= total) continue;
+      int k, q, l;
+      where(i, k, q, l);
+      const T* src;
+      if (q < p.cpb) src = static_cast<const T*>(p.delta) + k * p.sd_k + s.b * p.sd_b + (s.d0 + q) * p.sd_d;
+      else if (q < p.cpb + own_u) src = static_cast<const T*>(p.u) + k * p.su_k + s.b * p.su_b + (s.d0 + q - p.cpb) * p.su_d;
+      else if (q < p.cpb + own_u + p.N) src = static_cast<const T*>(p.B) + k * p.sB_k + s.b * p.sB_b + s.g * p.sB_g + (q - p.cpb - own_u) * p.sB_n;
+      else src = static_cast<const T*>(p.C) + k * p.sC_k + s.b * p.sC_b + s.g * p.sC_g + (q - p.cpb - own_u - p.N) * p.sC_n;
+      v[j] = src[l];
+    }
+#pragma unroll
+    for (int j = 0; j < kInFlight; ++j) {
+      const int i = base + j * blockDim.x;
+      if (i >= total) continue;
+      int k, q, l;
+      where(i, k, q, l);
+      const int at = stored_at(p, l, (p.transposed >> k) & 1);
+      if (q < p.cpb) sm.delta_of(k, q)[at] = v[j];
+      else if (q < p.cpb + own_u) sm.u_of(p, k, 0, q - p.cpb)[at] = v[j];
+      else if (q < p.cpb + own_u + p.N) sm.B_of(k)[(q - p.cpb - own_u) * sm.row + at] = to_f(v[j]);
+      else sm.C_of(k)[(q - p.cpb - own_u - p.N) * sm.row + at] = to_f(v[j]);
+    }
+  }
+  if (p.bc_f32) {
+    for (int k = 0; k < p.K; ++k) {
+      const int o = (p.transposed >> k) & 1;
+      const int64_t ob = k * p.sB_k + s.b * p.sB_b + s.g * p.sB_g;
+      const int64_t oc = k * p.sC_k + s.b * p.sC_b + s.g * p.sC_g;
+      stage(p, sm.B_of(k), sm.row, static_cast<const float*>(p.B) + ob, p.sB_n, p.N, o);
+      stage(p, sm.C_of(k), sm.row, static_cast<const float*>(p.C) + oc, p.sC_n, p.N, o);
+    }
   }
 }
 
@@ -216,8 +276,8 @@ struct Steps {
     rev = (p.reversed >> k) & 1, o = (p.transposed >> k) & 1;
     row = k * p.dim + s.d, l0 = s.tc * ITEMS, L = p.L;
     bias = p.bias ? p.bias[row] : 0.f;
-    const T* dl = sm.rows(sm.delta, 0, s.cl);
-    const T* u_ = sm.rows(sm.u, o, s.cl);
+    const T* dl = sm.delta_of(k, s.cl);
+    const T* u_ = sm.u_of(p, k, o, s.cl);
 #pragma unroll
     for (int i = 0; i < ITEMS; ++i) {
       const float raw = to_f(dl[at(i)]) + bias;
@@ -243,8 +303,8 @@ __device__ void route_forward(const FusedParams& p, const Smem<T>& sm, const Sea
   for (int i = 0; i < ITEMS; ++i) yv[i] = Dk * st.u[i];
   for (int n = 0; n < p.N; ++n) {
     const float a2 = p.A[st.row * p.N + n] * kLog2e;
-    const float* Bn = sm.B + n * sm.row;
-    const float* Cn = sm.C + n * sm.row;
+    const float* Bn = sm.B_of(k) + n * sm.row;
+    const float* Cn = sm.C_of(k) + n * sm.row;
     float da[ITEMS], bx[ITEMS];
     Agg run{1.f, 0.f};
 #pragma unroll
@@ -273,11 +333,14 @@ __device__ void all_routes_forward(const FusedParams& p, const Smem<T>& sm, cons
                                    float* y_acc) {
   for (int i = threadIdx.x; i < sm.copies * p.cpb * sm.row; i += blockDim.x) y_acc[i] = 0.f;
   if (!p.su_k) load_shared_u(p, sm, s);
+  if (p.preload) load_all_routes(p, sm, s);
   int parity = 0;
   for (int k = 0; k < p.K; ++k) {
-    __syncthreads();  // the previous route is done with delta / B / C
-    load_route(p, sm, s, k);
-    __syncthreads();
+    __syncthreads();  // the previous route is done with delta / B / C and its part of y
+    if (!p.preload) {
+      load_route(p, sm, s, k);
+      __syncthreads();
+    }
     route_forward<T, ITEMS>(p, sm, s, k, y_acc, parity);
   }
   __syncthreads();
@@ -347,8 +410,8 @@ __device__ void route_backward(const FusedParams& p, const Smem<T>& sm, const Se
   float* sums = sm.sums + s.cl * (p.N + 2);
   for (int n = 0; n < p.N; ++n) {
     const float A = p.A[st.row * p.N + n], a2 = A * kLog2e;
-    const float* Bn = sm.B + n * sm.row;
-    const float* Cn = sm.C + n * sm.row;
+    const float* Bn = sm.B_of(k) + n * sm.row;
+    const float* Cn = sm.C_of(k) + n * sm.row;
     float* dBn = sm.dB + n * sm.row;
     float* dCn = sm.dC + n * sm.row;
     float da[ITEMS], bx[ITEMS], hp[ITEMS];
@@ -394,7 +457,7 @@ __device__ void route_backward(const FusedParams& p, const Smem<T>& sm, const Se
     if ((s.tc & 31) == 0) atomicAdd(sums + n, dA);
   }
   float dbias = 0.f;
-  T* dl = sm.rows(sm.delta, 0, s.cl);
+  T* dl = sm.delta_of(k, s.cl);
   float* du_ch = sm.rows(sm.du, st.o, s.cl);
 #pragma unroll
   for (int i = 0; i < ITEMS; ++i) {
@@ -466,11 +529,12 @@ __global__ void __launch_bounds__(kFusedMaxThreads, 1) fused_bwd_kernel(const Fu
   }
   for (int i = threadIdx.x; i < sm.copies * p.cpb * sm.row; i += blockDim.x) sm.du[i] = 0.f;
   if (!p.su_k) load_shared_u(p, sm, s);
+  if (p.preload && !p.z) load_all_routes(p, sm, s);  // (with z: loaded by the forward)
   int parity = 0;
   for (int k = 0; k < p.K; ++k) {
     const int o = (p.transposed >> k) & 1;
     __syncthreads();
-    load_route(p, sm, s, k);
+    if (!p.preload) load_route(p, sm, s, k);
     for (int i = threadIdx.x; i < 2 * p.N * sm.row; i += blockDim.x) sm.dB[i] = 0.f;  // and dC
     for (int i = threadIdx.x; i < p.cpb * (p.N + 2); i += blockDim.x) sm.sums[i] = 0.f;
     __syncthreads();
@@ -479,7 +543,7 @@ __global__ void __launch_bounds__(kFusedMaxThreads, 1) fused_bwd_kernel(const Fu
     for (int i = threadIdx.x; i < total; i += blockDim.x) {
       const int c = i / L, l = i - c * L, at = stored_at(p, l, o);
       static_cast<T*>(p.ddelta)[k * p.sd_k + s.b * p.sd_b + (s.d0 + c) * p.sd_d + l] =
-          sm.rows(sm.delta, 0, c)[at];
+          sm.delta_of(k, c)[at];
       if (p.su_k) {  // routes with their own u: this route's du, then a fresh sum
         float* du = sm.rows(sm.du, o, c) + at;
         static_cast<T*>(p.du)[k * p.su_k + s.b * p.su_b + (s.d0 + c) * p.su_d + l] =
@@ -511,7 +575,7 @@ __global__ void __launch_bounds__(kFusedMaxThreads, 1) fused_bwd_kernel(const Fu
 template <typename T, int ITEMS>
 void launch_fused_items(const FusedParams& p, bool backward, cudaStream_t stream) {
   const size_t smem = fused_smem_bytes(p.L, p.N, p.cpb, p.wpc, backward, sizeof(T),
-                                       p.transposed ? 2 : 1);
+                                       p.transposed ? 2 : 1, p.preload ? p.K : 1, p.su_k != 0);
   auto kernel = fused_fwd_kernel<T, ITEMS>;
   if constexpr (ITEMS <= kFusedMaxBwdItems) {
     if (backward) kernel = fused_bwd_kernel<T, ITEMS>;

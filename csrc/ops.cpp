@@ -278,7 +278,7 @@ ssops::FusedParams make_fused(const char* op, const Tensor& u, const Tensor& del
   p.H = static_cast<int>(H), p.W = static_cast<int>(W);
   p.reversed = static_cast<unsigned>(reversed), p.transposed = static_cast<unsigned>(transposed);
   p.items = static_cast<int>(split.at(0)), p.wpc = static_cast<int>(split.at(1));
-  p.cpb = static_cast<int>(split.at(2));
+  p.cpb = static_cast<int>(split.at(2)), p.preload = split.at(3) != 0;
   const int dpg = p.dim / p.G;
   TORCH_CHECK(static_cast<int64_t>(p.H) * p.W == p.L && (u.size(0) == 1 || u.size(0) == p.K) &&
                   u.size(1) == p.batch && u.size(2) == p.dim && u.size(3) == p.L &&

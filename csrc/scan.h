@@ -93,6 +93,7 @@ struct FusedParams {
   int batch, dim, L, N, H, W, K, G;
   unsigned reversed, transposed;  // bit k: route k walks backwards / column-major
   int items, wpc, cpb;
+  bool preload;                   // every route's inputs loaded up front (short sequences)
   bool softplus, bc_f32, y_f32;   // B / C float32; y / dy float32 where the inputs are not
   float y_scale;                  // y = (sum over routes) * y_scale, then * silu(z)
   const void *u, *delta, *z, *B, *C, *dy;
@@ -109,13 +110,16 @@ struct FusedParams {
 // banks.  Two sets of per-warp aggregates, the float32 rows (forward: y and B, C; backward:
 // g = dL/dy, du, B, C, dB, dC, per-channel sums), then u and delta in the input dtype.
 SSOPS_HOST_DEVICE constexpr int fused_row(int L) { return L + (L >> 5) + 1; }
+// ks: route slots of the routes' own inputs (K when every route's are loaded up front, else 1);
+// own_u: the routes have their own u (bidirectional_scan) rather than sharing x.
 SSOPS_HOST_DEVICE inline size_t fused_smem_bytes(int L, int N, int cpb, int wpc, bool backward,
-                                                 int elem_bytes, int copies) {
+                                                 int elem_bytes, int copies, int ks, bool own_u) {
   const size_t row = fused_row(L), cr = static_cast<size_t>(copies) * cpb * row;
-  const size_t nr = static_cast<size_t>(N) * row;
-  const size_t f32 = backward ? 2 * cr + 4 * nr + static_cast<size_t>(cpb) * (N + 2) : cr + 2 * nr;
+  const size_t nr = static_cast<size_t>(N) * row, kr = static_cast<size_t>(ks) * cpb * row;
+  const size_t f32 = (backward ? 2 * cr + 2 * nr + static_cast<size_t>(cpb) * (N + 2) : cr) +
+                     2 * ks * nr;
   return 2 * sizeof(float2) * cpb * wpc + sizeof(float) * f32 +
-         elem_bytes * (cr + static_cast<size_t>(cpb) * row);
+         elem_bytes * ((own_u ? kr : cr) + kr);
 }
 
 void launch_fused_fp32(const FusedParams& p, bool backward, cudaStream_t stream);

@@ -249,29 +249,36 @@ FUSED_BLOCK_THREADS = 256   # channels share a block up to this many threads
 FUSED_MAX_SMEM = 200 * 1024
 
 
-def _fused_smem(L, N, cpb, wpc, backward, elem_bytes, copies):  # csrc/scan.h fused_smem_bytes
+FUSED_PRELOAD_SMEM = 48 * 1024  # every route's inputs loaded up front when they fit in this
+
+
+def _fused_smem(L, N, cpb, wpc, backward, elem_bytes, copies, ks=1, own_u=False):
+    """csrc/scan.h fused_smem_bytes."""
     row = L + L // 32 + 1
-    cr, nr = copies * cpb * row, N * row
-    f32 = 2 * cr + 4 * nr + cpb * (N + 2) if backward else cr + 2 * nr
-    return 16 * cpb * wpc + 4 * f32 + elem_bytes * (cr + cpb * row)
+    cr, nr, kr = copies * cpb * row, N * row, ks * cpb * row
+    f32 = (2 * cr + 2 * nr + cpb * (N + 2) if backward else cr) + 2 * ks * nr
+    return 16 * cpb * wpc + 4 * f32 + elem_bytes * ((kr if own_u else cr) + kr)
 
 
-def _fused_split(L, N, dpg, backward, elem_bytes, copies):
-    """(steps per thread, warps per channel, channels per block) of the fused kernels, or None
-    where a block can't hold a whole sequence (``copies``: 2 where some route walks columns).
-    Short sequences take one warp per channel (no block-level scan), long ones 8 or 16 steps
-    per thread."""
+def _fused_split(L, N, dpg, backward, elem_bytes, copies, K, own_u):
+    """(steps per thread, warps per channel, channels per block, preload) of the fused kernels,
+    or None where a block can't hold a whole sequence (``copies``: 2 where some route walks
+    columns; ``own_u``: each of the K routes has its own u).  Short sequences take one warp per
+    channel (no block-level scan), long ones 8 or 16 steps per thread; where every route's
+    inputs fit, they are loaded in one pass up front (few, wide waits on memory)."""
     items = 2 if L <= 64 else 4 if L <= 128 else 8 if L <= 1024 or backward else 16
     wpc = -(-L // (32 * items))
     if 32 * wpc > FUSED_MAX_THREADS:
         return None
     smem = functools.partial(_fused_smem, L, N, wpc=wpc, backward=backward,
-                             elem_bytes=elem_bytes, copies=copies)
+                             elem_bytes=elem_bytes, copies=copies, own_u=own_u)
     cpb = 1
     while (64 * wpc * cpb <= FUSED_BLOCK_THREADS and dpg % (2 * cpb) == 0
            and smem(cpb=2 * cpb) <= FUSED_MAX_SMEM):
         cpb *= 2
-    return [items, wpc, cpb] if smem(cpb=cpb) <= FUSED_MAX_SMEM else None
+    if smem(cpb=cpb) > FUSED_MAX_SMEM:
+        return None
+    return [items, wpc, cpb, int(smem(cpb=cpb, ks=K) <= FUSED_PRELOAD_SMEM)]
 
 
 def _fused_plan(u, delta, B, C, backward, routes):
@@ -281,9 +288,9 @@ def _fused_plan(u, delta, B, C, backward, routes):
             or any(t.stride(-1) != 1 for t in (u, delta, B, C))):
         return None  # (a forced route split, in the tests, asks for the per-route kernels)
     B, C = (M if M.dim() == 5 else M.unsqueeze(2) for M in _weights(B, C, u.dtype))
-    copies = 2 if _route_masks(routes)[1] else 1
+    _, transposed, K = _route_masks(routes)
     split = _fused_split(u.shape[-1], B.shape[3], delta.shape[2] // B.shape[2], backward,
-                         u.element_size(), copies)
+                         u.element_size(), 2 if transposed else 1, K, u.shape[0] > 1)
     return None if split is None else (split, B, C)
 
 

@@ -65,21 +65,25 @@ def test_refuses_what_its_kernels_do_not_compute():
 
 @given(L=st.integers(1, 20000), N=st.sampled_from([1, 2, 16, 64]),
        dpg=st.sampled_from([1, 2, 3, 4, 96, 768]), backward=st.booleans(),
-       elem_bytes=st.sampled_from([2, 4]), copies=st.sampled_from([1, 2]))
-def test_fused_split_is_one_the_kernels_accept(L, N, dpg, backward, elem_bytes, copies):
+       elem_bytes=st.sampled_from([2, 4]), routes=st.sampled_from([(1, 2, False),
+                                                                  (2, 1, True)]))
+def test_fused_split_is_one_the_kernels_accept(L, N, dpg, backward, elem_bytes, routes):
     """What csrc/ops.cpp checks and csrc/fused.cuh assumes: every step held by a thread, at most
     512 threads and 8 backward steps per thread, a block's channels inside one B / C group, the
-    shared memory within bounds; and short sequences take one warp per channel."""
-    split = cuda._fused_split(L, N, dpg, backward, elem_bytes, copies)
+    shared memory within bounds (with every route's inputs where they are loaded up front); and
+    short sequences take one warp per channel."""
+    copies, K, own_u = routes[1], 4 // routes[0], routes[2]
+    split = cuda._fused_split(L, N, dpg, backward, elem_bytes, copies, K, own_u)
+    smem = lambda cpb, wpc, ks: cuda._fused_smem(L, N, cpb, wpc, backward, elem_bytes,  # noqa
+                                                 copies, ks, own_u)
     if split is None:  # too long for one block: the per-route kernels
         assert (-(-L // (8 if backward else 16)) > 512
-                or cuda._fused_smem(L, N, 1, -(-L // 256), backward, elem_bytes, copies)
-                > cuda.FUSED_MAX_SMEM)
+                or smem(1, -(-L // 256), 1) > cuda.FUSED_MAX_SMEM)
         return
-    items, wpc, cpb = split
+    items, wpc, cpb, preload = split
     assert items in (2, 4, 8, 16) and items * 32 * wpc >= L > items * 32 * (wpc - 1)
     assert 32 * wpc * cpb <= cuda.FUSED_MAX_THREADS and dpg % cpb == 0
     assert not backward or items <= cuda.FUSED_MAX_BWD_ITEMS
-    assert cuda._fused_smem(L, N, cpb, wpc, backward, elem_bytes, copies) <= cuda.FUSED_MAX_SMEM
+    assert smem(cpb, wpc, K if preload else 1) <= cuda.FUSED_MAX_SMEM
     if L <= 256:
         assert wpc == 1
