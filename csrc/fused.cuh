@@ -98,13 +98,14 @@ __device__ __forceinline__ int stored_at(const FusedParams& p, int pos, int o) {
 template <typename T>
 struct Smem {
   int row, copies, cpb, ks, N;
+  bool wide;                               // vector loads when staging (the forward)
   float2* slots;                           // [2][cpb][wpc]
   float *y, *du, *B, *C, *dB, *dC, *sums;  // backward: y holds g = dL/dy; dB, dC: [N][row]
   T *u, *delta;
   __device__ Smem(const FusedParams& p, bool backward) {
     extern __shared__ float4 smem_[];
     row = fused_row(p.L), copies = p.transposed ? 2 : 1, cpb = p.cpb, N = p.N;
-    ks = p.preload ? p.K : 1;
+    ks = p.preload ? p.K : 1, wide = !backward;
     const int cr = copies * cpb * row, nr = p.N * row, kr = ks * cpb * row;
     slots = reinterpret_cast<float2*>(smem_);
     y = reinterpret_cast<float*>(slots + 2 * cpb * p.wpc);
@@ -130,12 +131,12 @@ struct Smem {
 };
 
 // rows x L elements of global memory (row r at src + r * src_row) into shared memory (row r at
-// dst + r * dst_row) in storage order o: V elements per load, IN loads per thread in flight
-// before their stores (more would spill).
+// dst + r * dst_row) in storage order o of an H x W grid: V elements per load, IN loads per
+// thread in flight before their stores.  V > 1 is not inlined (its registers would spill in the
+// backward, which loads element by element); hence its arguments by value.
 template <int V, typename S, typename D>
-__device__ __forceinline__ void stage_vec(const FusedParams& p, D* dst, int dst_row,
-                                       const S* __restrict__ src, int64_t src_row, int rows,
-                                       int o) {
+__device__ __noinline__ void stage_vec(D* dst, int dst_row, const S* __restrict__ src,
+                                       int64_t src_row, int rows, int o, int L, int H, int W) {
   using Vec = std::conditional_t<V * sizeof(S) == 16, uint4,
                                  std::conditional_t<V * sizeof(S) == 8, uint2, S>>;
   constexpr int IN = V == 1 ? kInFlight : V >= 8 ? 1 : 8 / V;  // >= 16 bytes in flight
@@ -143,7 +144,7 @@ __device__ __forceinline__ void stage_vec(const FusedParams& p, D* dst, int dst_
     Vec vec;
     S e[V];
   };
-  const int per_row = p.L / V, total = rows * per_row;
+  const int per_row = L / V, total = rows * per_row;
   for (int base = threadIdx.x; base < total; base += IN * blockDim.x) {
     Lanes v[IN];
 #pragma unroll
@@ -156,61 +157,88 @@ __device__ __forceinline__ void stage_vec(const FusedParams& p, D* dst, int dst_
       const int i = base + j * blockDim.x, r = i / per_row;
       if (i >= total) continue;
       const int pos = (i - r * per_row) * V;
-      int gi = o ? pos / p.W : 0, gj = pos - gi * p.W;  // grid row and column (order 1)
+      int gi = o ? pos / W : 0, gj = pos - gi * W;  // grid row and column (order 1)
       D* out = dst + r * dst_row;
 #pragma unroll
       for (int q = 0; q < V; ++q) {
-        const int at = pad(o ? gj * p.H + gi : pos + q);
+        const int at = pad(o ? gj * H + gi : pos + q);
         if constexpr (std::is_same_v<S, D>) out[at] = v[j].e[q];
         else out[at] = to_f(v[j].e[q]);
-        if (o && ++gj == p.W) gj = 0, ++gi;
+        if (o && ++gj == W) gj = 0, ++gi;
       }
     }
   }
 }
 
-// stage_vec with the widest loads (16, 8 or sizeof(S) bytes) the rows' alignment allows.
+template <typename S, typename D>
+__device__ __forceinline__ void stage_elems(const FusedParams& p, D* dst, int dst_row,
+                                            const S* __restrict__ src, int64_t src_row, int rows,
+                                            int o) {
+  const int total = rows * p.L;
+  for (int base = threadIdx.x; base < total; base += kInFlight * blockDim.x) {
+    S v[kInFlight];
+#pragma unroll
+    for (int j = 0; j < kInFlight; ++j) {
+      const int i = base + j * blockDim.x, r = i / p.L;
+      if (i < total) v[j] = src[r * src_row + i - r * p.L];
+    }
+#pragma unroll
+    for (int j = 0; j < kInFlight; ++j) {
+      const int i = base + j * blockDim.x, r = i / p.L;
+      if (i >= total) continue;
+      const int at = stored_at(p, i - r * p.L, o);
+      if constexpr (std::is_same_v<S, D>) dst[r * dst_row + at] = v[j];
+      else dst[r * dst_row + at] = to_f(v[j]);
+    }
+  }
+}
+
+// Staging with the widest loads (16, 8 bytes) the rows' alignment allows where `wide` (the
+// forward), else element by element.
 template <typename S, typename D>
 __device__ void stage(const FusedParams& p, D* dst, int dst_row, const S* src, int64_t src_row,
-                      int rows, int o) {
+                      int rows, int o, bool wide) {
   const auto fits = [&](int bytes) {
     const int v = bytes / static_cast<int>(sizeof(S));
-    return p.L % v == 0 && (rows == 1 || src_row * sizeof(S) % bytes == 0) &&
+    return SSOPS_FUSED_VEC && wide && p.L % v == 0 &&
+           (rows == 1 || src_row * sizeof(S) % bytes == 0) &&
            reinterpret_cast<uintptr_t>(src) % bytes == 0;
   };
-  if (SSOPS_FUSED_VEC && fits(16)) stage_vec<16 / sizeof(S)>(p, dst, dst_row, src, src_row, rows, o);
-  else if (SSOPS_FUSED_VEC && fits(8)) stage_vec<8 / sizeof(S)>(p, dst, dst_row, src, src_row, rows, o);
-  else stage_vec<1>(p, dst, dst_row, src, src_row, rows, o);
+  if (fits(16)) stage_vec<16 / sizeof(S)>(dst, dst_row, src, src_row, rows, o, p.L, p.H, p.W);
+  else if (fits(8)) stage_vec<8 / sizeof(S)>(dst, dst_row, src, src_row, rows, o, p.L, p.H, p.W);
+  else stage_elems(p, dst, dst_row, src, src_row, rows, o);
 }
 
 // The block's channels of a per-channel input of route k (u, delta) into rows dst, order o.
 template <typename T>
 __device__ void stage_channels(const FusedParams& p, const Seat& s, T* dst, int row,
                                const void* src, int64_t s_k, int64_t s_b, int64_t s_d, int k,
-                               int o) {
-  stage(p, dst, row, static_cast<const T*>(src) + k * s_k + s.b * s_b + s.d0 * s_d, s_d, p.cpb, o);
+                               int o, bool wide) {
+  stage(p, dst, row, static_cast<const T*>(src) + k * s_k + s.b * s_b + s.d0 * s_d, s_d, p.cpb, o,
+        wide);
 }
 
 template <typename T>
 __device__ void load_shared_u(const FusedParams& p, const Smem<T>& sm, const Seat& s) {
   for (int o = 0; o < sm.copies; ++o)
-    stage_channels(p, s, sm.rows(sm.u, o, 0), sm.row, p.u, 0, p.su_b, p.su_d, 0, o);
+    stage_channels(p, s, sm.rows(sm.u, o, 0), sm.row, p.u, 0, p.su_b, p.su_d, 0, o, sm.wide);
 }
 
 // Everything route k reads (with its own u, if the routes have their own), in its order.
 template <typename T>
 __device__ void load_route(const FusedParams& p, const Smem<T>& sm, const Seat& s, int k) {
   const int o = (p.transposed >> k) & 1;
-  stage_channels(p, s, sm.delta_of(k, 0), sm.row, p.delta, p.sd_k, p.sd_b, p.sd_d, k, o);
-  if (p.su_k) stage_channels(p, s, sm.u_of(p, k, o, 0), sm.row, p.u, p.su_k, p.su_b, p.su_d, k, o);
+  stage_channels(p, s, sm.delta_of(k, 0), sm.row, p.delta, p.sd_k, p.sd_b, p.sd_d, k, o, sm.wide);
+  if (p.su_k)
+    stage_channels(p, s, sm.u_of(p, k, o, 0), sm.row, p.u, p.su_k, p.su_b, p.su_d, k, o, sm.wide);
   const int64_t ob = k * p.sB_k + s.b * p.sB_b + s.g * p.sB_g;
   const int64_t oc = k * p.sC_k + s.b * p.sC_b + s.g * p.sC_g;
   if (p.bc_f32) {
-    stage(p, sm.B_of(k), sm.row, static_cast<const float*>(p.B) + ob, p.sB_n, p.N, o);
-    stage(p, sm.C_of(k), sm.row, static_cast<const float*>(p.C) + oc, p.sC_n, p.N, o);
+    stage(p, sm.B_of(k), sm.row, static_cast<const float*>(p.B) + ob, p.sB_n, p.N, o, sm.wide);
+    stage(p, sm.C_of(k), sm.row, static_cast<const float*>(p.C) + oc, p.sC_n, p.N, o, sm.wide);
   } else {
-    stage(p, sm.B_of(k), sm.row, static_cast<const T*>(p.B) + ob, p.sB_n, p.N, o);
-    stage(p, sm.C_of(k), sm.row, static_cast<const T*>(p.C) + oc, p.sC_n, p.N, o);
+    stage(p, sm.B_of(k), sm.row, static_cast<const T*>(p.B) + ob, p.sB_n, p.N, o, sm.wide);
+    stage(p, sm.C_of(k), sm.row, static_cast<const T*>(p.C) + oc, p.sC_n, p.N, o, sm.wide);
   }
 }
 
@@ -258,8 +286,8 @@ __device__ void load_all_routes(const FusedParams& p, const Smem<T>& sm, const S
       const int o = (p.transposed >> k) & 1;
       const int64_t ob = k * p.sB_k + s.b * p.sB_b + s.g * p.sB_g;
       const int64_t oc = k * p.sC_k + s.b * p.sC_b + s.g * p.sC_g;
-      stage(p, sm.B_of(k), sm.row, static_cast<const float*>(p.B) + ob, p.sB_n, p.N, o);
-      stage(p, sm.C_of(k), sm.row, static_cast<const float*>(p.C) + oc, p.sC_n, p.N, o);
+      stage(p, sm.B_of(k), sm.row, static_cast<const float*>(p.B) + ob, p.sB_n, p.N, o, sm.wide);
+      stage(p, sm.C_of(k), sm.row, static_cast<const float*>(p.C) + oc, p.sC_n, p.N, o, sm.wide);
     }
   }
 }

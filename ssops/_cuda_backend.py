@@ -250,6 +250,9 @@ FUSED_MAX_SMEM = 200 * 1024
 
 
 FUSED_PRELOAD_SMEM = 48 * 1024  # every route's inputs loaded up front when they fit in this
+# The SS2D core below this many pixels runs one launch per route: faster there on the H100
+# (VMamba-T stages 3-4; bench/NOTES.md, "CUDA fused multi-route kernels").
+FUSED_CROSS_MIN_L = 512
 
 
 def _fused_smem(L, N, cpb, wpc, backward, elem_bytes, copies, ks=1, own_u=False):
@@ -362,9 +365,9 @@ def _cross_fused(x, delta, A, B, C, D, delta_bias, layout, routes, backward):
     """(plan, views) of the SS2D core for the fused kernels: x as (1, batch, C, L), delta and
     B / C with the route axis first, A (K, C, N), D / delta_bias (K, C)."""
     x, delta, A, B, C, D, delta_bias = _routes.cross_inputs(x, delta, A, B, C, D, delta_bias)
-    if layout != "bchw":  # a channel's sequence must be contiguous
-        return None, None
     batch, c, L = x.shape[0], x.shape[1], x.shape[2] * x.shape[3]
+    if layout != "bchw" or L < FUSED_CROSS_MIN_L:  # (bhwc: a channel's pixels are strided)
+        return None, None
     K = delta.shape[1]
     u, d4 = x.view(1, batch, c, L), delta.transpose(0, 1)
     plan = _fused_plan(u, d4, B.transpose(0, 1), C.transpose(0, 1), backward, routes)
