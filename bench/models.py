@@ -5,6 +5,10 @@ without optimizer, timed with CUDA synchronisation).
 
     python bench/models.py [--models vmamba_tiny,vim_tiny,mambaout_tiny]
                            [--backends triton,reference] [--out bench/results]
+
+A backend named "<backend>+unfused" runs VMamba's SS2D core as three ops on that backend
+(cross_scan, one selective scan over the 4 routes' channels, cross_merge), as VMamba does,
+instead of the fused cross_selective_scan: the baseline of the fused op inside the model.
 """
 from __future__ import annotations
 
@@ -15,8 +19,12 @@ import time
 
 import torch
 
+import ssops
+import ssops.functional
 import ssops.models as M
 from results_io import run_info, save
+from ssops.reference.cross_scan import to_routes
+from ssops.validation import grid
 
 ANCHORS = json.loads((pathlib.Path(__file__).parent / "anchors_h100.json").read_text())["models"]
 
@@ -32,7 +40,33 @@ def images_per_s(step, batch, warmup, steps):
     return batch * steps / (time.perf_counter() - start)
 
 
+def unfused_core(x, delta, A, B, C, D=None, delta_bias=None, delta_softplus=True, *,
+                 layout="bchw", routes="cross", out_dtype=None, backend=None):
+    """cross_selective_scan_core as three ops; delta / B / C are put in route order first (VMamba
+    projects the cross-scanned copies instead: the same bytes, one matmul per route)."""
+    H, W = grid(x, layout)[2:]
+    b, K, c, L = delta.shape
+    xs = ssops.cross_scan(x, layout=layout, routes=routes, backend=backend).flatten(1, 2)
+    ys = ssops.selective_scan(xs, to_routes(delta, H, W, routes).flatten(1, 2), A,
+                              to_routes(B, H, W, routes), to_routes(C, H, W, routes), D,
+                              delta_bias=delta_bias, delta_softplus=delta_softplus,
+                              out_dtype=out_dtype, backend=backend)
+    return ssops.cross_merge(ys.view(b, K, c, L), H, W, layout=layout, routes=routes,
+                             backend=backend)
+
+
 def measure(name, backend, batch, infer_steps, train_steps):
+    backend, _, unfused = (backend or "").partition("+")
+    fused_core = ssops.functional.cross_selective_scan_core
+    if unfused:
+        ssops.functional.cross_selective_scan_core = unfused_core
+    try:
+        return _measure(name, backend or None, batch, infer_steps, train_steps)
+    finally:
+        ssops.functional.cross_selective_scan_core = fused_core
+
+
+def _measure(name, backend, batch, infer_steps, train_steps):
     model = M.create(name, backend=backend).cuda()
     x = torch.randn(batch, 3, 224, 224, device="cuda")
 
@@ -65,7 +99,7 @@ def main():
     result = dict(run_info(), batch=args.batch, img_size=224, autocast="float16", cases={})
     print(f"{result['device']}  torch {result['torch']}  triton {result['triton']}  "
           f"commit {result['commit'][:10]}  batch {args.batch}, 224x224, fp16 autocast")
-    print(f"{'model':<16}{'backend':<11}{'infer img/s':>12}{'train img/s':>12}{'peak GB':>9}"
+    print(f"{'model':<16}{'backend':<16}{'infer img/s':>12}{'train img/s':>12}{'peak GB':>9}"
           f"   official (anchors)")
     for name in args.models.split(","):
         official = ANCHORS.get(M.ALIASES.get(name, name))
@@ -79,7 +113,7 @@ def main():
             result["cases"][f"{name}/{backend}"] = r
             ref = (f"{official['infer_img_s']:>8.0f} / {official['train_img_s']:.0f}"
                    if official else "")
-            print(f"{name:<16}{backend:<11}{r['infer_img_s']:>12.0f}{r['train_img_s']:>12.0f}"
+            print(f"{name:<16}{backend:<16}{r['infer_img_s']:>12.0f}{r['train_img_s']:>12.0f}"
                   f"{r['train_peak_GB']:>9.1f}   {ref}", flush=True)
     save(result, "models", args.out)
 
