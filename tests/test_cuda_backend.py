@@ -47,7 +47,8 @@ def test_route_masks(routes, masks):
 def test_sources_are_installed():
     names = {p.name for p in cuda._sources().iterdir()}
     assert {"ops.cpp", "scan.h", "scan_kernels.cuh", "cross_scan.cu", "scan_fp32.cu",
-            "scan_fp16.cu", "scan_bf16.cu"} <= names
+            "scan_fp16.cu", "scan_bf16.cu", "fused.cuh", "fused_fp32.cu", "fused_fp16.cu",
+            "fused_bf16.cu"} <= names
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the reasons given without a GPU")
