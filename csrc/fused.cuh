@@ -253,6 +253,16 @@ __device__ void load_all_routes(const FusedParams& p, const Smem<T>& sm, const S
     const int r = i / p.L;
     l = i - r * p.L, k = r / per, q = r - k * per;
   };
+  const auto source = [&](int k, int q) {  // row q of route k in global memory
+    if (q < p.cpb)
+      return static_cast<const T*>(p.delta) + k * p.sd_k + s.b * p.sd_b + (s.d0 + q) * p.sd_d;
+    if ((q -= p.cpb) < own_u)
+      return static_cast<const T*>(p.u) + k * p.su_k + s.b * p.su_b + (s.d0 + q) * p.su_d;
+    if ((q -= own_u) < p.N)
+      return static_cast<const T*>(p.B) + k * p.sB_k + s.b * p.sB_b + s.g * p.sB_g + q * p.sB_n;
+    q -= p.N;
+    return static_cast<const T*>(p.C) + k * p.sC_k + s.b * p.sC_b + s.g * p.sC_g + q * p.sC_n;
+  };
   for (int base = threadIdx.x; base < total; base += kInFlight * blockDim.x) {
     T v[kInFlight];
 #pragma unroll
@@ -261,12 +271,7 @@ __device__ void load_all_routes(const FusedParams& p, const Smem<T>& sm, const S
       if (i >= total) continue;
       int k, q, l;
       where(i, k, q, l);
-      const T* src;
-      if (q < p.cpb) src = static_cast<const T*>(p.delta) + k * p.sd_k + s.b * p.sd_b + (s.d0 + q) * p.sd_d;
-      else if (q < p.cpb + own_u) src = static_cast<const T*>(p.u) + k * p.su_k + s.b * p.su_b + (s.d0 + q - p.cpb) * p.su_d;
-      else if (q < p.cpb + own_u + p.N) src = static_cast<const T*>(p.B) + k * p.sB_k + s.b * p.sB_b + s.g * p.sB_g + (q - p.cpb - own_u) * p.sB_n;
-      else src = static_cast<const T*>(p.C) + k * p.sC_k + s.b * p.sC_b + s.g * p.sC_g + (q - p.cpb - own_u - p.N) * p.sC_n;
-      v[j] = src[l];
+      v[j] = source(k, q)[l];
     }
 #pragma unroll
     for (int j = 0; j < kInFlight; ++j) {
@@ -275,10 +280,15 @@ __device__ void load_all_routes(const FusedParams& p, const Smem<T>& sm, const S
       int k, q, l;
       where(i, k, q, l);
       const int at = stored_at(p, l, (p.transposed >> k) & 1);
-      if (q < p.cpb) sm.delta_of(k, q)[at] = v[j];
-      else if (q < p.cpb + own_u) sm.u_of(p, k, 0, q - p.cpb)[at] = v[j];
-      else if (q < p.cpb + own_u + p.N) sm.B_of(k)[(q - p.cpb - own_u) * sm.row + at] = to_f(v[j]);
-      else sm.C_of(k)[(q - p.cpb - own_u - p.N) * sm.row + at] = to_f(v[j]);
+      if (q < p.cpb) {
+        sm.delta_of(k, q)[at] = v[j];
+      } else if ((q -= p.cpb) < own_u) {
+        sm.u_of(p, k, 0, q)[at] = v[j];
+      } else if ((q -= own_u) < p.N) {
+        sm.B_of(k)[q * sm.row + at] = to_f(v[j]);
+      } else {
+        sm.C_of(k)[(q - p.N) * sm.row + at] = to_f(v[j]);
+      }
     }
   }
   if (p.bc_f32) {
@@ -389,7 +399,8 @@ __device__ __forceinline__ float load_y(const FusedParams& p, const void* base, 
 }
 
 template <typename T, int ITEMS>
-__global__ void __launch_bounds__(kFusedMaxThreads, SSOPS_FUSED_FWD_MINB) fused_fwd_kernel(const FusedParams p) {
+__global__ void __launch_bounds__(kFusedMaxThreads, SSOPS_FUSED_FWD_MINB)
+    fused_fwd_kernel(const FusedParams p) {
   const Seat s(p);
   const Smem<T> sm(p, false);
   all_routes_forward<T, ITEMS>(p, sm, s, sm.y);
@@ -523,7 +534,8 @@ __device__ inline void add_rows(const FusedParams& p, float* dst, int64_t dst_ro
 }
 
 template <typename T, int ITEMS>
-__global__ void __launch_bounds__(kFusedMaxThreads, 1) fused_bwd_kernel(const FusedParams p) {
+__global__ void __launch_bounds__(kFusedMaxThreads, 1)
+    fused_bwd_kernel(const FusedParams p) {
   const Seat s(p);
   const Smem<T> sm(p, true);
   const int L = p.L, total = p.cpb * L;

@@ -247,8 +247,6 @@ FUSED_MAX_THREADS = 512     # kFusedMaxThreads
 FUSED_MAX_BWD_ITEMS = 8     # kFusedMaxBwdItems
 FUSED_BLOCK_THREADS = 256   # channels share a block up to this many threads
 FUSED_MAX_SMEM = 200 * 1024
-
-
 FUSED_PRELOAD_SMEM = 48 * 1024  # every route's inputs loaded up front when they fit in this
 # The SS2D core below this many pixels runs one launch per route: faster there on the H100
 # (VMamba-T stages 3-4; bench/NOTES.md, "CUDA fused multi-route kernels").
@@ -269,7 +267,9 @@ def _fused_split(L, N, dpg, backward, elem_bytes, copies, K, own_u):
     columns; ``own_u``: each of the K routes has its own u).  Short sequences take one warp per
     channel (no block-level scan), long ones 8 or 16 steps per thread; where every route's
     inputs fit, they are loaded in one pass up front (few, wide waits on memory)."""
-    items = 2 if L <= 64 else 4 if L <= 128 else 8 if L <= 1024 or backward else 16
+    items = 2 if L <= 64 else 4 if L <= 128 else 8 if L <= 1024 else 16
+    if backward:
+        items = min(items, FUSED_MAX_BWD_ITEMS)
     wpc = -(-L // (32 * items))
     if 32 * wpc > FUSED_MAX_THREADS:
         return None
