@@ -330,6 +330,26 @@ struct Steps {
   }
 };
 
+// State n of route k over this thread's steps: each step's decay da = exp(dt A) and input
+// bx = dt B u, and the state entering the thread's run (a block scan: every thread calls this).
+template <typename T, int ITEMS>
+__device__ __forceinline__ float state_entering(const FusedParams& p, const Smem<T>& sm,
+                                                const Seat& s, const Steps<T, ITEMS>& st, int k,
+                                                int n, float (&da)[ITEMS], float (&bx)[ITEMS],
+                                                int& parity) {
+  const float a2 = p.A[st.row * p.N + n] * kLog2e;
+  const float* Bn = sm.B_of(k) + n * sm.row;
+  Agg run{1.f, 0.f};
+#pragma unroll
+  for (int i = 0; i < ITEMS; ++i) {
+    da[i] = exp2_approx(st.dt[i] * a2);
+    bx[i] = st.dt[i] * st.u[i] * Bn[st.at(i)];
+    run.s = fmaf(da[i], run.s, bx[i]), run.p *= da[i];
+  }
+  parity ^= 1;
+  return entering<false>(run, sm.slots + (parity * p.cpb + s.cl) * p.wpc, p.wpc, s.tc);
+}
+
 // Route k's contribution to y added into y_acc (copy o of the block's channels).
 template <typename T, int ITEMS>
 __device__ void route_forward(const FusedParams& p, const Smem<T>& sm, const Seat& s, int k,
@@ -340,19 +360,9 @@ __device__ void route_forward(const FusedParams& p, const Smem<T>& sm, const Sea
 #pragma unroll
   for (int i = 0; i < ITEMS; ++i) yv[i] = Dk * st.u[i];
   for (int n = 0; n < p.N; ++n) {
-    const float a2 = p.A[st.row * p.N + n] * kLog2e;
-    const float* Bn = sm.B_of(k) + n * sm.row;
     const float* Cn = sm.C_of(k) + n * sm.row;
     float da[ITEMS], bx[ITEMS];
-    Agg run{1.f, 0.f};
-#pragma unroll
-    for (int i = 0; i < ITEMS; ++i) {
-      da[i] = exp2_approx(st.dt[i] * a2);
-      bx[i] = st.dt[i] * st.u[i] * Bn[st.at(i)];
-      run.s = fmaf(da[i], run.s, bx[i]), run.p *= da[i];
-    }
-    parity ^= 1;
-    float h = entering<false>(run, sm.slots + (parity * p.cpb + s.cl) * p.wpc, p.wpc, s.tc);
+    float h = state_entering(p, sm, s, st, k, n, da, bx, parity);
 #pragma unroll
     for (int i = 0; i < ITEMS; ++i) {
       h = fmaf(da[i], h, bx[i]);
@@ -448,21 +458,13 @@ __device__ void route_backward(const FusedParams& p, const Smem<T>& sm, const Se
   }
   float* sums = sm.sums + s.cl * (p.N + 2);
   for (int n = 0; n < p.N; ++n) {
-    const float A = p.A[st.row * p.N + n], a2 = A * kLog2e;
+    const float A = p.A[st.row * p.N + n];
     const float* Bn = sm.B_of(k) + n * sm.row;
     const float* Cn = sm.C_of(k) + n * sm.row;
     float* dBn = sm.dB + n * sm.row;
     float* dCn = sm.dC + n * sm.row;
     float da[ITEMS], bx[ITEMS], hp[ITEMS];
-    Agg run{1.f, 0.f};
-#pragma unroll
-    for (int i = 0; i < ITEMS; ++i) {
-      da[i] = exp2_approx(st.dt[i] * a2);
-      bx[i] = st.dt[i] * st.u[i] * Bn[st.at(i)];
-      run.s = fmaf(da[i], run.s, bx[i]), run.p *= da[i];
-    }
-    parity ^= 1;
-    float h = entering<false>(run, sm.slots + (parity * p.cpb + s.cl) * p.wpc, p.wpc, s.tc);
+    float h = state_entering(p, sm, s, st, k, n, da, bx, parity);
     Agg back{1.f, 0.f};  // right to left: r -> da (C g + r)
 #pragma unroll
     for (int i = 0; i < ITEMS; ++i) hp[i] = h, h = fmaf(da[i], h, bx[i]);
