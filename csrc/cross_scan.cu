@@ -3,12 +3,6 @@
 
 namespace ssops {
 
-// The step at which route k reaches position p (route_pos's inverse).
-__device__ __forceinline__ int route_step(int p, int L, int H, int W, bool rev, bool tr) {
-  const int s = tr ? (p % W) * H + p / W : p;
-  return rev ? L - 1 - s : s;
-}
-
 template <typename T>
 __global__ void cross_scan_kernel(const CrossParams p) {
   const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;

@@ -89,7 +89,7 @@ __device__ __forceinline__ int pad(int s) { return s + (s >> 5); }
 
 // Storage index of grid position pos in order o (0: row-major, 1: column-major).
 __device__ __forceinline__ int stored_at(const FusedParams& p, int pos, int o) {
-  return pad(o ? (pos % p.W) * p.H + pos / p.W : pos);
+  return pad(route_step(pos, p.L, p.H, p.W, false, o));
 }
 
 // Shared memory (scan.h fused_smem_bytes).  Per-channel arrays are [copy][cpb][row]: copy o
@@ -224,13 +224,10 @@ __device__ void load_shared_u(const FusedParams& p, const Smem<T>& sm, const Sea
     stage_channels(p, s, sm.rows(sm.u, o, 0), sm.row, p.u, 0, p.su_b, p.su_d, 0, o, sm.wide);
 }
 
-// Everything route k reads (with its own u, if the routes have their own), in its order.
+// Route k's B and C (the input dtype or float32) into its slot, in its order.
 template <typename T>
-__device__ void load_route(const FusedParams& p, const Smem<T>& sm, const Seat& s, int k) {
+__device__ void stage_bc(const FusedParams& p, const Smem<T>& sm, const Seat& s, int k) {
   const int o = (p.transposed >> k) & 1;
-  stage_channels(p, s, sm.delta_of(k, 0), sm.row, p.delta, p.sd_k, p.sd_b, p.sd_d, k, o, sm.wide);
-  if (p.su_k)
-    stage_channels(p, s, sm.u_of(p, k, o, 0), sm.row, p.u, p.su_k, p.su_b, p.su_d, k, o, sm.wide);
   const int64_t ob = k * p.sB_k + s.b * p.sB_b + s.g * p.sB_g;
   const int64_t oc = k * p.sC_k + s.b * p.sC_b + s.g * p.sC_g;
   if (p.bc_f32) {
@@ -240,6 +237,16 @@ __device__ void load_route(const FusedParams& p, const Smem<T>& sm, const Seat& 
     stage(p, sm.B_of(k), sm.row, static_cast<const T*>(p.B) + ob, p.sB_n, p.N, o, sm.wide);
     stage(p, sm.C_of(k), sm.row, static_cast<const T*>(p.C) + oc, p.sC_n, p.N, o, sm.wide);
   }
+}
+
+// Everything route k reads (with its own u, if the routes have their own), in its order.
+template <typename T>
+__device__ void load_route(const FusedParams& p, const Smem<T>& sm, const Seat& s, int k) {
+  const int o = (p.transposed >> k) & 1;
+  stage_channels(p, s, sm.delta_of(k, 0), sm.row, p.delta, p.sd_k, p.sd_b, p.sd_d, k, o, sm.wide);
+  if (p.su_k)
+    stage_channels(p, s, sm.u_of(p, k, o, 0), sm.row, p.u, p.su_k, p.su_b, p.su_d, k, o, sm.wide);
+  stage_bc(p, sm, s, k);
 }
 
 // Every route's own inputs up front in one batched pass (short sequences, p.preload): route k's
@@ -291,15 +298,8 @@ __device__ void load_all_routes(const FusedParams& p, const Smem<T>& sm, const S
       }
     }
   }
-  if (p.bc_f32) {
-    for (int k = 0; k < p.K; ++k) {
-      const int o = (p.transposed >> k) & 1;
-      const int64_t ob = k * p.sB_k + s.b * p.sB_b + s.g * p.sB_g;
-      const int64_t oc = k * p.sC_k + s.b * p.sC_b + s.g * p.sC_g;
-      stage(p, sm.B_of(k), sm.row, static_cast<const float*>(p.B) + ob, p.sB_n, p.N, o, sm.wide);
-      stage(p, sm.C_of(k), sm.row, static_cast<const float*>(p.C) + oc, p.sC_n, p.N, o, sm.wide);
-    }
-  }
+  if (p.bc_f32)
+    for (int k = 0; k < p.K; ++k) stage_bc(p, sm, s, k);
 }
 
 // A thread's ITEMS steps of route k: dt and u (zero dt and u past the end: the identity step)
@@ -401,11 +401,6 @@ __device__ __forceinline__ float summed(const FusedParams& p, const Smem<T>& sm,
   float v = sm.rows(base, 0, c)[pad(pos)];
   if (sm.copies > 1) v += sm.rows(base, 1, c)[stored_at(p, pos, 1)];
   return v;
-}
-
-template <typename T>
-__device__ __forceinline__ float load_y(const FusedParams& p, const void* base, int64_t i) {
-  return p.y_f32 ? static_cast<const float*>(base)[i] : to_f(static_cast<const T*>(base)[i]);
 }
 
 template <typename T, int ITEMS>
@@ -550,7 +545,7 @@ __global__ void __launch_bounds__(kFusedMaxThreads, 1)
     for (int j = 0; j < kInFlight; ++j) {
       const int i = base + j * blockDim.x, c = i / L, l = i - c * L;
       if (i >= total) continue;
-      dy[j] = load_y<T>(p, p.dy, s.b * p.sy_b + (s.d0 + c) * p.sy_d + l);
+      dy[j] = load_w<T>(p.dy, s.b * p.sy_b + (s.d0 + c) * p.sy_d + l, p.y_f32);
       if (p.z) z[j] = to_f(static_cast<const T*>(p.z)[s.b * p.sz_b + (s.d0 + c) * p.sz_d + l]);
     }
 #pragma unroll

@@ -152,10 +152,15 @@ struct Walk {
   }
 };
 
-// Position of step s of a route over an H x W grid (a (reversed,) row- or column-major walk).
+// Position of step s of a route over an H x W grid (a (reversed,) row- or column-major walk),
+// and the step at which the route reaches position p (its inverse).
 __device__ __forceinline__ int route_pos(int s, int L, int H, int W, bool rev, bool tr) {
   const int r = rev ? L - 1 - s : s;
   return tr ? (r % H) * W + r / H : r;
+}
+__device__ __forceinline__ int route_step(int p, int L, int H, int W, bool rev, bool tr) {
+  const int s = tr ? (p % W) * H + p / W : p;
+  return rev ? L - 1 - s : s;
 }
 
 struct Lane {

@@ -74,6 +74,15 @@ def chunked_triton(monkeypatch):
     return "triton"
 
 
+def _cuda_backend_or_skip():
+    """ssops._cuda_backend where it can run here; else the test is skipped, saying why."""
+    reason = available_backends()["cuda"]
+    if reason is not None:
+        pytest.skip(f"cuda: {reason}")
+    from ssops import _cuda_backend
+    return _cuda_backend
+
+
 # Work splits of the cuda backend that put segment and segment-group boundaries inside short
 # sequences: several segments side by side, one segment per lane walked in groups, and a whole
 # warp of segments.
@@ -84,10 +93,7 @@ CUDA_SPLITS = {"segments": {"nseg": 4, "seg_len": 16}, "groups": {"nseg": 1, "se
 @pytest.fixture(params=list(CUDA_SPLITS))
 def split_cuda(request, monkeypatch):
     """The cuda backend with a forced work split (see CUDA_SPLITS)."""
-    reason = available_backends()["cuda"]
-    if reason is not None:
-        pytest.skip(f"cuda: {reason}")
-    from ssops import _cuda_backend
+    _cuda_backend = _cuda_backend_or_skip()
     monkeypatch.setattr(_cuda_backend, "override", dict(CUDA_SPLITS[request.param]))
     return "cuda"
 
@@ -96,10 +102,7 @@ def split_cuda(request, monkeypatch):
 def fused_cuda(monkeypatch):
     """The cuda backend, counting its fused multi-route launches ({"fwd": n, "bwd": n}); the
     SS2D core takes them at every image size."""
-    reason = available_backends()["cuda"]
-    if reason is not None:
-        pytest.skip(f"cuda: {reason}")
-    from ssops import _cuda_backend
+    _cuda_backend = _cuda_backend_or_skip()
     monkeypatch.setattr(_cuda_backend, "FUSED_CROSS_MIN_L", 0)
     calls = {"fwd": 0, "bwd": 0}
     for kind in calls:
