@@ -5,6 +5,7 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/extension.h>
 
+#include <algorithm>
 #include <optional>
 #include <vector>
 
@@ -96,7 +97,8 @@ ssops::ScanParams make_params(const char* op, const Tensor& u, const Tensor& del
   p.seg_len = static_cast<int>(split[5]), p.ngroups = static_cast<int>(split[6]);
   TORCH_CHECK(p.lg * p.nseg * p.cpw == 32 &&
                   static_cast<int64_t>(p.seg_len) * p.nseg * p.ngroups >= p.L &&
-                  (!transpose || p.seg_len == p.H) && split[0] * p.lg >= p.N,
+                  (!transpose || p.seg_len == p.H) &&
+                  std::max<int64_t>(split[0], 1) * p.lg >= p.N,
               "ssops cuda ", op, ": inconsistent work split");
   p.reverse = reverse, p.transpose = transpose, p.softplus = softplus;
   p.bc_f32 = B.scalar_type() == at::kFloat && u.scalar_type() != at::kFloat;
@@ -129,6 +131,16 @@ bool contiguous_chunks(const ssops::ScanParams& p, int ns,
   if (!p.c_const)
     for (int64_t s : {p.sC_b, p.sC_g, p.sC_n}) ok = ok && s % K == 0 && p.sC_l == 1;
   for (const void* b : buffers) ok = ok && reinterpret_cast<uintptr_t>(b) % 16 == 0;
+  return ok;
+}
+
+// The states-on-lanes forward (ns 0) reads B / C rows with 16-byte loads where each row starts
+// on a 16-byte boundary, and u / delta element by element.
+bool aligned_bc_rows(const ssops::ScanParams& p, int elem_bytes) {
+  const int per16 = 16 / elem_bytes;
+  bool ok = p.sB_l == 1 && p.sC_l == 1 && !p.b_const && !p.c_const && !p.bc_f32;
+  for (int64_t s : {p.sB_b, p.sB_g, p.sB_n, p.sC_b, p.sC_g, p.sC_n}) ok = ok && s % per16 == 0;
+  for (const void* b : {p.B, p.C}) ok = ok && reinterpret_cast<uintptr_t>(b) % 16 == 0;
   return ok;
 }
 
@@ -166,7 +178,16 @@ void scan_fwd(const Tensor& u, const Tensor& delta, const Tensor& A, const Tenso
   p.last = last.data_ptr<float>();
   p.y_scale = static_cast<float>(y_scale);
   const int ns = static_cast<int>(split[0]);
-  p.contig = contiguous_chunks(p, ns, {p.u, p.delta, p.B, p.C, p.z, p.y, p.y_in});
+  if (ns == 0) {
+    TORCH_CHECK(!transpose && p.su_l == 1 && p.sd_l == 1 && !p.b_const &&
+                    !p.c_const && !p.bc_f32 && p.nseg == 1 && p.ngroups == 1 &&
+                    (p.lg == 4 || p.lg == 8 || p.lg == 16),
+                "ssops cuda ", op, ": the states-on-lanes kernel needs a row-major walk along "
+                "unit-stride rows, variable B / C of u's dtype and 4, 8 or 16 lanes");
+    p.contig = aligned_bc_rows(p, static_cast<int>(u.element_size()));
+  } else {
+    p.contig = contiguous_chunks(p, ns, {p.u, p.delta, p.B, p.C, p.z, p.y, p.y_in});
+  }
   launch(op, p, dtype_code(u), ns, false);
 }
 

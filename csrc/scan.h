@@ -126,7 +126,9 @@ void launch_fused_fp32(const FusedParams& p, bool backward, cudaStream_t stream)
 void launch_fused_fp16(const FusedParams& p, bool backward, cudaStream_t stream);
 void launch_fused_bf16(const FusedParams& p, bool backward, cudaStream_t stream);
 
-// One launcher per input dtype (one .cu file each, compiled in parallel); ns in {1, 4, 16}.
+// One launcher per input dtype (one .cu file each, compiled in parallel); ns in {1, 4, 16}
+// states per lane, or 0: the forward with one state per lane, lg = 4 / 8 / 16 lanes per channel
+// (csrc/lane_scan.cuh; contig then means 16-byte aligned B / C rows).
 void launch_scan_fp32(const ScanParams& p, int ns, bool backward, cudaStream_t stream);
 void launch_scan_fp16(const ScanParams& p, int ns, bool backward, cudaStream_t stream);
 void launch_scan_bf16(const ScanParams& p, int ns, bool backward, cudaStream_t stream);

@@ -206,12 +206,33 @@ def _dpg(u, B, C):
     return math.gcd(*(_group_size(M, u.shape[1]) for M in (B, C) if M.dim() > 2), u.shape[1])
 
 
+# csrc/lane_scan.cuh: the forward with one state per lane, for 2 <= N <= 16 along rows.  It
+# walks each channel's whole sequence in one warp, so it needs enough channels to fill the GPU:
+# below this many warps the split kernels (segments side by side) are used.
+LANE_SCAN_MIN_WARPS = 132 * 16
+
+
+def _lane_split(u, delta, B, C, N, transpose=False):
+    """The work split of the states-on-lanes forward, or None where it does not apply.  A
+    warp's channels share B / C's group (its blocks stage B / C once for all their channels)."""
+    lanes = max(4, _pow2(N))
+    if (override or transpose or not 2 <= N <= 16 or B.dim() < 3 or C.dim() < 3
+            or B.dtype != u.dtype or C.dtype != u.dtype or B.stride(-1) != 1
+            or C.stride(-1) != 1 or u.stride(2) != 1 or delta.stride(2) != 1
+            or _dpg(u, B, C) % (32 // lanes)
+            or u.shape[0] * u.shape[1] * lanes // 32 < LANE_SCAN_MIN_WARPS):
+        return None
+    return [0, lanes, 1, 32 // lanes, 0, u.shape[2], 1]
+
+
 def scan_fwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus, y, last, *, y_in=None,
              y_scale=1.0, reverse=False, transpose=False, H=1, W=1):
     B, C = _weights(B, C, u.dtype)
+    N = A.shape[1]
+    split = (_lane_split(u, delta, B, C, N, transpose)
+             or _split(u, N, transpose, H, W, False, _dpg(u, B, C)))
     _ext().scan_fwd(u, delta, _f32(A), B, C, _f32(D), z, _f32(delta_bias), y_in, y, last,
-                    delta_softplus, reverse, transpose, H, W, y_scale,
-                    _split(u, A.shape[1], transpose, H, W, False, _dpg(u, B, C)))
+                    delta_softplus, reverse, transpose, H, W, y_scale, split)
 
 
 def _bc_grad(M, u, cpw):
@@ -339,7 +360,8 @@ def _bidi_fused(u, delta, A, B, C, D, z, delta_bias, backward):
 def bidirectional_scan_fwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus, combine,
                            out_dtype):
     plan, (u, delta, A, D, bias, z) = _bidi_fused(u, delta, A, B, C, D, z, delta_bias, False)
-    if plan is None:
+    # two states-on-lanes launches (one per direction) beat the fused forward where they apply
+    if plan is None or _lane_split(u[0], delta[0], B[0], C[0], A.shape[-1]) is not None:
         return _routes.bidirectional_scan_fwd(_this, u, delta, A, B, C, D, z, delta_bias,
                                               delta_softplus, combine, out_dtype)
     y = torch.empty(u.shape[1:], device=u.device, dtype=out_dtype)

@@ -113,3 +113,23 @@ def fused_cuda(monkeypatch):
             return _real(*args)
         monkeypatch.setattr(_cuda_backend, f"_fused_{kind}", counted)
     return calls
+
+
+@pytest.fixture
+def lane_cuda(monkeypatch):
+    """The cuda backend with the states-on-lanes forward at every batch size, counting the
+    launches that take it ({"fwd": n})."""
+    _cuda_backend = _cuda_backend_or_skip()
+    monkeypatch.setattr(_cuda_backend, "LANE_SCAN_MIN_WARPS", 0)
+    calls = {"fwd": 0}
+    ext = _cuda_backend._ext()
+
+    class Counting:
+        def __getattr__(self, name):
+            return getattr(ext, name)
+
+        def scan_fwd(self, *args):
+            calls["fwd"] += args[-1][0] == 0  # the split's states per lane: 0 for this kernel
+            return ext.scan_fwd(*args)
+    monkeypatch.setattr(_cuda_backend, "_ext", Counting)
+    return calls

@@ -134,6 +134,23 @@ def test_cuda_segment_boundaries(split_cuda, dtype, b_mode, c_mode, N):
                                   return_last_state=True, **kw)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("b_mode,c_mode,N,L", [("variable", "variable", 16, 130),
+                                               ("grouped", "variable", 3, 37),
+                                               ("grouped", "grouped", 8, 64),
+                                               ("variable", "grouped", 5, 1)])
+def test_cuda_states_on_lanes(lane_cuda, dtype, b_mode, c_mode, N, L):
+    """The forward with one state per lane (4, 8 and 16 lanes per channel, spare lanes past N),
+    over whole 16-step chunks with 16-byte rows (L = 64), tails and unaligned rows (130, 37, 1),
+    blocks of 1, 2 and 4 warps (24 channels, 3 groups), with z, D, bias and the last state."""
+    args, kw = testing.make_selective_scan_inputs(batch=3, dim=24, L=L, N=N, b_mode=b_mode,
+                                                  c_mode=c_mode, groups=3, dtype=dtype,
+                                                  device=DEVICE, seed=N)
+    testing.assert_backends_agree("selective_scan", *args, backends=["cuda"],
+                                  return_last_state=True, **kw)
+    assert lane_cuda["fwd"] > 0
+
+
 @pytest.mark.gpu
 def test_cuda_float32_b_and_c_with_half_inputs(backend):
     """mamba_ssm's mixed case: u, delta in bfloat16, B and C in float32."""

@@ -1,0 +1,278 @@
+// The selective-scan forward with a channel's states on the lanes, for 2 <= N <= 16 along a
+// row-major walk, forwards or backwards, with variable B / C of u's dtype (Mamba, Vim's two
+// directions).  Included by scan_kernels.cuh.
+//
+// A warp holds 32 / NP channels; lane (c, n) keeps state n of channel c (NP >= N lanes per
+// channel, spare lanes hold zeros) and walks the whole sequence, K steps (a chunk) at a time.  A
+// block's channels share one batch and B / C group.  Per chunk:
+// - the block stages the chunk's B and C rows in shared memory, 16-byte units spread over its
+//   threads (one global read per block instead of one per warp: reading them per lane kept the
+//   L1 busy), double-buffered, with the next chunk's units loaded into registers meanwhile;
+// - the NP lanes of a channel stage dt (after bias and softplus) and dt * u of its K steps in
+//   shared memory, E = K / NP steps each, so each exp / log is computed once per step;
+// - each lane steps h = exp(dt A_n) h + dt u B_n through the chunk in registers and keeps C_n h
+//   per step;
+// - a butterfly over the NP lanes sums C_n h over the states and leaves each lane the sums of the
+//   E steps it staged: it finishes those outputs (D u, y_in, scale, the z gate), stores them.
+// Every exponential of the recurrence is computed once; one block barrier per chunk.  A backward
+// walk takes the same K-step blocks of positions, last block first, each from its last step.
+#pragma once
+
+#include <numeric>
+
+namespace ssops {
+
+// Experiment knobs (SSOPS_NVCC_FLAGS, bench/lane_variants.sh): steps per chunk, and the blocks
+// per SM the registers must allow in half precision with 8+ lanes per channel (80 registers:
+// two waves at Mamba-LM's 6144 warps instead of three).  The other instances keep 4: they
+// stage more steps per lane, or hold B / C as float32, and would spill.
+#ifndef SSOPS_LANE_K
+#define SSOPS_LANE_K 16
+#endif
+#ifndef SSOPS_LANE_MINB
+#define SSOPS_LANE_MINB 6
+#endif
+constexpr int kLaneSteps = SSOPS_LANE_K;  // K
+constexpr int kLaneWarps = 4;             // warps per block
+constexpr int lane_min_blocks(int np, int elem_bytes) {
+  return elem_bytes == 2 && np >= 8 ? SSOPS_LANE_MINB : 4;
+}
+
+// What a lane reads itself for one chunk: its E staged steps.
+template <typename T, int E>
+struct LaneSteps {
+  T u[E], delta[E], z[E];
+  float y_in[E];
+};
+
+// B and C are shared by the block's channels (one batch and group) and staged in shared memory
+// per chunk, as 16-byte units: unit (m, q, n) holds steps [q * VE, (q + 1) * VE) of row n of
+// B (m = 0) or C (m = 1), VE = 16 / sizeof(T).  Stored [m][q][n], a lane reading its row's unit
+// q meets the other rows' units in consecutive banks.
+template <typename T, int NP>
+struct BCUnits {
+  static constexpr int VE = 16 / sizeof(T), Q = kLaneSteps / VE, count = 2 * Q * NP;
+  static constexpr int per_thread = (count + 31) / 32;  // at one warp per block
+  uint4 v[per_thread];
+};
+
+struct LaneRows {
+  int64_t u, delta, B, C;  // element offsets: the lane's u / delta rows, the block's B / C
+  bool on;                 // a real state
+};
+
+template <typename T, int E>
+__device__ __forceinline__ void load_steps(LaneSteps<T, E>& c, const ScanParams& p,
+                                           const LaneRows& r, int pos0) {
+  const T* u = static_cast<const T*>(p.u) + r.u;
+  const T* z = static_cast<const T*>(p.z) + r.u;
+  const T* delta = static_cast<const T*>(p.delta) + r.delta;
+#pragma unroll
+  for (int i = 0; i < E; ++i) {
+    const int pos = pos0 + i;
+    const bool ok = pos < p.L;
+    c.u[i] = ok ? u[pos] : from_f<T>(0.f);
+    c.delta[i] = ok ? delta[pos] : from_f<T>(0.f);
+    c.z[i] = ok && p.z ? z[pos] : from_f<T>(0.f);
+    c.y_in[i] = ok && p.y_in ? p.y_in[r.u + pos] : 0.f;
+  }
+}
+
+// This thread's units of the chunk at p0 into registers: 16-byte loads where the rows are
+// aligned (ScanParams::contig) and the unit lies inside the sequence; element by element (0 past
+// L) otherwise; zeros for states past N.
+template <typename T, int NP>
+__device__ __forceinline__ void load_units(BCUnits<T, NP>& u, const ScanParams& p,
+                                           const LaneRows& r, int p0) {
+  using U = BCUnits<T, NP>;
+#pragma unroll
+  for (int j = 0; j < U::per_thread; ++j) {
+    const int idx = threadIdx.x + j * blockDim.x;
+    const int n = idx % NP, q = idx / NP % U::Q, m = idx / (NP * U::Q);
+    const int pos = p0 + q * U::VE;
+    u.v[j] = uint4{};
+    if (idx >= U::count || n >= p.N) continue;
+    const T* row = static_cast<const T*>(m ? p.C : p.B) +
+                   (m ? r.C + n * p.sC_n : r.B + n * p.sB_n) + pos;
+    if (p.contig && pos + U::VE <= p.L) {
+      u.v[j] = *reinterpret_cast<const uint4*>(row);
+    } else {
+      Packed<U::VE, T> e;
+#pragma unroll
+      for (int k = 0; k < U::VE; ++k) e.e[k] = pos + k < p.L ? row[k] : from_f<T>(0.f);
+      u.v[j] = e.vec[0];
+    }
+  }
+}
+
+// Staged B / C: [m][q][n] units as loaded (each lane converts its own row's values when it
+// reads them: converting once at staging, to float32, doubled the shared-memory traffic and was
+// slower; bench/NOTES.md).
+template <typename T, int NP>
+struct StagedBC {
+  uint4 v[BCUnits<T, NP>::count];
+};
+
+template <typename T, int NP>
+__device__ __forceinline__ void store_units(const BCUnits<T, NP>& u, StagedBC<T, NP>& buf) {
+  using U = BCUnits<T, NP>;
+#pragma unroll
+  for (int j = 0; j < U::per_thread; ++j) {
+    const int idx = threadIdx.x + j * blockDim.x;
+    if (idx < U::count) buf.v[idx] = u.v[j];
+  }
+}
+
+// This lane's state over the chunk: B / C at each step, as float32.
+template <typename T, int NP>
+__device__ __forceinline__ void read_staged(const StagedBC<T, NP>& buf, int n,
+                                            float (&B)[kLaneSteps], float (&C)[kLaneSteps]) {
+  using U = BCUnits<T, NP>;
+  Packed<kLaneSteps, T> b, c;
+#pragma unroll
+  for (int q = 0; q < U::Q; ++q) {
+    b.vec[q] = buf.v[q * NP + n];
+    c.vec[q] = buf.v[(U::Q + q) * NP + n];
+  }
+#pragma unroll
+  for (int k = 0; k < kLaneSteps; ++k) B[k] = to_f(b.e[k]), C[k] = to_f(c.e[k]);
+}
+
+// Sums v over the NP lanes of a channel (n: the lane's index among them); lane n is left with
+// the sums of v[n * E + i] in v[i], i < E = K / NP.  Each round a lane keeps the half of its
+// values that its partner lane (n ^ o) does not, and adds the partner's copy of that half.
+template <int NP, int K, int O = NP / 2>
+__device__ __forceinline__ void sum_over_states(float (&v)[K], int n) {
+  if constexpr (O >= 1) {
+    constexpr int m = K / NP * O;  // values kept this round
+    const bool upper = n & O;
+#pragma unroll
+    for (int i = 0; i < m; ++i) {
+      const float give = upper ? v[i] : v[i + m];
+      const float keep = upper ? v[i + m] : v[i];
+      v[i] = keep + __shfl_xor_sync(kFull, give, O);
+    }
+    sum_over_states<NP, K, O / 2>(v, n);
+  }
+}
+
+template <typename T, int NP, bool REV>
+__global__ void __launch_bounds__(kLaneWarps * 32, lane_min_blocks(NP, sizeof(T)))
+    lane_scan_fwd_kernel(const ScanParams p) {
+  constexpr int K = kLaneSteps, CPW = 32 / NP, E = K / NP;
+  using U = BCUnits<T, NP>;
+  static_assert(NP <= K && K % 4 == 0, "a lane stages at least one step");
+  __shared__ StagedBC<T, NP> bc[2];                     // double-buffered
+  __shared__ float4 staged[kLaneWarps][CPW][2][K / 4];  // per channel: dt, dt * u
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int c = lane / NP, n = lane % NP;
+  // the block's channels share one batch and B / C group (the launcher sizes blocks so)
+  const int cpb = blockDim.x / NP;
+  const int64_t first = static_cast<int64_t>(blockIdx.x) * cpb;
+  const int64_t flat = first + warp * CPW + c;
+  const int b = static_cast<int>(flat / p.dim), d = static_cast<int>(flat % p.dim);
+  const int d0 = static_cast<int>(first % p.dim);
+  LaneRows r;
+  r.on = n < p.N;
+  r.u = b * p.su_b + d * p.su_d;
+  r.delta = b * p.sd_b + d * p.sd_d;
+  r.B = b * p.sB_b + static_cast<int64_t>(d0 / p.dpg_b) * p.sB_g;
+  r.C = b * p.sC_b + static_cast<int64_t>(d0 / p.dpg_c) * p.sC_g;
+  const float a2 = r.on ? p.A[static_cast<int64_t>(d) * p.N + n] * kLog2e : 0.f;
+  const float Dd = p.D ? p.D[d] : 0.f;
+  const float bias = p.bias ? p.bias[d] : 0.f;
+  float* dt_s = reinterpret_cast<float*>(staged[warp][c][0]);
+  float* dtu_s = reinterpret_cast<float*>(staged[warp][c][1]);
+  const int s0 = n * E;  // the steps of the chunk this lane stages
+
+  float h = 0.f;
+  const int nchunks = (p.L + K - 1) / K;
+  const auto start = [&](int ci) { return (REV ? nchunks - 1 - ci : ci) * K; };  // position
+  LaneSteps<T, E> cur;
+  BCUnits<T, NP> units;
+  load_steps<T, E>(cur, p, r, start(0) + s0);
+  load_units<T, NP>(units, p, r, start(0));
+  store_units<T, NP>(units, bc[0]);
+  if (nchunks > 1) load_units<T, NP>(units, p, r, start(1));
+  __syncthreads();
+  for (int ci = 0; ci < nchunks; ++ci) {
+    const int p0 = start(ci);
+    LaneSteps<T, E> next;
+    if (ci + 1 < nchunks) load_steps<T, E>(next, p, r, start(ci + 1) + s0);
+
+    float u[E];
+#pragma unroll
+    for (int i = 0; i < E; ++i) {
+      u[i] = to_f(cur.u[i]);
+      const float pre = to_f(cur.delta[i]) + bias;
+      const float dt = p0 + s0 + i < p.L ? (p.softplus ? softplus(pre) : pre) : 0.f;
+      dt_s[s0 + i] = dt;
+      dtu_s[s0 + i] = dt * u[i];
+    }
+    float B[K], C[K];
+    read_staged<T, NP>(bc[ci & 1], n, B, C);
+    __syncwarp();
+    float yp[K];  // by position in the chunk
+#pragma unroll
+    for (int w = 0; w < K / 4; ++w) {  // walk order
+      const int q = REV ? K / 4 - 1 - w : w;
+      const float4 dt4 = staged[warp][c][0][q], dtu4 = staged[warp][c][1][q];
+      const float dt[4] = {dt4.x, dt4.y, dt4.z, dt4.w}, dtu[4] = {dtu4.x, dtu4.y, dtu4.z, dtu4.w};
+#pragma unroll
+      for (int jw = 0; jw < 4; ++jw) {
+        const int j = REV ? 3 - jw : jw, k = 4 * q + j;
+        h = exp2_approx(dt[j] * a2) * h + dtu[j] * B[k];
+        yp[k] = C[k] * h;
+      }
+    }
+    sum_over_states<NP, K>(yp, n);
+#pragma unroll
+    for (int i = 0; i < E; ++i) {
+      const int pos = p0 + s0 + i;
+      if (pos >= p.L) continue;
+      float y = (yp[i] + Dd * u[i] + cur.y_in[i]) * p.y_scale;
+      if (p.z) {
+        const float zf = to_f(cur.z[i]);
+        y *= zf * sigmoid(zf);
+      }
+      if (p.out_f32)
+        static_cast<float*>(p.y)[r.u + pos] = y;
+      else
+        static_cast<T*>(p.y)[r.u + pos] = from_f<T>(y);
+    }
+    // The next chunk's units into the other buffer (its readers, chunk ci - 1, passed the
+    // last barrier), then the one after into registers; the barrier also orders this chunk's
+    // staged-step reads before the next chunk's writes.
+    if (ci + 1 < nchunks) {
+      store_units<T, NP>(units, bc[(ci + 1) & 1]);
+      if (ci + 2 < nchunks) load_units<T, NP>(units, p, r, start(ci + 2));
+      cur = next;
+    }
+    __syncthreads();
+  }
+  if (r.on) p.last[flat * p.N + n] = h;
+}
+
+template <typename T, bool REV>
+void launch_lanes(const ScanParams& p, dim3 grid, dim3 block, cudaStream_t stream) {
+  switch (p.lg) {
+    case 4: return lane_scan_fwd_kernel<T, 4, REV><<<grid, block, 0, stream>>>(p);
+    case 8: return lane_scan_fwd_kernel<T, 8, REV><<<grid, block, 0, stream>>>(p);
+    default: return lane_scan_fwd_kernel<T, 16, REV><<<grid, block, 0, stream>>>(p);
+  }
+}
+
+// Blocks of up to kLaneWarps warps whose channels share one batch and B / C group: the work
+// split (ssops/_cuda_backend.py) makes 32 / lg channels divide the channels per group.
+template <typename T>
+void launch_lane_scan(const ScanParams& p, cudaStream_t stream) {
+  const int cpw = 32 / p.lg, group = std::gcd(std::gcd(p.dim, p.dpg_b), p.dpg_c);
+  int warps = kLaneWarps;
+  while (group % (warps * cpw)) warps /= 2;
+  const int64_t blocks = static_cast<int64_t>(p.batch) * p.dim / (warps * cpw);
+  const dim3 grid(static_cast<unsigned>(blocks)), block(warps * 32);
+  if (p.reverse) return launch_lanes<T, true>(p, grid, block, stream);
+  launch_lanes<T, false>(p, grid, block, stream);
+}
+
+}  // namespace ssops
