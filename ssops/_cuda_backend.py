@@ -207,9 +207,10 @@ def _dpg(u, B, C):
 
 
 # csrc/lane_scan.cuh: the forward with one state per lane, for 2 <= N <= 16 along rows.  It
-# walks each channel's whole sequence in one warp, so it needs enough channels to fill the GPU:
-# below this many warps the split kernels (segments side by side) are used.
-LANE_SCAN_MIN_WARPS = 132 * 16
+# walks each channel's whole sequence in one warp, so it needs channels enough to give each of
+# an H100's 528 schedulers a warp; with fewer the split kernels (segments side by side) are
+# used.  (At 1024 warps, L = 65536, it still runs 6x faster than they do: bench/NOTES.md.)
+LANE_SCAN_MIN_WARPS = 132 * 4
 
 
 def _lane_split(u, delta, B, C, N, transpose=False):
