@@ -160,7 +160,6 @@ template <typename T, int NP, bool REV>
 __global__ void __launch_bounds__(kLaneWarps * 32, lane_min_blocks(NP, sizeof(T)))
     lane_scan_fwd_kernel(const ScanParams p) {
   constexpr int K = kLaneSteps, CPW = 32 / NP, E = K / NP;
-  using U = BCUnits<T, NP>;
   static_assert(NP <= K && K % 4 == 0, "a lane stages at least one step");
   __shared__ StagedBC<T, NP> bc[2];                     // double-buffered
   __shared__ float4 staged[kLaneWarps][CPW][2][K / 4];  // per channel: dt, dt * u

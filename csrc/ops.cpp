@@ -6,6 +6,7 @@
 #include <torch/extension.h>
 
 #include <algorithm>
+#include <numeric>
 #include <optional>
 #include <vector>
 
@@ -181,9 +182,11 @@ void scan_fwd(const Tensor& u, const Tensor& delta, const Tensor& A, const Tenso
   if (ns == 0) {
     TORCH_CHECK(!transpose && p.su_l == 1 && p.sd_l == 1 && !p.b_const &&
                     !p.c_const && !p.bc_f32 && p.nseg == 1 && p.ngroups == 1 &&
-                    (p.lg == 4 || p.lg == 8 || p.lg == 16),
+                    (p.lg == 4 || p.lg == 8 || p.lg == 16) &&
+                    std::gcd(std::gcd(p.dim, p.dpg_b), p.dpg_c) % (32 / p.lg) == 0,
                 "ssops cuda ", op, ": the states-on-lanes kernel needs a row-major walk along "
-                "unit-stride rows, variable B / C of u's dtype and 4, 8 or 16 lanes");
+                "unit-stride rows, variable B / C of u's dtype, 4, 8 or 16 lanes, and a warp's "
+                "channels in one B / C group");
     p.contig = aligned_bc_rows(p, static_cast<int>(u.element_size()));
   } else {
     p.contig = contiguous_chunks(p, ns, {p.u, p.delta, p.B, p.C, p.z, p.y, p.y_in});
