@@ -65,7 +65,7 @@ def selective_scan_backward(dy: Tensor, dlast_state: Optional[Tensor], u: Tensor
                             z: Optional[Tensor], delta_bias: Optional[Tensor],
                             delta_softplus: bool, backend: str) -> list[Tensor]:
     args = (u, delta, A, B, C, D, z, delta_bias)
-    impl = resolve("selective_scan", backend, _named(_SCAN_ARGS, args))
+    impl = resolve("selective_scan", backend, _named(_SCAN_ARGS, args), backward=True)
     return _present(impl.selective_scan_bwd(dy, dlast_state, *args, delta_softplus))
 
 
@@ -110,7 +110,7 @@ def bidirectional_scan_backward(dy: Tensor, u: Tensor, delta: Tensor, A: Tensor,
                                 delta_bias: Optional[Tensor], delta_softplus: bool, combine: str,
                                 backend: str) -> list[Tensor]:
     args = (u, delta, A, B, C, D, z, delta_bias)
-    impl = resolve("bidirectional_scan", backend, _named(_SCAN_ARGS, args))
+    impl = resolve("bidirectional_scan", backend, _named(_SCAN_ARGS, args), backward=True)
     return _present(impl.bidirectional_scan_bwd(dy, *args, delta_softplus, combine))
 
 
@@ -199,7 +199,7 @@ def cross_selective_scan_backward(dy: Tensor, x: Tensor, delta: Tensor, A: Tenso
                                   delta_softplus: bool, layout: str, routes: str,
                                   backend: str) -> list[Tensor]:
     args = (x, delta, A, B, C, D, delta_bias)
-    impl = resolve("cross_selective_scan", backend, _named(_CSS_ARGS, args))
+    impl = resolve("cross_selective_scan", backend, _named(_CSS_ARGS, args), backward=True)
     return _present(impl.cross_selective_scan_bwd(dy, *args, delta_softplus, layout, routes))
 
 

@@ -3,7 +3,10 @@
 Order of precedence for a call: the ``backend=`` argument, then the innermost ``use_backend``
 block of the calling thread, then ``set_backend``, then the ``SSOPS_BACKEND`` environment
 variable, else ``"auto"``.  ``auto`` takes the first backend in ``AUTO_ORDER`` that can serve
-the inputs; a backend asked for by name that cannot serve them raises ``BackendError``.
+the inputs, except that a backend whose module reports a fast path for them
+(``fast_path(op, tensors, backward) -> bool``, a check on shapes alone) goes first; a backend
+asked for by name that cannot serve them raises ``BackendError``.  The forward and the backward
+of an op are resolved separately, so each can take its own fastest backend.
 
 A backend is a module exposing the op functions (the same names in ``reference/``,
 ``triton_kernels/`` and ``csrc/``'s wrapper) plus ``why_not(op, tensors) -> str | None``.
@@ -18,8 +21,9 @@ import threading
 from typing import Iterator
 
 BACKENDS = ("cuda", "triton", "reference")
-# fastest first (bench/results: the Triton kernels beat the CUDA ones at every benchmarked
-# shape on the H100); reference serves everything, so auto always finds one
+# fastest first (bench/results: the Triton kernels beat the CUDA ones at most benchmarked
+# shapes; the exceptions are the backends' fast paths); reference serves everything, so auto
+# always finds one
 AUTO_ORDER = ("triton", "cuda", "reference")
 _MODULES = {
     "cuda": "ssops._cuda_backend",
@@ -110,14 +114,31 @@ def _why_not(name: str, op: str, tensors: dict):
     return module, module.why_not(op, tensors)
 
 
-def resolve(op: str, request: str, tensors: dict):
-    """Return the backend module that runs ``op`` on ``tensors`` for the ``request``ed name."""
+def _auto_order(op: str, tensors: dict, backward: bool) -> tuple[str, ...]:
+    """AUTO_ORDER, led by the first later backend that reports a fast path for these inputs.
+    Its module is imported to ask, not loaded: loading may build it, which pays only if it runs."""
+    for name in AUTO_ORDER[1:]:
+        module = _loaded.get(name)
+        if module is None and name not in _load_errors:
+            try:
+                module = importlib.import_module(_MODULES[name])
+            except Exception:  # noqa: BLE001 - load() reports it if this backend is ever asked
+                continue
+        fast = getattr(module, "fast_path", None)
+        if fast is not None and fast(op, tensors, backward):
+            return (name,) + tuple(n for n in AUTO_ORDER if n != name)
+    return AUTO_ORDER
+
+
+def resolve(op: str, request: str, tensors: dict, backward: bool = False):
+    """Return the backend module that runs ``op`` (its backward if ``backward``) on
+    ``tensors`` for the ``request``ed name."""
     if request != "auto":
         module, reason = _why_not(request, op, tensors)
         if reason:
             raise BackendError(f"ssops backend {request!r} cannot run {op}: {reason}")
         return module
-    for name in AUTO_ORDER:
+    for name in _auto_order(op, tensors, backward):
         module, reason = _why_not(name, op, tensors)
         if not reason:
             return module

@@ -14,8 +14,8 @@ def record(monkeypatch):
     calls = []
     real = dispatch.resolve
 
-    def spy(op, request, tensors):
-        module = real(op, request, tensors)
+    def spy(op, request, tensors, backward=False):
+        module = real(op, request, tensors, backward)
         calls.append((request, module.__name__.rsplit(".", 1)[-1]))
         return module
 
@@ -126,3 +126,49 @@ def test_use_backend_is_thread_local():
 def test_reference_is_always_available():
     assert ssops.available_backends()["reference"] is None
     assert set(ssops.available_backends()) == {"cuda", "triton", "reference"}
+
+
+def test_auto_takes_a_reported_fast_path_first(record, monkeypatch):
+    """auto: a later backend whose module reports a fast path for the inputs serves them; the
+    forward and the backward of an op are resolved separately."""
+    import ssops.reference as ref
+
+    class Fast:
+        __name__ = "fast_cuda"
+
+        def __getattr__(self, name):
+            return getattr(ref, name)
+
+        def why_not(self, op, tensors):
+            return None
+
+        def fast_path(self, op, tensors, backward):
+            return op == "selective_scan" and not backward
+
+    monkeypatch.setitem(dispatch._loaded, "cuda", Fast())
+    monkeypatch.delitem(dispatch._load_errors, "cuda", raising=False)
+    monkeypatch.setattr(dispatch, "AUTO_ORDER", ("reference", "cuda"))
+    args, kw = _inputs()
+    args[0].requires_grad_()
+    ssops.selective_scan(*args, **kw).sum().backward()
+    assert record == [("auto", "fast_cuda"), ("auto", "reference")]
+
+
+def test_cuda_fast_path_is_the_lane_forward(monkeypatch):
+    """The cuda backend's fast path (shapes only, answered without the extension): the
+    states-on-lanes forward of selective_scan / bidirectional_scan at Mamba / Vim shapes; never
+    a backward, N=1 or a batch too small to fill the GPU."""
+    from ssops import _cuda_backend as cuda
+    monkeypatch.setattr(cuda, "why_not", lambda op, tensors: None)  # meta tensors stand in
+
+    def tensors(batch, dim, L, N, lead=()):
+        e = lambda *shape: torch.empty(*lead, *shape, device="meta", dtype=torch.bfloat16)  # noqa: E731
+        return dict(u=e(batch, dim, L), delta=e(batch, dim, L), B=e(batch, 1, N, L),
+                    C=e(batch, 1, N, L), A=torch.empty(*lead, dim, N, device="meta"))
+
+    assert cuda.fast_path("selective_scan", tensors(8, 1536, 2048, 16), False)
+    assert not cuda.fast_path("selective_scan", tensors(8, 1536, 2048, 16), True)
+    assert not cuda.fast_path("selective_scan", tensors(8, 1536, 2048, 1), False)
+    assert not cuda.fast_path("selective_scan", tensors(1, 64, 2048, 16), False)
+    assert cuda.fast_path("bidirectional_scan", tensors(64, 768, 197, 16, lead=(2,)), False)
+    assert not cuda.fast_path("cross_selective_scan", tensors(8, 1536, 2048, 16), False)
