@@ -135,11 +135,12 @@ bool contiguous_chunks(const ssops::ScanParams& p, int ns,
   return ok;
 }
 
-// The states-on-lanes forward (ns 0) reads B / C rows with 16-byte loads where each row starts
-// on a 16-byte boundary, and u / delta element by element.
+// The states-on-lanes forward (ns 0; its variable, unit-stride B / C checked by the caller)
+// reads B / C rows with 16-byte loads where each row starts on a 16-byte boundary, and u / delta
+// element by element.
 bool aligned_bc_rows(const ssops::ScanParams& p, int elem_bytes) {
   const int per16 = 16 / elem_bytes;
-  bool ok = p.sB_l == 1 && p.sC_l == 1 && !p.b_const && !p.c_const && !p.bc_f32;
+  bool ok = true;
   for (int64_t s : {p.sB_b, p.sB_g, p.sB_n, p.sC_b, p.sC_g, p.sC_n}) ok = ok && s % per16 == 0;
   for (const void* b : {p.B, p.C}) ok = ok && reinterpret_cast<uintptr_t>(b) % 16 == 0;
   return ok;
@@ -180,8 +181,8 @@ void scan_fwd(const Tensor& u, const Tensor& delta, const Tensor& A, const Tenso
   p.y_scale = static_cast<float>(y_scale);
   const int ns = static_cast<int>(split[0]);
   if (ns == 0) {
-    TORCH_CHECK(!transpose && p.su_l == 1 && p.sd_l == 1 && !p.b_const &&
-                    !p.c_const && !p.bc_f32 && p.nseg == 1 && p.ngroups == 1 &&
+    TORCH_CHECK(!transpose && p.su_l == 1 && p.sd_l == 1 && p.sB_l == 1 && p.sC_l == 1 &&
+                    !p.b_const && !p.c_const && !p.bc_f32 && p.nseg == 1 && p.ngroups == 1 &&
                     (p.lg == 4 || p.lg == 8 || p.lg == 16) &&
                     std::gcd(std::gcd(p.dim, p.dpg_b), p.dpg_c) % (32 / p.lg) == 0,
                 "ssops cuda ", op, ": the states-on-lanes kernel needs a row-major walk along "
