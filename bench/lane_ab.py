@@ -1,41 +1,58 @@
-"""A/B of the cuda backend's selective_scan forward at the N = 16 cases: the states-on-lanes
-kernel (csrc/lane_scan.cuh) against the split kernels (csrc/scan_kernels.cuh), same inputs,
-same run.  Prints ms (CUDA-event medians of 30 after 5 warm-ups) and the exp2 count.
+"""A/B of the cuda backend at the N = 16 cases: the states-on-lanes kernels (csrc/lane_scan.cuh)
+against the split kernels (selective_scan, csrc/scan_kernels.cuh) and the fused kernels
+(bidirectional_scan, csrc/fused.cuh), same inputs, same run, forward and backward.  Prints ms
+(CUDA-event medians of 30 after 5 warm-ups) and the largest difference between the two.
 
     python bench/lane_ab.py          (from bench/, with ssops importable)
 """
 import torch
 
-from run import CASES
+from run import BIDI_CASES, CASES
 from ssops import _cuda_backend as cuda, testing
 from ssops._bench import time_ms
 
 
+def _flat(out):
+    return [t.float() for t in (out if isinstance(out, tuple) else (out,)) if t is not None]
+
+
+def ab(name, fwd, bwd):
+    times, outs = {}, {}
+    for mode, min_warps in (("other", float("inf")), ("lanes", 0)):
+        cuda.LANE_SCAN_MIN_WARPS = min_warps
+        outs[mode] = _flat(fwd()) + _flat(bwd())
+        times[mode] = (time_ms(fwd, warmup=5, repeat=30), time_ms(bwd, warmup=5, repeat=30))
+    err = max(((a - b).abs().max() / b.abs().max().clamp_min(1e-30)).item()
+              for a, b in zip(outs["other"], outs["lanes"]))
+    (f0, b0), (f1, b1) = times["other"], times["lanes"]
+    print(f"{name:11} fwd {f0:7.3f} {f1:7.3f} {f0 / f1:5.2f}x   bwd {b0:7.3f} {b1:7.3f} "
+          f"{b0 / b1:5.2f}x   max rel diff {err:.1e}", flush=True)
+
+
 def main():
-    print(f"{torch.cuda.get_device_name()}")
-    print(f"{'case':10} {'split ms':>9} {'lanes ms':>9} {'speed-up':>8} {'G exp2':>7}")
+    print(torch.cuda.get_device_name())
+    print(f"{'case':11}     other   lanes  speed-up      other   lanes  speed-up")
     for name in ("mamba_lm", "vim_s", "long_seq"):
         batch, dim, L, N, G, dtype, z = CASES[name]
         args, kw = testing.make_selective_scan_inputs(batch=batch, dim=dim, L=L, N=N,
                                                       b_mode="grouped", c_mode="grouped",
                                                       groups=G, dtype=dtype, device="cuda", z=z)
         u, delta, A, B, C = args
-        y, last = torch.empty_like(u), torch.empty(batch, dim, N, device="cuda")
-        times, outs = {}, {}
-        for mode, min_warps in (("split", float("inf")), ("lanes", 0)):
-            cuda.LANE_SCAN_MIN_WARPS = min_warps
-
-            def fwd():
-                cuda.scan_fwd(u, delta, A, B, C, kw["D"], kw["z"], kw["delta_bias"], True, y,
-                              last)
-            y.fill_(float("nan"))
-            fwd()
-            outs[mode] = y.float().clone()
-            times[mode] = time_ms(fwd, warmup=5, repeat=30)
-        err = (outs["split"] - outs["lanes"]).abs().max().item()
-        print(f"{name:10} {times['split']:9.3f} {times['lanes']:9.3f} "
-              f"{times['split'] / times['lanes']:7.2f}x {batch * dim * L * N / 1e9:7.3f}"
-              f"   max |split - lanes| = {err:.2e}")
+        D, z, bias = kw["D"], kw["z"], kw["delta_bias"]
+        dy = torch.randn_like(u)
+        ab(name, lambda: cuda.selective_scan_fwd(u, delta, A, B, C, D, z, bias, True, u.dtype),
+           lambda: cuda.selective_scan_bwd(dy, None, u, delta, A, B, C, D, z, bias, True))
+    for name, (batch, dim, L, N, dtype) in BIDI_CASES.items():
+        args, kw = testing.make_selective_scan_inputs(batch=batch, dim=dim, L=L, N=N,
+                                                      b_mode="variable", c_mode="variable",
+                                                      dtype=dtype, device="cuda",
+                                                      direction_axis=True)
+        u, delta, A, B, C = args
+        D, z, bias = kw["D"], kw["z"], kw["delta_bias"]
+        dy = torch.randn_like(u[0])  # (batch, dim, L), like z
+        ab(name, lambda: cuda.bidirectional_scan_fwd(u, delta, A, B, C, D, z, bias, True, "mean",
+                                                     u.dtype),
+           lambda: cuda.bidirectional_scan_bwd(dy, u, delta, A, B, C, D, z, bias, True, "mean"))
 
 
 if __name__ == "__main__":

@@ -22,17 +22,13 @@
 
 namespace ssops {
 
-// Experiment knobs (SSOPS_NVCC_FLAGS, bench/lane_variants.sh): steps per chunk, and the blocks
-// per SM the registers must allow in half precision with 8+ lanes per channel (80 registers:
-// two waves at Mamba-LM's 6144 warps instead of three).  The other instances keep 4: they
-// stage more steps per lane, or hold B / C as float32, and would spill.
-#ifndef SSOPS_LANE_K
-#define SSOPS_LANE_K 16
-#endif
+// Experiment knobs (SSOPS_NVCC_FLAGS, bench/lane_variants.sh): steps per chunk (scan.h), and
+// the blocks per SM the registers must allow in half precision with 8+ lanes per channel (80
+// registers: two waves at Mamba-LM's 6144 warps instead of three).  The other instances keep 4:
+// they stage more steps per lane, or hold B / C as float32, and would spill.
 #ifndef SSOPS_LANE_MINB
 #define SSOPS_LANE_MINB 6
 #endif
-constexpr int kLaneSteps = SSOPS_LANE_K;  // K
 constexpr int kLaneWarps = 4;             // warps per block
 constexpr int lane_min_blocks(int np, int elem_bytes) {
   return elem_bytes == 2 && np >= 8 ? SSOPS_LANE_MINB : 4;
@@ -224,21 +220,25 @@ __global__ void __launch_bounds__(kLaneWarps * 32, lane_min_blocks(NP, sizeof(T)
         yp[k] = C[k] * h;
       }
     }
-    sum_over_states<NP, K>(yp, n);
+    if (p.y) {  // (the backward's pass for chunk states alone writes no y)
+      sum_over_states<NP, K>(yp, n);
 #pragma unroll
-    for (int i = 0; i < E; ++i) {
-      const int pos = p0 + s0 + i;
-      if (pos >= p.L) continue;
-      float y = (yp[i] + Dd * u[i] + cur.y_in[i]) * p.y_scale;
-      if (p.z) {
-        const float zf = to_f(cur.z[i]);
-        y *= zf * sigmoid(zf);
+      for (int i = 0; i < E; ++i) {
+        const int pos = p0 + s0 + i;
+        if (pos >= p.L) continue;
+        float y = (yp[i] + Dd * u[i] + cur.y_in[i]) * p.y_scale;
+        if (p.z) {
+          const float zf = to_f(cur.z[i]);
+          y *= zf * sigmoid(zf);
+        }
+        if (p.out_f32)
+          static_cast<float*>(p.y)[r.u + pos] = y;
+        else
+          static_cast<T*>(p.y)[r.u + pos] = from_f<T>(y);
       }
-      if (p.out_f32)
-        static_cast<float*>(p.y)[r.u + pos] = y;
-      else
-        static_cast<T*>(p.y)[r.u + pos] = from_f<T>(y);
     }
+    if (p.chunk_states && r.on && ci + 1 < nchunks)
+      p.chunk_states[(static_cast<int64_t>(ci) * p.batch * p.dim + flat) * p.N + n] = h;
     // The next chunk's units into the other buffer (its readers, chunk ci - 1, passed the
     // last barrier), then the one after into registers; the barrier also orders this chunk's
     // staged-step reads before the next chunk's writes.
@@ -252,26 +252,255 @@ __global__ void __launch_bounds__(kLaneWarps * 32, lane_min_blocks(NP, sizeof(T)
   if (r.on) p.last[flat * p.N + n] = h;
 }
 
+// ------------------------------------------------------------------------------ backward
+// The same layout walked back: lane (c, n) runs the adjoint of state n,
+//   g_t = C_t dy_t + exp(dt_{t+1} A_n) g_{t+1}     (dy: the gradient of the scan's y,
+//                                                   through the gate and y_scale),
+// chunk by chunk from the end of the walk.  Each chunk's states are recomputed in registers
+// from the state entering it, which the forward stored (ScanParams::chunk_states), so the
+// exponentials of a chunk are computed once here and reused by the adjoint.  Per step and lane:
+//   dB_t += g_t dt_t u_t,  dC_t += dy_t h_t          (summed over the block's channels, then
+//                                                     added to the float32 dB / dC atomically),
+//   w = g_t exp(dt_t A) h_{t-1},  dA += w dt_t,
+// and over the states (the butterfly of the forward): S1 = sum g_t B_t, S2 = sum A w, giving
+//   du = dt S1 + D dy,  d(dt) = u S1 + S2.
+// The block's per-step dB / dC terms go through shared memory, double-buffered, so they are
+// summed after the chunk's one barrier, while the next chunk is computed.
+
+// What a lane reads itself for one chunk of the backward: its E staged steps.
+template <typename T, int E>
+struct LaneGradSteps {
+  T u[E], delta[E], z[E];
+  float dout[E], y[E];  // the incoming gradient; the forward's y before the gate (for dz)
+};
+
+template <typename T, int E>
+__device__ __forceinline__ void load_grad_steps(LaneGradSteps<T, E>& c, const ScanParams& p,
+                                                const LaneRows& r, int pos0) {
+  const T* u = static_cast<const T*>(p.u) + r.u;
+  const T* z = static_cast<const T*>(p.z) + r.u;
+  const T* delta = static_cast<const T*>(p.delta) + r.delta;
+#pragma unroll
+  for (int i = 0; i < E; ++i) {
+    const int pos = pos0 + i;
+    const bool ok = pos < p.L;
+    c.u[i] = ok ? u[pos] : from_f<T>(0.f);
+    c.delta[i] = ok ? delta[pos] : from_f<T>(0.f);
+    c.z[i] = ok && p.z ? z[pos] : from_f<T>(0.f);
+    c.dout[i] = !ok ? 0.f
+                : p.dy_f32 ? static_cast<const float*>(p.dy)[r.u + pos]
+                           : to_f(static_cast<const T*>(p.dy)[r.u + pos]);
+    c.y[i] = ok && p.dz ? p.y_pre[r.u + pos] : 0.f;
+  }
+}
+
+// Per step and lane, a lane's dB (m = 0) and dC (m = 1) terms: [m][step][warp * 32 + lane],
+// rows padded by two words so that the summing threads (step fastest) hit distinct banks.
+template <int K>
+struct GradTerms {
+  static constexpr int row = kLaneWarps * 32 + 2;
+  float v[2][K][row];
+};
+
+// The block's dB / dC terms of the chunk at p0 summed over its channels, added to dB / dC.
+template <int NP, int K>
+__device__ __forceinline__ void add_bc_grads(const GradTerms<K>& t, const ScanParams& p,
+                                             int64_t gB, int64_t gC, int p0) {
+  constexpr int CPW = 32 / NP;
+  const int warps = blockDim.x / 32;
+  for (int idx = threadIdx.x; idx < 2 * NP * K; idx += blockDim.x) {
+    const int k = idx % K, n = idx / K % NP, m = idx / (K * NP), pos = p0 + k;
+    if (n >= p.N || pos >= p.L) continue;
+    float s = 0.f;
+    for (int w = 0; w < warps; ++w)
+#pragma unroll
+      for (int c = 0; c < CPW; ++c) s += t.v[m][k][w * 32 + c * NP + n];
+    atomicAdd(m ? p.dC + gC + n * p.sdC_n + pos : p.dB + gB + n * p.sdB_n + pos, s);
+  }
+}
+
+#ifndef SSOPS_LANE_BWD_MINB
+#define SSOPS_LANE_BWD_MINB 3
+#endif
+
+template <typename T, int NP, bool REV>
+__global__ void __launch_bounds__(kLaneWarps * 32, SSOPS_LANE_BWD_MINB)
+    lane_scan_bwd_kernel(const ScanParams p) {
+  constexpr int K = kLaneSteps, CPW = 32 / NP, E = K / NP;
+  __shared__ StagedBC<T, NP> bc[2];                     // double-buffered
+  __shared__ float4 staged[kLaneWarps][CPW][3][K / 4];  // per channel: dt, dt * u, dy
+  __shared__ GradTerms<K> terms[2];                     // double-buffered
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int c = lane / NP, n = lane % NP;
+  const int cpb = blockDim.x / NP;
+  const int64_t first = static_cast<int64_t>(blockIdx.x) * cpb;
+  const int64_t flat = first + warp * CPW + c;
+  const int b = static_cast<int>(flat / p.dim), d = static_cast<int>(flat % p.dim);
+  const int d0 = static_cast<int>(first % p.dim);
+  LaneRows r;
+  r.on = n < p.N;
+  r.u = b * p.su_b + d * p.su_d;
+  r.delta = b * p.sd_b + d * p.sd_d;
+  r.B = b * p.sB_b + static_cast<int64_t>(d0 / p.dpg_b) * p.sB_g;
+  r.C = b * p.sC_b + static_cast<int64_t>(d0 / p.dpg_c) * p.sC_g;
+  const int64_t gB = b * p.sdB_b + static_cast<int64_t>(d0 / p.dpg_b) * p.sdB_g;
+  const int64_t gC = b * p.sdC_b + static_cast<int64_t>(d0 / p.dpg_c) * p.sdC_g;
+  const float An = r.on ? p.A[static_cast<int64_t>(d) * p.N + n] : 0.f, a2 = An * kLog2e;
+  const float Dd = p.D ? p.D[d] : 0.f;
+  const float bias = p.bias ? p.bias[d] : 0.f;
+  float* dt_s = reinterpret_cast<float*>(staged[warp][c][0]);
+  float* dtu_s = reinterpret_cast<float*>(staged[warp][c][1]);
+  float* dy_s = reinterpret_cast<float*>(staged[warp][c][2]);
+  const int s0 = n * E;
+
+  const int nchunks = (p.L + K - 1) / K;
+  // iteration it takes the walk's chunk j = nchunks - 1 - it
+  const auto start = [&](int it) { return (REV ? it : nchunks - 1 - it) * K; };  // position
+  const auto state_in = [&](int it) {  // the state entering it (the forward's, after j - 1)
+    const int j = nchunks - 1 - it;
+    return j > 0 && r.on
+               ? p.chunk_states[(static_cast<int64_t>(j - 1) * p.batch * p.dim + flat) * p.N + n]
+               : 0.f;
+  };
+  float gp = p.dlast && r.on ? p.dlast[flat * p.N + n] : 0.f;  // exp(dt_{t+1} A) g_{t+1}
+  float dA = 0.f, dD = 0.f, dbias = 0.f;
+  LaneGradSteps<T, E> cur;
+  BCUnits<T, NP> units;
+  load_grad_steps<T, E>(cur, p, r, start(0) + s0);
+  load_units<T, NP>(units, p, r, start(0));
+  store_units<T, NP>(units, bc[0]);
+  if (nchunks > 1) load_units<T, NP>(units, p, r, start(1));
+  float h_next = state_in(0);
+  __syncthreads();
+  for (int it = 0; it < nchunks; ++it) {
+    const int p0 = start(it);
+    if (it > 0) add_bc_grads<NP, K>(terms[(it - 1) & 1], p, gB, gC, start(it - 1));
+    LaneGradSteps<T, E> next;
+    if (it + 1 < nchunks) load_grad_steps<T, E>(next, p, r, start(it + 1) + s0);
+    float h = h_next;
+    if (it + 1 < nchunks) h_next = state_in(it + 1);
+
+    float dt_l[E], dy_l[E], sig_l[E];
+#pragma unroll
+    for (int i = 0; i < E; ++i) {
+      const float pre = to_f(cur.delta[i]) + bias;
+      sig_l[i] = p.softplus ? sigmoid(pre) : 1.f;  // d dt / d delta
+      const float dt = p0 + s0 + i < p.L ? (p.softplus ? softplus(pre) : pre) : 0.f;
+      float dy = cur.dout[i] * p.y_scale;
+      if (p.z) {
+        const float zf = to_f(cur.z[i]);
+        dy *= zf * sigmoid(zf);
+      }
+      dt_s[s0 + i] = dt_l[i] = dt;
+      dtu_s[s0 + i] = dt * to_f(cur.u[i]);
+      dy_s[s0 + i] = dy_l[i] = dy;
+    }
+    float B[K], C[K];
+    read_staged<T, NP>(bc[it & 1], n, B, C);
+    __syncwarp();
+    // the chunk's states in walk order: exp(dt_k A) and exp(dt_k A) h_{k-1} per step
+    float a[K], ah[K];
+#pragma unroll
+    for (int w = 0; w < K / 4; ++w) {
+      const int q = REV ? K / 4 - 1 - w : w;
+      const float4 dt4 = staged[warp][c][0][q], dtu4 = staged[warp][c][1][q];
+      const float dt[4] = {dt4.x, dt4.y, dt4.z, dt4.w}, dtu[4] = {dtu4.x, dtu4.y, dtu4.z, dtu4.w};
+#pragma unroll
+      for (int jw = 0; jw < 4; ++jw) {
+        const int j = REV ? 3 - jw : jw, k = 4 * q + j;
+        a[k] = exp2_approx(dt[j] * a2);
+        ah[k] = a[k] * h;
+        h = fmaf(dtu[j], B[k], ah[k]);
+      }
+    }
+    // the adjoint, walking back
+    float s1[K], s2[K];
+    auto& tm = terms[it & 1].v;
+#pragma unroll
+    for (int w = 0; w < K / 4; ++w) {
+      const int q = REV ? w : K / 4 - 1 - w;
+      const float4 dt4 = staged[warp][c][0][q], dtu4 = staged[warp][c][1][q];
+      const float4 dy4 = staged[warp][c][2][q];
+      const float dt[4] = {dt4.x, dt4.y, dt4.z, dt4.w}, dtu[4] = {dtu4.x, dtu4.y, dtu4.z, dtu4.w};
+      const float dy[4] = {dy4.x, dy4.y, dy4.z, dy4.w};
+#pragma unroll
+      for (int jw = 0; jw < 4; ++jw) {
+        const int j = REV ? jw : 3 - jw, k = 4 * q + j;
+        const float g = fmaf(C[k], dy[j], gp);
+        tm[0][k][threadIdx.x] = g * dtu[j];
+        tm[1][k][threadIdx.x] = dy[j] * fmaf(dtu[j], B[k], ah[k]);
+        const float wk = g * ah[k];
+        dA = fmaf(wk, dt[j], dA);
+        s1[k] = g * B[k];
+        s2[k] = wk * An;
+        gp = a[k] * g;
+      }
+    }
+    sum_over_states<NP, K>(s1, n);
+    sum_over_states<NP, K>(s2, n);
+#pragma unroll
+    for (int i = 0; i < E; ++i) {
+      const int pos = p0 + s0 + i;
+      if (pos >= p.L) continue;
+      const float u = to_f(cur.u[i]);
+      const float ddelta = (u * s1[i] + s2[i]) * sig_l[i];
+      dD = fmaf(dy_l[i], u, dD);
+      dbias += ddelta;
+      static_cast<T*>(p.du)[r.u + pos] = from_f<T>(fmaf(dt_l[i], s1[i], Dd * dy_l[i]));
+      static_cast<T*>(p.ddelta)[r.delta + pos] = from_f<T>(ddelta);
+      if (p.dz) {
+        const float zf = to_f(cur.z[i]), sg = sigmoid(zf);
+        static_cast<T*>(p.dz)[r.u + pos] =
+            from_f<T>(cur.dout[i] * cur.y[i] * sg * (1.f + zf * (1.f - sg)));
+      }
+    }
+    if (it + 1 < nchunks) {
+      store_units<T, NP>(units, bc[(it + 1) & 1]);
+      if (it + 2 < nchunks) load_units<T, NP>(units, p, r, start(it + 2));
+      cur = next;
+    }
+    __syncthreads();
+  }
+  add_bc_grads<NP, K>(terms[(nchunks - 1) & 1], p, gB, gC, start(nchunks - 1));
+  if (r.on) atomicAdd(p.dA + static_cast<int64_t>(d) * p.N + n, dA);
+#pragma unroll
+  for (int o = NP / 2; o >= 1; o /= 2) {  // over the channel's lanes
+    dD += __shfl_xor_sync(kFull, dD, o);
+    dbias += __shfl_xor_sync(kFull, dbias, o);
+  }
+  if (n == 0 && p.dD) atomicAdd(p.dD + d, dD);
+  if (n == 0 && p.dbias) atomicAdd(p.dbias + d, dbias);
+}
+
+template <typename T, int NP, bool REV>
+void launch_np(const ScanParams& p, bool backward, dim3 grid, dim3 block, cudaStream_t stream) {
+  if (backward)
+    lane_scan_bwd_kernel<T, NP, REV><<<grid, block, 0, stream>>>(p);
+  else
+    lane_scan_fwd_kernel<T, NP, REV><<<grid, block, 0, stream>>>(p);
+}
+
 template <typename T, bool REV>
-void launch_lanes(const ScanParams& p, dim3 grid, dim3 block, cudaStream_t stream) {
+void launch_lanes(const ScanParams& p, bool backward, dim3 grid, dim3 block,
+                  cudaStream_t stream) {
   switch (p.lg) {
-    case 4: return lane_scan_fwd_kernel<T, 4, REV><<<grid, block, 0, stream>>>(p);
-    case 8: return lane_scan_fwd_kernel<T, 8, REV><<<grid, block, 0, stream>>>(p);
-    default: return lane_scan_fwd_kernel<T, 16, REV><<<grid, block, 0, stream>>>(p);
+    case 4: return launch_np<T, 4, REV>(p, backward, grid, block, stream);
+    case 8: return launch_np<T, 8, REV>(p, backward, grid, block, stream);
+    default: return launch_np<T, 16, REV>(p, backward, grid, block, stream);
   }
 }
 
 // Blocks of up to kLaneWarps warps whose channels share one batch and B / C group: the work
 // split (ssops/_cuda_backend.py) makes 32 / lg channels divide the channels per group.
 template <typename T>
-void launch_lane_scan(const ScanParams& p, cudaStream_t stream) {
+void launch_lane_scan(const ScanParams& p, bool backward, cudaStream_t stream) {
   const int cpw = 32 / p.lg, group = std::gcd(std::gcd(p.dim, p.dpg_b), p.dpg_c);
   int warps = kLaneWarps;
   while (group % (warps * cpw)) warps /= 2;
   const int64_t blocks = static_cast<int64_t>(p.batch) * p.dim / (warps * cpw);
   const dim3 grid(static_cast<unsigned>(blocks)), block(warps * 32);
-  if (p.reverse) return launch_lanes<T, true>(p, grid, block, stream);
-  launch_lanes<T, false>(p, grid, block, stream);
+  if (p.reverse) return launch_lanes<T, true>(p, backward, grid, block, stream);
+  launch_lanes<T, false>(p, backward, grid, block, stream);
 }
 
 }  // namespace ssops

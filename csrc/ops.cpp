@@ -158,40 +158,64 @@ void launch(const char* op, const ssops::ScanParams& p, int dtype, int ns, bool 
               ", L=", p.L, ", N=", p.N, "): ", cudaGetErrorString(err));
 }
 
+// The states-on-lanes kernels (split[0] == 0, csrc/lane_scan.cuh): what they rely on.
+void check_lanes(const char* op, ssops::ScanParams& p, const Tensor& u) {
+  TORCH_CHECK(!p.transpose && p.su_l == 1 && p.sd_l == 1 && p.sB_l == 1 && p.sC_l == 1 &&
+                  !p.b_const && !p.c_const && !p.bc_f32 && p.nseg == 1 && p.ngroups == 1 &&
+                  (p.lg == 4 || p.lg == 8 || p.lg == 16) &&
+                  std::gcd(std::gcd(p.dim, p.dpg_b), p.dpg_c) % (32 / p.lg) == 0,
+              "ssops cuda ", op, ": the states-on-lanes kernels need a row-major walk along "
+              "unit-stride rows, variable B / C of u's dtype, 4, 8 or 16 lanes, and a warp's "
+              "channels in one B / C group");
+  p.contig = aligned_bc_rows(p, static_cast<int>(u.element_size()));
+}
+
+// The states-on-lanes forward's chunk states for its backward: float32, one per chunk but the
+// last, channel and state.
+float* chunk_states_ptr(const char* op, const OptTensor& t, const ssops::ScanParams& p,
+                        const Tensor& u) {
+  if (!t) return nullptr;
+  const int64_t chunks = (p.L + ssops::kLaneSteps - 1) / ssops::kLaneSteps;
+  check_cuda(op, "chunk_states", *t, u);
+  TORCH_CHECK(t->scalar_type() == at::kFloat && t->is_contiguous() &&
+                  t->numel() == (chunks - 1) * p.batch * p.dim * p.N,
+              "ssops cuda ", op, ": chunk_states must be a contiguous float32 tensor of ",
+              (chunks - 1) * p.batch * p.dim * p.N, " elements");
+  return t->data_ptr<float>();
+}
+
+// y may be left out by the states-on-lanes forward (a pass for chunk_states alone).
 void scan_fwd(const Tensor& u, const Tensor& delta, const Tensor& A, const Tensor& B,
               const Tensor& C, const OptTensor& D, const OptTensor& z, const OptTensor& bias,
-              const OptTensor& y_in, const Tensor& y, const Tensor& last, bool softplus,
+              const OptTensor& y_in, const OptTensor& y, const Tensor& last, bool softplus,
               bool reverse, bool transpose, int64_t H, int64_t W, double y_scale,
-              const std::vector<int64_t>& split) {
+              const std::vector<int64_t>& split, const OptTensor& chunk_states) {
   const char* op = "selective scan forward";
   const c10::cuda::CUDAGuard guard(u.device());
   ssops::ScanParams p =
       make_params(op, u, delta, A, B, C, D, bias, softplus, reverse, transpose, H, W, split);
   same_strides(op, "z", z, u);
   same_strides(op, "y", y, u);
-  TORCH_CHECK(y.scalar_type() == u.scalar_type() || y.scalar_type() == at::kFloat, "ssops cuda ",
-              op, ": y must have u's dtype or float32");
+  const int ns = static_cast<int>(split[0]);
+  TORCH_CHECK(y ? y->scalar_type() == u.scalar_type() || y->scalar_type() == at::kFloat
+                : ns == 0,
+              "ssops cuda ", op, ": y must have u's dtype or float32");
   TORCH_CHECK(last.is_contiguous() && last.scalar_type() == at::kFloat &&
                   last.numel() == static_cast<int64_t>(p.batch) * p.dim * p.N,
               "ssops cuda ", op, ": last must be a contiguous float32 (batch, dim, N) tensor");
   p.y_in = partial_ptr(op, "y_in", y_in, u);
   p.z = z ? z->data_ptr() : nullptr;
-  p.y = y.data_ptr(), p.out_f32 = y.scalar_type() == at::kFloat && u.scalar_type() != at::kFloat;
+  p.y = y ? y->data_ptr() : nullptr;
+  p.out_f32 = y && y->scalar_type() == at::kFloat && u.scalar_type() != at::kFloat;
   p.last = last.data_ptr<float>();
   p.y_scale = static_cast<float>(y_scale);
-  const int ns = static_cast<int>(split[0]);
-  if (ns == 0) {
-    TORCH_CHECK(!transpose && p.su_l == 1 && p.sd_l == 1 && p.sB_l == 1 && p.sC_l == 1 &&
-                    !p.b_const && !p.c_const && !p.bc_f32 && p.nseg == 1 && p.ngroups == 1 &&
-                    (p.lg == 4 || p.lg == 8 || p.lg == 16) &&
-                    std::gcd(std::gcd(p.dim, p.dpg_b), p.dpg_c) % (32 / p.lg) == 0,
-                "ssops cuda ", op, ": the states-on-lanes kernel needs a row-major walk along "
-                "unit-stride rows, variable B / C of u's dtype, 4, 8 or 16 lanes, and a warp's "
-                "channels in one B / C group");
-    p.contig = aligned_bc_rows(p, static_cast<int>(u.element_size()));
-  } else {
+  TORCH_CHECK(ns == 0 || !chunk_states, "ssops cuda ", op,
+              ": only the states-on-lanes kernel stores chunk states");
+  p.chunk_states = chunk_states_ptr(op, chunk_states, p, u);
+  if (ns == 0)
+    check_lanes(op, p, u);
+  else
     p.contig = contiguous_chunks(p, ns, {p.u, p.delta, p.B, p.C, p.z, p.y, p.y_in});
-  }
   launch(op, p, dtype_code(u), ns, false);
 }
 
@@ -202,8 +226,9 @@ void scan_bwd(const Tensor& dy, const OptTensor& dlast, const Tensor& u, const T
               const OptTensor& z, const OptTensor& bias, const OptTensor& du_in, const Tensor& du,
               const Tensor& ddelta, const OptTensor& dz, const Tensor& dA, const Tensor& dB,
               const Tensor& dC, const OptTensor& dD, const OptTensor& dbias, bool softplus,
-              bool reverse, bool transpose, int64_t H, int64_t W,
-              const std::vector<int64_t>& split) {
+              bool reverse, bool transpose, int64_t H, int64_t W, double y_scale,
+              const std::vector<int64_t>& split, const OptTensor& chunk_states,
+              const OptTensor& y_pre) {
   const char* op = "selective scan backward";
   const c10::cuda::CUDAGuard guard(u.device());
   ssops::ScanParams p =
@@ -221,7 +246,8 @@ void scan_bwd(const Tensor& dy, const OptTensor& dlast, const Tensor& u, const T
   TORCH_CHECK(ddelta.sizes() == delta.sizes() && ddelta.strides() == delta.strides() &&
                   ddelta.scalar_type() == delta.scalar_type(),
               "ssops cuda ", op, ": ddelta must have delta's shape, strides and dtype");
-  TORCH_CHECK((z.has_value()) == (dz.has_value()), "ssops cuda ", op, ": dz goes with z");
+  // (the states-on-lanes kernel can leave dz to another route: Vim's two directions)
+  TORCH_CHECK(dz ? z.has_value() : !z || split[0] == 0, "ssops cuda ", op, ": dz goes with z");
   p.dy = dy.data_ptr(), p.z = z ? z->data_ptr() : nullptr;
   p.dlast = f32_ptr(op, "dlast_state", dlast, u);
   p.du_in = partial_ptr(op, "du_in", du_in, u);
@@ -232,12 +258,15 @@ void scan_bwd(const Tensor& dy, const OptTensor& dlast, const Tensor& u, const T
   p.dD = const_cast<float*>(f32_ptr(op, "dD", dD, u));
   p.dbias = const_cast<float*>(f32_ptr(op, "ddelta_bias", dbias, u));
   TORCH_CHECK(!D == !dD && !bias == !dbias, "ssops cuda ", op, ": gradient buffers missing");
-  // constant: (dim, N) like B / C; variable: partial sums (batch, G, dpg / cpw, N, L)
+  const int ns = static_cast<int>(split[0]);
+  // constant: (dim, N) like B / C; variable: partial sums (batch, G, dpg / cpw, N, L), or one
+  // sum (batch, G, 1, N, L) from the states-on-lanes kernel
   auto grad_strides = [&](const Tensor& g, const Tensor& M, bool constant, int dpg,
                           int64_t* s) {
     const int64_t G = p.dim / dpg, batch = p.batch, N = p.N, L = p.L;
+    const int64_t parts = ns == 0 ? 1 : dpg / p.cpw;
     const bool ok = constant ? g.sizes() == M.sizes()
-                             : g.sizes() == at::IntArrayRef({batch, G, dpg / p.cpw, N, L}) &&
+                             : g.sizes() == at::IntArrayRef({batch, G, parts, N, L}) &&
                                    dpg % p.cpw == 0;
     TORCH_CHECK(ok && g.is_contiguous(), "ssops cuda ", op, ": bad gradient buffer of B or C");
     for (int i = 0; i < 5; ++i) s[i] = constant ? 0 : g.stride(i);
@@ -253,9 +282,20 @@ void scan_bwd(const Tensor& dy, const OptTensor& dlast, const Tensor& u, const T
                              u.options().dtype(at::kFloat));
     p.group_states = group_states.data_ptr<float>();
   }
-  const int ns = static_cast<int>(split[0]);
-  p.contig = contiguous_chunks(p, ns, {p.u, p.delta, p.B, p.C, p.z, p.dy, p.du_in, p.du,
-                                       p.ddelta, p.dz});
+  TORCH_CHECK(ns == 0 || (!chunk_states && !y_pre), "ssops cuda ", op,
+              ": chunk states are for the states-on-lanes kernel");
+  if (ns == 0) {
+    check_lanes(op, p, u);
+    TORCH_CHECK(chunk_states && !p.du_in && !p.du_f32 && dz.has_value() == y_pre.has_value(),
+                "ssops cuda ", op, ": the states-on-lanes backward needs the forward's chunk "
+                "states (and its y before the gate for dz), du of u's dtype and no du_in");
+    p.chunk_states = chunk_states_ptr(op, chunk_states, p, u);
+    p.y_pre = partial_ptr(op, "y_pre", y_pre, u);
+    p.y_scale = static_cast<float>(y_scale);
+  } else {
+    p.contig = contiguous_chunks(p, ns, {p.u, p.delta, p.B, p.C, p.z, p.dy, p.du_in, p.du,
+                                         p.ddelta, p.dz});
+  }
   launch(op, p, dtype_code(u), ns, true);
 }
 

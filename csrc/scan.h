@@ -27,6 +27,13 @@ SSOPS_HOST_DEVICE constexpr int chunk_steps(int ns) {
 }
 constexpr int kWarpsPerBlock = 4;
 
+// Steps per chunk of the states-on-lanes kernels (csrc/lane_scan.cuh): the backward reads one
+// state per channel, state and chunk that its forward pass stored (SSOPS_LANE_K: experiments).
+#ifndef SSOPS_LANE_K
+#define SSOPS_LANE_K 16
+#endif
+constexpr int kLaneSteps = SSOPS_LANE_K;
+
 // Shared memory of the backward: per thread and chunk of a segment, NS states and a sum of dt.
 inline size_t bwd_smem_bytes(int ns, int seg_len) {
   const int chunks = (seg_len + chunk_steps(ns) - 1) / chunk_steps(ns);
@@ -64,6 +71,12 @@ struct ScanParams {
   float *last, *dA, *dB, *dC, *dD, *dbias;
   int64_t sdB_b, sdB_g, sdB_p, sdB_n, sdB_l, sdC_b, sdC_g, sdC_p, sdC_n, sdC_l;
   float *group_states;       // backward scratch: the state entering each segment group
+
+  // states-on-lanes kernels (ns 0): the forward stores the state after each chunk but the last,
+  // (chunk, batch, dim, N) float32, for the backward; the backward reads them and, for dz, the
+  // forward's output before the gate (y_pre, float32, u's strides)
+  float* chunk_states;
+  const float* y_pre;
 };
 
 }  // namespace ssops

@@ -746,7 +746,7 @@ void launch_scan_ns(const ScanParams& p, bool backward, cudaStream_t stream) {
 template <typename T>
 void launch_scan_typed(const ScanParams& p, int ns, bool backward, cudaStream_t stream) {
   switch (ns) {
-    case 0: return launch_lane_scan<T>(p, stream);
+    case 0: return launch_lane_scan<T>(p, backward, stream);
     case 1: return launch_scan_ns<T, 1>(p, backward, stream);
     case 4: return launch_scan_ns<T, 4>(p, backward, stream);
     default: return launch_scan_ns<T, 16>(p, backward, stream);

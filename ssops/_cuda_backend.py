@@ -228,14 +228,14 @@ def _lane_split(u, delta, B, C, N, transpose=False):
 
 def fast_path(op, tensors, backward):
     """Whether auto should take this backend first (ssops.dispatch): the states-on-lanes
-    forward, 1.3-3.4x the Triton forward wherever it applies (bench/NOTES.md; the backward stays
-    with the Triton kernels).  Shapes only: the extension is not needed to answer."""
-    if backward or op not in ("selective_scan", "bidirectional_scan") or why_not(op, tensors):
+    kernels, forward and backward, faster than the Triton ones wherever they apply
+    (bench/NOTES.md).  Shapes only: the extension is not needed to answer."""
+    if op not in ("selective_scan", "bidirectional_scan") or why_not(op, tensors):
         return False
     u, delta, B, C, A = (tensors[k] for k in ("u", "delta", "B", "C", "A"))
-    if op == "bidirectional_scan":  # one direction's view: both take the same split
-        u, delta, B, C = u[0], delta[0], B[0], C[0]
-    return _lane_split(u, delta, B, C, A.shape[-1]) is not None
+    if op == "bidirectional_scan":
+        return _bidi_lanes(u.contiguous(), delta.contiguous(), A, B, C) is not None
+    return _lane_split(u.contiguous(), delta.contiguous(), B, C, A.shape[-1]) is not None
 
 
 def scan_fwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus, y, last, *, y_in=None,
@@ -245,7 +245,7 @@ def scan_fwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus, y, last, *, y_
     split = (_lane_split(u, delta, B, C, N, transpose)
              or _split(u, N, transpose, H, W, False, _dpg(u, B, C)))
     _ext().scan_fwd(u, delta, _f32(A), B, C, _f32(D), z, _f32(delta_bias), y_in, y, last,
-                    delta_softplus, reverse, transpose, H, W, y_scale, split)
+                    delta_softplus, reverse, transpose, H, W, y_scale, split, None)
 
 
 def _bc_grad(M, u, cpw):
@@ -259,9 +259,48 @@ def _bc_grad(M, u, cpw):
     return torch.empty(batch, u.shape[1] // dpg, dpg // cpw, M.shape[-2], L, **f32)
 
 
+LANE_STEPS = 16  # csrc/scan.h kLaneSteps: steps per chunk of the states-on-lanes kernels
+
+
+def _lane_states(split, u, delta, A, B, C, D, bias, softplus, reverse, y=None, y_in=None,
+                 y_scale=1.0):
+    """The states-on-lanes forward as the backward's first pass: the state after each chunk but
+    the last (float32), and y where one is given (the gate is left to the backward)."""
+    batch, dim, L = u.shape
+    f32 = dict(device=u.device, dtype=torch.float32)
+    states = torch.empty((-(-L // LANE_STEPS) - 1) * batch * dim * A.shape[1], **f32)
+    _ext().scan_fwd(u, delta, A, B, C, D, None, bias, y_in, y,
+                    torch.empty(batch, dim, A.shape[1], **f32), softplus, reverse, False, 1, 1,
+                    y_scale, split, states)
+    return states
+
+
+def _lane_grads(split, states, y_pre, dy, dlast, u, delta, A, B, C, D, z, bias, softplus, du,
+                ddelta, dz, reverse, y_scale=1.0):
+    """The states-on-lanes backward from _lane_states' states (y_pre: the forward's y before
+    the gate, for dz).  Returns float32 (dA, dB, dC, dD, ddelta_bias)."""
+    batch, _, L = u.shape
+    f32 = dict(device=u.device, dtype=torch.float32)
+    groups = [M.shape[1] if M.dim() == 4 else 1 for M in (B, C)]
+    dB, dC = (torch.zeros(batch, g, 1, A.shape[1], L, **f32) for g in groups)
+    dA = torch.zeros(A.shape, **f32)
+    dD, dbias = (None if t is None else torch.zeros(t.shape, **f32) for t in (D, bias))
+    _ext().scan_bwd(dy, dlast, u, delta, A, B, C, D, z, bias, None, du, ddelta, dz, dA, dB, dC,
+                    dD, dbias, softplus, reverse, False, 1, 1, y_scale, split, states, y_pre)
+    return dA, dB.view(B.shape), dC.view(C.shape), dD, dbias
+
+
 def scan_bwd(dy, dlast_state, u, delta, A, B, C, D, z, delta_bias, delta_softplus, du, ddelta,
              dz, *, du_in=None, reverse=False, transpose=False, H=1, W=1):
     Bw, Cw = _weights(B, C, u.dtype)
+    lanes = None if du_in is not None else _lane_split(u, delta, Bw, Cw, A.shape[1], transpose)
+    if lanes:
+        A, D, bias = _f32(A), _f32(D), _f32(delta_bias)
+        y_pre = None if z is None else torch.empty_strided(u.shape, u.stride(), device=u.device,
+                                                            dtype=torch.float32)
+        states = _lane_states(lanes, u, delta, A, Bw, Cw, D, bias, delta_softplus, reverse, y_pre)
+        return _lane_grads(lanes, states, y_pre, dy, _f32(dlast_state), u, delta, A, Bw, Cw, D,
+                           z, bias, delta_softplus, du, ddelta, dz, reverse)
     split = _split(u, A.shape[1], transpose, H, W, True, _dpg(u, B, C))
     f32 = dict(device=u.device, dtype=torch.float32)
     dA = torch.zeros(A.shape, **f32)
@@ -270,7 +309,7 @@ def scan_bwd(dy, dlast_state, u, delta, A, B, C, D, z, delta_bias, delta_softplu
     dbias = None if delta_bias is None else torch.zeros(delta_bias.shape, **f32)
     _ext().scan_bwd(dy, _f32(dlast_state), u, delta, _f32(A), Bw, Cw, _f32(D), z,
                     _f32(delta_bias), du_in, du, ddelta, dz, dA, dB, dC, dD, dbias,
-                    delta_softplus, reverse, transpose, H, W, split)
+                    delta_softplus, reverse, transpose, H, W, 1.0, split, None, None)
     summed = lambda g, M: g if M.dim() == 2 else g.sum(2).view(M.shape)  # noqa: E731
     return dA, summed(dB, B), summed(dC, C), dD, dbias
 
@@ -370,11 +409,19 @@ def _bidi_fused(u, delta, A, B, C, D, z, delta_bias, backward):
     return plan, (u, delta, _f32(A), _f32(D), _f32(delta_bias), z)
 
 
+def _bidi_lanes(u, delta, A, B, C):
+    """The states-on-lanes split of each direction (both take the same), or None."""
+    return _lane_split(u[0], delta[0], B[0], C[0], A.shape[-1])
+
+
 def bidirectional_scan_fwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus, combine,
                            out_dtype):
-    plan, (u, delta, A, D, bias, z) = _bidi_fused(u, delta, A, B, C, D, z, delta_bias, False)
+    u, delta = u.contiguous(), delta.contiguous()
     # two states-on-lanes launches (one per direction) beat the fused forward where they apply
-    if plan is None or _lane_split(u[0], delta[0], B[0], C[0], A.shape[-1]) is not None:
+    plan = None
+    if _bidi_lanes(u, delta, A, B, C) is None:
+        plan, (u, delta, A, D, bias, z) = _bidi_fused(u, delta, A, B, C, D, z, delta_bias, False)
+    if plan is None:
         return _routes.bidirectional_scan_fwd(_this, u, delta, A, B, C, D, z, delta_bias,
                                               delta_softplus, combine, out_dtype)
     y = torch.empty(u.shape[1:], device=u.device, dtype=out_dtype)
@@ -383,7 +430,37 @@ def bidirectional_scan_fwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus, 
     return y
 
 
+def _bidi_lane_bwd(split, dy, u, delta, A, B, C, D, z, bias, softplus, scale):
+    """Vim's backward on the states-on-lanes kernels: both directions' chunk-state passes (the
+    second adding the first's y, for dz), then both directions' backward; the first writes dz.
+    u, delta: (2, batch, dim, L); A, D, bias float32 with the direction first."""
+    f32 = dict(device=u.device, dtype=torch.float32)
+    y0, y = (None, None) if z is None else (torch.empty(u.shape[1:], **f32) for _ in range(2))
+    p = lambda t, i: None if t is None else t[i]  # noqa: E731
+    states = [_lane_states(split, u[i], delta[i], A[i], B[i], C[i], p(D, i), p(bias, i),
+                           softplus, i == 1, y=(y0, y)[i], y_in=y0 if i else None,
+                           y_scale=scale if i else 1.0) for i in (0, 1)]
+    du, ddelta = torch.empty_like(u), torch.empty_like(delta)
+    dz = None if z is None else torch.empty_like(z)
+    grads = [_lane_grads(split, states[i], None if i else y, dy, None, u[i], delta[i], A[i],
+                         B[i], C[i], p(D, i), z, p(bias, i), softplus, du[i], ddelta[i],
+                         None if i else dz, i == 1, scale) for i in (0, 1)]
+    dA, dB, dC, dD, dbias = [None if g0 is None else torch.stack([g0, g1])
+                             for g0, g1 in zip(*grads)]
+    return du, ddelta, dA, dB, dC, dD, dz, dbias
+
+
 def bidirectional_scan_bwd(dy, u, delta, A, B, C, D, z, delta_bias, delta_softplus, combine):
+    scale = 0.5 if combine == "mean" else 1.0
+    u, delta = u.contiguous(), delta.contiguous()
+    lanes = _bidi_lanes(u, delta, A, B, C)
+    if lanes:
+        u, delta, Af, Df, bias, z = _routes.bidirectional_inputs(u, delta, _f32(A), _f32(D),
+                                                                 _f32(delta_bias), z)
+        du, ddelta, dA, dB, dC, dD, dz, dbias = _bidi_lane_bwd(
+            lanes, dy.contiguous(), u, delta, Af, B, C, Df, z, bias, delta_softplus, scale)
+        return (du, ddelta, _routes.cast(dA, A), _routes.cast(dB, B), _routes.cast(dC, C),
+                _routes.cast(dD, D), dz, _routes.cast(dbias, delta_bias))
     plan, (u, delta, Af, Df, bias, z) = _bidi_fused(u, delta, A, B, C, D, z, delta_bias, True)
     if plan is None:
         return _routes.bidirectional_scan_bwd(_this, dy, u, delta, A, B, C, D, z, delta_bias,

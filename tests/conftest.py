@@ -117,19 +117,25 @@ def fused_cuda(monkeypatch):
 
 @pytest.fixture
 def lane_cuda(monkeypatch):
-    """The cuda backend with the states-on-lanes forward at every batch size, counting the
-    launches that take it ({"fwd": n})."""
+    """The cuda backend with the states-on-lanes kernels at every batch size, counting the
+    launches that take them ({"fwd": n, "bwd": n}; a backward's pass for chunk states counts as
+    a forward)."""
     _cuda_backend = _cuda_backend_or_skip()
     monkeypatch.setattr(_cuda_backend, "LANE_SCAN_MIN_WARPS", 0)
-    calls = {"fwd": 0}
+    calls = {"fwd": 0, "bwd": 0}
     ext = _cuda_backend._ext()
+
+    def counted(kind):
+        def launch(*args):
+            split = next(a for a in args if isinstance(a, list))
+            calls[kind] += split[0] == 0  # the states per lane: 0 for these kernels
+            return getattr(ext, f"scan_{kind}")(*args)
+        return launch
 
     class Counting:
         def __getattr__(self, name):
             return getattr(ext, name)
 
-        def scan_fwd(self, *args):
-            calls["fwd"] += args[-1][0] == 0  # the split's states per lane: 0 for this kernel
-            return ext.scan_fwd(*args)
+        scan_fwd, scan_bwd = staticmethod(counted("fwd")), staticmethod(counted("bwd"))
     monkeypatch.setattr(_cuda_backend, "_ext", Counting)
     return calls

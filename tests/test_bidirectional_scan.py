@@ -89,15 +89,17 @@ def test_cuda_fused(fused_cuda, L, N, b_mode, dtype, z):
     assert fused_cuda == {"fwd": 1, "bwd": 1}
 
 
-@pytest.mark.parametrize("L,N,dtype", [(197, 16, torch.bfloat16), (64, 5, torch.float16),
-                                       (37, 3, torch.float32)])
-def test_cuda_states_on_lanes_both_directions(lane_cuda, L, N, dtype):
-    """The forward as two states-on-lanes launches (csrc/lane_scan.cuh): the second walks
-    backwards, from a partial last chunk, and adds the first's float32 output; 16 / 8 / 4 lanes
-    per channel, rows unaligned (197, 37) and aligned (64).  The backward is the fused one."""
+@pytest.mark.parametrize("L,N,dtype,z", [(197, 16, torch.bfloat16, True),
+                                         (64, 5, torch.float16, False),
+                                         (37, 3, torch.float32, True)])
+def test_cuda_states_on_lanes_both_directions(lane_cuda, L, N, dtype, z):
+    """Forward and backward as two states-on-lanes launches each (csrc/lane_scan.cuh): the
+    second walks backwards, from a partial last chunk, and adds the first's float32 output;
+    the backward's chunk-state passes do the same for dz; 16 / 8 / 4 lanes per channel, rows
+    unaligned (197, 37) and aligned (64)."""
     args, kw = testing.make_selective_scan_inputs(batch=2, dim=16, L=L, N=N, b_mode="grouped",
                                                   c_mode="grouped", groups=2, dtype=dtype,
-                                                  device=DEVICE, direction_axis=True)
+                                                  z=z, device=DEVICE, direction_axis=True)
     testing.assert_backends_agree("bidirectional_scan", *args, backends=["cuda"],
                                   combine="mean", **kw)
-    assert lane_cuda["fwd"] >= 2
+    assert lane_cuda["fwd"] >= 4 and lane_cuda["bwd"] == 2

@@ -154,10 +154,10 @@ def test_auto_takes_a_reported_fast_path_first(record, monkeypatch):
     assert record == [("auto", "fast_cuda"), ("auto", "reference")]
 
 
-def test_cuda_fast_path_is_the_lane_forward(monkeypatch):
+def test_cuda_fast_path_is_the_lane_kernels(monkeypatch):
     """The cuda backend's fast path (shapes only, answered without the extension): the
-    states-on-lanes forward of selective_scan / bidirectional_scan at Mamba / Vim shapes; never
-    a backward, N=1 or a batch too small to fill the GPU."""
+    states-on-lanes forward and backward of selective_scan / bidirectional_scan at Mamba / Vim
+    shapes; never N=1 or a batch too small to fill the GPU."""
     from ssops import _cuda_backend as cuda
     monkeypatch.setattr(cuda, "why_not", lambda op, tensors: None)  # meta tensors stand in
 
@@ -167,8 +167,9 @@ def test_cuda_fast_path_is_the_lane_forward(monkeypatch):
                     C=e(batch, 1, N, L), A=torch.empty(*lead, dim, N, device="meta"))
 
     assert cuda.fast_path("selective_scan", tensors(8, 1536, 2048, 16), False)
-    assert not cuda.fast_path("selective_scan", tensors(8, 1536, 2048, 16), True)
+    assert cuda.fast_path("selective_scan", tensors(8, 1536, 2048, 16), True)
     assert not cuda.fast_path("selective_scan", tensors(8, 1536, 2048, 1), False)
     assert not cuda.fast_path("selective_scan", tensors(1, 64, 2048, 16), False)
     assert cuda.fast_path("bidirectional_scan", tensors(64, 768, 197, 16, lead=(2,)), False)
+    assert cuda.fast_path("bidirectional_scan", tensors(64, 768, 197, 16, lead=(2,)), True)
     assert not cuda.fast_path("cross_selective_scan", tensors(8, 1536, 2048, 16), False)

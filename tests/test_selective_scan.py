@@ -140,15 +140,27 @@ def test_cuda_segment_boundaries(split_cuda, dtype, b_mode, c_mode, N):
                                                ("grouped", "grouped", 8, 64),
                                                ("variable", "grouped", 5, 1)])
 def test_cuda_states_on_lanes(lane_cuda, dtype, b_mode, c_mode, N, L):
-    """The forward with one state per lane (4, 8 and 16 lanes per channel, spare lanes past N),
-    over whole 16-step chunks with 16-byte rows (L = 64), tails and unaligned rows (130, 37, 1),
-    blocks of 1, 2 and 4 warps (24 channels, 3 groups), with z, D, bias and the last state."""
+    """The forward and backward with one state per lane (4, 8 and 16 lanes per channel, spare
+    lanes past N), over whole 16-step chunks with 16-byte rows (L = 64), tails and unaligned
+    rows (130, 37, 1), blocks of 1, 2 and 4 warps (24 channels, 3 groups), with z, D, bias, the
+    last state and its gradient."""
     args, kw = testing.make_selective_scan_inputs(batch=3, dim=24, L=L, N=N, b_mode=b_mode,
                                                   c_mode=c_mode, groups=3, dtype=dtype,
                                                   device=DEVICE, seed=N)
     testing.assert_backends_agree("selective_scan", *args, backends=["cuda"],
                                   return_last_state=True, **kw)
-    assert lane_cuda["fwd"] > 0
+    assert lane_cuda["fwd"] >= 2 and lane_cuda["bwd"] == 1  # (forward, chunk states; backward)
+
+
+@pytest.mark.parametrize("z,D,softplus", [(False, False, False), (True, False, True)])
+def test_cuda_states_on_lanes_options(lane_cuda, z, D, softplus):
+    """The states-on-lanes backward without z (no y pass), D, bias or softplus."""
+    args, kw = testing.make_selective_scan_inputs(batch=2, dim=16, L=45, N=16, b_mode="variable",
+                                                  c_mode="variable", z=z, D=D,
+                                                  delta_bias=softplus, delta_softplus=softplus,
+                                                  device=DEVICE, seed=7)
+    testing.assert_backends_agree("selective_scan", *args, backends=["cuda"], **kw)
+    assert lane_cuda["bwd"] == 1
 
 
 @pytest.mark.gpu
