@@ -4,7 +4,11 @@ against the split kernels (selective_scan, csrc/scan_kernels.cuh) and the fused 
 (CUDA-event medians of 30 after 5 warm-ups) and the largest difference between the two.
 
     python bench/lane_ab.py          (from bench/, with ssops importable)
+
+AB_CASES=mamba_lm,vim_s_bidi picks cases; LANES_ONLY=1 times the states-on-lanes kernels alone.
 """
+import os
+
 import torch
 
 from run import BIDI_CASES, CASES
@@ -19,11 +23,15 @@ def _flat(out):
 def ab(name, fwd, bwd):
     times, outs = {}, {}
     for mode, min_warps in (("other", float("inf")), ("lanes", 0)):
+        if mode == "other" and os.environ.get("LANES_ONLY"):  # (knob builds: bench/lane_variants.sh)
+            outs[mode], times[mode] = None, (float("nan"),) * 2
+            continue
         cuda.LANE_SCAN_MIN_WARPS = min_warps
         outs[mode] = _flat(fwd()) + _flat(bwd())
         times[mode] = (time_ms(fwd, warmup=5, repeat=30), time_ms(bwd, warmup=5, repeat=30))
-    err = max(((a - b).abs().max() / b.abs().max().clamp_min(1e-30)).item()
-              for a, b in zip(outs["other"], outs["lanes"]))
+    err = float("nan") if outs["other"] is None else max(
+        ((a - b).abs().max() / b.abs().max().clamp_min(1e-30)).item()
+        for a, b in zip(outs["other"], outs["lanes"]))
     (f0, b0), (f1, b1) = times["other"], times["lanes"]
     print(f"{name:11} fwd {f0:7.3f} {f1:7.3f} {f0 / f1:5.2f}x   bwd {b0:7.3f} {b1:7.3f} "
           f"{b0 / b1:5.2f}x   max rel diff {err:.1e}", flush=True)
@@ -32,7 +40,8 @@ def ab(name, fwd, bwd):
 def main():
     print(torch.cuda.get_device_name())
     print(f"{'case':11}     other   lanes  speed-up      other   lanes  speed-up")
-    for name in ("mamba_lm", "vim_s", "long_seq"):
+    cases = os.environ.get("AB_CASES", "mamba_lm,vim_s,long_seq,vim_s_bidi").split(",")
+    for name in (c for c in ("mamba_lm", "vim_s", "long_seq") if c in cases):
         batch, dim, L, N, G, dtype, z = CASES[name]
         args, kw = testing.make_selective_scan_inputs(batch=batch, dim=dim, L=L, N=N,
                                                       b_mode="grouped", c_mode="grouped",
@@ -42,7 +51,14 @@ def main():
         dy = torch.randn_like(u)
         ab(name, lambda: cuda.selective_scan_fwd(u, delta, A, B, C, D, z, bias, True, u.dtype),
            lambda: cuda.selective_scan_bwd(dy, None, u, delta, A, B, C, D, z, bias, True))
+        # the backward's first pass alone: chunk states, and y before the gate for dz
+        split = cuda._lane_split(u, delta, B, C, N)
+        y_pre = torch.empty(u.shape, device="cuda")
+        states = lambda: cuda._lane_states(split, u, delta, A, B, C, D, bias, True, False, y_pre)  # noqa: E731
+        print(f"{'':11} of which the chunk-state pass {time_ms(states, warmup=5, repeat=30):.3f} ms")
     for name, (batch, dim, L, N, dtype) in BIDI_CASES.items():
+        if name not in cases:
+            continue
         args, kw = testing.make_selective_scan_inputs(batch=batch, dim=dim, L=L, N=N,
                                                       b_mode="variable", c_mode="variable",
                                                       dtype=dtype, device="cuda",
