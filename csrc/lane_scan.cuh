@@ -294,28 +294,39 @@ __device__ __forceinline__ void load_grad_steps(LaneGradSteps<T, E>& c, const Sc
   }
 }
 
-// Per step and lane, a lane's dB (m = 0) and dC (m = 1) terms: [m][step][warp * 32 + lane],
-// rows padded by two words so that the summing threads (step fastest) hit distinct banks.
+// Per lane and step, a lane's dB (m = 0) and dC (m = 1) terms: [m][warp * 32 + lane][step],
+// stored 4 steps at a time (16 bytes), rows padded by 16 bytes so that the 8 lanes of each
+// store phase hit distinct banks.
 template <int K>
 struct GradTerms {
-  static constexpr int row = kLaneWarps * 32 + 2;
-  float v[2][K][row];
+  float4 v[2][kLaneWarps * 32][K / 4 + 1];
 };
 
-// The block's dB / dC terms of the chunk at p0 summed over its channels, added to dB / dC.
+// The block's dB / dC terms of the chunk at p0 summed over its channels and added to dB / dC:
+// one thread per (m, state, 4 steps), reading a float4 per channel.
 template <int NP, int K>
 __device__ __forceinline__ void add_bc_grads(const GradTerms<K>& t, const ScanParams& p,
                                              int64_t gB, int64_t gC, int p0) {
-  constexpr int CPW = 32 / NP;
+  constexpr int CPW = 32 / NP, Q = K / 4;
   const int warps = blockDim.x / 32;
-  for (int idx = threadIdx.x; idx < 2 * NP * K; idx += blockDim.x) {
-    const int k = idx % K, n = idx / K % NP, m = idx / (K * NP), pos = p0 + k;
+  for (int idx = threadIdx.x; idx < 2 * NP * Q; idx += blockDim.x) {
+    const int q = idx % Q, n = idx / Q % NP, m = idx / (Q * NP), pos = p0 + 4 * q;
     if (n >= p.N || pos >= p.L) continue;
-    float s = 0.f;
-    for (int w = 0; w < warps; ++w)
+    float4 s = make_float4(0.f, 0.f, 0.f, 0.f);
 #pragma unroll
-      for (int c = 0; c < CPW; ++c) s += t.v[m][k][w * 32 + c * NP + n];
-    atomicAdd(m ? p.dC + gC + n * p.sdC_n + pos : p.dB + gB + n * p.sdB_n + pos, s);
+    for (int w = 0; w < kLaneWarps; ++w) {
+      if (w >= warps) break;
+#pragma unroll
+      for (int c = 0; c < CPW; ++c) {
+        const float4 v = t.v[m][w * 32 + c * NP + n][q];
+        s.x += v.x, s.y += v.y, s.z += v.z, s.w += v.w;
+      }
+    }
+    float* dst = m ? p.dC + gC + n * p.sdC_n + pos : p.dB + gB + n * p.sdB_n + pos;
+    const float e[4] = {s.x, s.y, s.z, s.w};
+#pragma unroll
+    for (int j = 0; j < 4; ++j)
+      if (pos + j < p.L) atomicAdd(dst + j, e[j]);
   }
 }
 
@@ -423,18 +434,21 @@ __global__ void __launch_bounds__(kLaneWarps * 32, SSOPS_LANE_BWD_MINB)
       const float4 dy4 = staged[warp][c][2][q];
       const float dt[4] = {dt4.x, dt4.y, dt4.z, dt4.w}, dtu[4] = {dtu4.x, dtu4.y, dtu4.z, dtu4.w};
       const float dy[4] = {dy4.x, dy4.y, dy4.z, dy4.w};
+      float tB[4], tC[4];  // this lane's dB / dC terms of the 4 steps
 #pragma unroll
       for (int jw = 0; jw < 4; ++jw) {
         const int j = REV ? jw : 3 - jw, k = 4 * q + j;
         const float g = fmaf(C[k], dy[j], gp);
-        tm[0][k][threadIdx.x] = g * dtu[j];
-        tm[1][k][threadIdx.x] = dy[j] * fmaf(dtu[j], B[k], ah[k]);
+        tB[j] = g * dtu[j];
+        tC[j] = dy[j] * fmaf(dtu[j], B[k], ah[k]);
         const float wk = g * ah[k];
         dA = fmaf(wk, dt[j], dA);
         s1[k] = g * B[k];
         s2[k] = wk * An;
         gp = exp2_approx(dt[j] * a2) * g;
       }
+      tm[0][threadIdx.x][q] = make_float4(tB[0], tB[1], tB[2], tB[3]);
+      tm[1][threadIdx.x][q] = make_float4(tC[0], tC[1], tC[2], tC[3]);
     }
     sum_over_states<NP, K>(s1, n);
     sum_over_states<NP, K>(s2, n);
