@@ -1,6 +1,7 @@
-// The selective-scan forward with a channel's states on the lanes, for 2 <= N <= 16 along a
-// row-major walk, forwards or backwards, with variable B / C of u's dtype (Mamba, Vim's two
-// directions).  Included by scan_kernels.cuh.
+// The selective scan with a channel's states on the lanes, forward and backward, for
+// 2 <= N <= 16 along a row-major walk, forwards or backwards, with variable B / C of u's dtype
+// (Mamba, Vim's two directions).  Included by scan_kernels.cuh.  The backward is below the
+// forward, which also serves as its first pass (the state after each chunk).
 //
 // A warp holds 32 / NP channels; lane (c, n) keeps state n of channel c (NP >= N lanes per
 // channel, spare lanes hold zeros) and walks the whole sequence, K steps (a chunk) at a time.  A
