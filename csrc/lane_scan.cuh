@@ -30,15 +30,6 @@ namespace ssops {
 #ifndef SSOPS_LANE_MINB
 #define SSOPS_LANE_MINB 6
 #endif
-// How many times the chunk loops are unrolled: twice lets the chunk loaded ahead take the
-// place of the current one without register copies (a copy waits for the loads).
-#ifndef SSOPS_LANE_FWD_UNROLL
-#define SSOPS_LANE_FWD_UNROLL 1
-#endif
-#ifndef SSOPS_LANE_BWD_UNROLL
-#define SSOPS_LANE_BWD_UNROLL 2
-#endif
-constexpr int kLaneFwdUnroll = SSOPS_LANE_FWD_UNROLL, kLaneBwdUnroll = SSOPS_LANE_BWD_UNROLL;
 constexpr int kLaneWarps = 4;             // warps per block
 constexpr int lane_min_blocks(int np, int elem_bytes) {
   return elem_bytes == 2 && np >= 8 ? SSOPS_LANE_MINB : 4;
@@ -200,7 +191,6 @@ __global__ void __launch_bounds__(kLaneWarps * 32, lane_min_blocks(NP, sizeof(T)
   store_units<T, NP>(units, bc[0]);
   if (nchunks > 1) load_units<T, NP>(units, p, r, start(1));
   __syncthreads();
-#pragma unroll kLaneFwdUnroll
   for (int ci = 0; ci < nchunks; ++ci) {
     const int p0 = start(ci);
     LaneSteps<T, E> next;
@@ -394,7 +384,6 @@ __global__ void __launch_bounds__(kLaneWarps * 32, SSOPS_LANE_BWD_MINB)
   if (nchunks > 1) load_units<T, NP>(units, p, r, start(1));
   float h_next = state_in(0);
   __syncthreads();
-#pragma unroll kLaneBwdUnroll
   for (int it = 0; it < nchunks; ++it) {
     const int p0 = start(it);
     if (it > 0) add_bc_grads<NP, K>(terms[(it - 1) & 1], p, gB, gC, start(it - 1));
