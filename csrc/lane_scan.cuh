@@ -35,10 +35,14 @@ constexpr int lane_min_blocks(int np, int elem_bytes) {
   return elem_bytes == 2 && np >= 8 ? SSOPS_LANE_MINB : 4;
 }
 
-// What a lane reads itself for one chunk: its E staged steps.
+// What a lane reads itself for one chunk: its E staged steps (forward and backward).
 template <typename T, int E>
-struct LaneSteps {
+struct LaneInputs {
   T u[E], delta[E], z[E];
+};
+
+template <typename T, int E>
+struct LaneSteps : LaneInputs<T, E> {
   float y_in[E];
 };
 
@@ -53,14 +57,37 @@ struct BCUnits {
   uint4 v[per_thread];
 };
 
+// Where a lane works: state n of channel c of its warp (lane = c * NP + n), the flat channel
+// `flat` (batch b, channel d), and the rows it reads.  A block's channels share one batch and
+// B / C group (the launcher sizes blocks so), whose rows are those of its first channel, d0.
 struct LaneRows {
+  int warp, c, n, b, d, d0;
+  int64_t flat;
   int64_t u, delta, B, C;  // element offsets: the lane's u / delta rows, the block's B / C
   bool on;                 // a real state
 };
 
+template <int NP>
+__device__ __forceinline__ LaneRows lane_rows(const ScanParams& p) {
+  LaneRows r;
+  const int lane = threadIdx.x & 31;
+  r.warp = threadIdx.x >> 5, r.c = lane / NP, r.n = lane % NP;
+  const int64_t first = static_cast<int64_t>(blockIdx.x) * (blockDim.x / NP);
+  r.flat = first + r.warp * (32 / NP) + r.c;
+  r.b = static_cast<int>(r.flat / p.dim), r.d = static_cast<int>(r.flat % p.dim);
+  r.d0 = static_cast<int>(first % p.dim);
+  r.on = r.n < p.N;
+  r.u = r.b * p.su_b + r.d * p.su_d;
+  r.delta = r.b * p.sd_b + r.d * p.sd_d;
+  r.B = r.b * p.sB_b + static_cast<int64_t>(r.d0 / p.dpg_b) * p.sB_g;
+  r.C = r.b * p.sC_b + static_cast<int64_t>(r.d0 / p.dpg_c) * p.sC_g;
+  return r;
+}
+
+// u, delta, z of the E steps from pos0 (zeros past L).
 template <typename T, int E>
-__device__ __forceinline__ void load_steps(LaneSteps<T, E>& c, const ScanParams& p,
-                                           const LaneRows& r, int pos0) {
+__device__ __forceinline__ void load_inputs(LaneInputs<T, E>& c, const ScanParams& p,
+                                            const LaneRows& r, int pos0) {
   const T* u = static_cast<const T*>(p.u) + r.u;
   const T* z = static_cast<const T*>(p.z) + r.u;
   const T* delta = static_cast<const T*>(p.delta) + r.delta;
@@ -71,8 +98,16 @@ __device__ __forceinline__ void load_steps(LaneSteps<T, E>& c, const ScanParams&
     c.u[i] = ok ? u[pos] : from_f<T>(0.f);
     c.delta[i] = ok ? delta[pos] : from_f<T>(0.f);
     c.z[i] = ok && p.z ? z[pos] : from_f<T>(0.f);
-    c.y_in[i] = ok && p.y_in ? p.y_in[r.u + pos] : 0.f;
   }
+}
+
+template <typename T, int E>
+__device__ __forceinline__ void load_steps(LaneSteps<T, E>& c, const ScanParams& p,
+                                           const LaneRows& r, int pos0) {
+  load_inputs<T, E>(c, p, r, pos0);
+#pragma unroll
+  for (int i = 0; i < E; ++i)
+    c.y_in[i] = pos0 + i < p.L && p.y_in ? p.y_in[r.u + pos0 + i] : 0.f;
 }
 
 // This thread's units of the chunk at p0 into registers: 16-byte loads where the rows are
@@ -160,20 +195,9 @@ __global__ void __launch_bounds__(kLaneWarps * 32, lane_min_blocks(NP, sizeof(T)
   static_assert(NP <= K && K % 4 == 0, "a lane stages at least one step");
   __shared__ StagedBC<T, NP> bc[2];                     // double-buffered
   __shared__ float4 staged[kLaneWarps][CPW][2][K / 4];  // per channel: dt, dt * u
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  const int c = lane / NP, n = lane % NP;
-  // the block's channels share one batch and B / C group (the launcher sizes blocks so)
-  const int cpb = blockDim.x / NP;
-  const int64_t first = static_cast<int64_t>(blockIdx.x) * cpb;
-  const int64_t flat = first + warp * CPW + c;
-  const int b = static_cast<int>(flat / p.dim), d = static_cast<int>(flat % p.dim);
-  const int d0 = static_cast<int>(first % p.dim);
-  LaneRows r;
-  r.on = n < p.N;
-  r.u = b * p.su_b + d * p.su_d;
-  r.delta = b * p.sd_b + d * p.sd_d;
-  r.B = b * p.sB_b + static_cast<int64_t>(d0 / p.dpg_b) * p.sB_g;
-  r.C = b * p.sC_b + static_cast<int64_t>(d0 / p.dpg_c) * p.sC_g;
+  const LaneRows r = lane_rows<NP>(p);
+  const int warp = r.warp, c = r.c, n = r.n, d = r.d;
+  const int64_t flat = r.flat;
   const float a2 = r.on ? p.A[static_cast<int64_t>(d) * p.N + n] * kLog2e : 0.f;
   const float Dd = p.D ? p.D[d] : 0.f;
   const float bias = p.bias ? p.bias[d] : 0.f;
@@ -268,26 +292,20 @@ __global__ void __launch_bounds__(kLaneWarps * 32, lane_min_blocks(NP, sizeof(T)
 // The block's per-step dB / dC terms go through shared memory, double-buffered, so they are
 // summed after the chunk's one barrier, while the next chunk is computed.
 
-// What a lane reads itself for one chunk of the backward: its E staged steps.
+// The backward's: the incoming gradient, and the forward's y before the gate (for dz).
 template <typename T, int E>
-struct LaneGradSteps {
-  T u[E], delta[E], z[E];
-  float dout[E], y[E];  // the incoming gradient; the forward's y before the gate (for dz)
+struct LaneGradSteps : LaneInputs<T, E> {
+  float dout[E], y[E];
 };
 
 template <typename T, int E>
 __device__ __forceinline__ void load_grad_steps(LaneGradSteps<T, E>& c, const ScanParams& p,
                                                 const LaneRows& r, int pos0) {
-  const T* u = static_cast<const T*>(p.u) + r.u;
-  const T* z = static_cast<const T*>(p.z) + r.u;
-  const T* delta = static_cast<const T*>(p.delta) + r.delta;
+  load_inputs<T, E>(c, p, r, pos0);
 #pragma unroll
   for (int i = 0; i < E; ++i) {
     const int pos = pos0 + i;
     const bool ok = pos < p.L;
-    c.u[i] = ok ? u[pos] : from_f<T>(0.f);
-    c.delta[i] = ok ? delta[pos] : from_f<T>(0.f);
-    c.z[i] = ok && p.z ? z[pos] : from_f<T>(0.f);
     c.dout[i] = !ok ? 0.f
                 : p.dy_f32 ? static_cast<const float*>(p.dy)[r.u + pos]
                            : to_f(static_cast<const T*>(p.dy)[r.u + pos]);
@@ -342,21 +360,12 @@ __global__ void __launch_bounds__(kLaneWarps * 32, SSOPS_LANE_BWD_MINB)
   __shared__ StagedBC<T, NP> bc[2];                     // double-buffered
   __shared__ float4 staged[kLaneWarps][CPW][3][K / 4];  // per channel: dt, dt * u, dy
   __shared__ GradTerms<K> terms[2];                     // double-buffered
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  const int c = lane / NP, n = lane % NP;
-  const int cpb = blockDim.x / NP;
-  const int64_t first = static_cast<int64_t>(blockIdx.x) * cpb;
-  const int64_t flat = first + warp * CPW + c;
-  const int b = static_cast<int>(flat / p.dim), d = static_cast<int>(flat % p.dim);
-  const int d0 = static_cast<int>(first % p.dim);
-  LaneRows r;
-  r.on = n < p.N;
-  r.u = b * p.su_b + d * p.su_d;
-  r.delta = b * p.sd_b + d * p.sd_d;
-  r.B = b * p.sB_b + static_cast<int64_t>(d0 / p.dpg_b) * p.sB_g;
-  r.C = b * p.sC_b + static_cast<int64_t>(d0 / p.dpg_c) * p.sC_g;
-  const int64_t gB = b * p.sdB_b + static_cast<int64_t>(d0 / p.dpg_b) * p.sdB_g;
-  const int64_t gC = b * p.sdC_b + static_cast<int64_t>(d0 / p.dpg_c) * p.sdC_g;
+  const LaneRows r = lane_rows<NP>(p);
+  const int warp = r.warp, c = r.c, n = r.n, d = r.d;
+  const int64_t flat = r.flat;
+  // the block's rows of dB / dC
+  const int64_t gB = r.b * p.sdB_b + static_cast<int64_t>(r.d0 / p.dpg_b) * p.sdB_g;
+  const int64_t gC = r.b * p.sdC_b + static_cast<int64_t>(r.d0 / p.dpg_c) * p.sdC_g;
   const float An = r.on ? p.A[static_cast<int64_t>(d) * p.N + n] : 0.f, a2 = An * kLog2e;
   const float Dd = p.D ? p.D[d] : 0.f;
   const float bias = p.bias ? p.bias[d] : 0.f;
