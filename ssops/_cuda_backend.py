@@ -232,10 +232,13 @@ def fast_path(op, tensors, backward):
     (bench/NOTES.md).  Shapes only: the extension is not needed to answer."""
     if op not in ("selective_scan", "bidirectional_scan") or why_not(op, tensors):
         return False
-    u, delta, B, C, A = (tensors[k] for k in ("u", "delta", "B", "C", "A"))
+    # u and delta as the ops pass them on (contiguous), without copying them to ask
+    u, delta = (torch.empty(tensors[k].shape, dtype=tensors[k].dtype, device="meta")
+                for k in ("u", "delta"))
+    B, C, A = (tensors[k] for k in ("B", "C", "A"))
     if op == "bidirectional_scan":
-        return _bidi_lanes(u.contiguous(), delta.contiguous(), A, B, C) is not None
-    return _lane_split(u.contiguous(), delta.contiguous(), B, C, A.shape[-1]) is not None
+        return _bidi_lanes(u, delta, A, B, C) is not None
+    return _lane_split(u, delta, B, C, A.shape[-1]) is not None
 
 
 def scan_fwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus, y, last, *, y_in=None,
@@ -436,7 +439,7 @@ def _bidi_lane_bwd(split, dy, u, delta, A, B, C, D, z, bias, softplus, scale):
     u, delta: (2, batch, dim, L); A, D, bias float32 with the direction first."""
     f32 = dict(device=u.device, dtype=torch.float32)
     y0, y = (None, None) if z is None else (torch.empty(u.shape[1:], **f32) for _ in range(2))
-    p = lambda t, i: None if t is None else t[i]  # noqa: E731
+    p = _routes.pick
     states = [_lane_states(split, u[i], delta[i], A[i], B[i], C[i], p(D, i), p(bias, i),
                            softplus, i == 1, y=(y0, y)[i], y_in=y0 if i else None,
                            y_scale=scale if i else 1.0) for i in (0, 1)]

@@ -81,7 +81,8 @@ def selective_scan_bwd(kernels, dy, dlast_state, u, delta, A, B, C, D, z, delta_
 
 
 # ------------------------------------------------------------------------- bidirectional_scan
-def _pick(t, i):
+def pick(t, i):
+    """Direction i of an optional per-direction tensor."""
     return None if t is None else t[i]
 
 
@@ -93,9 +94,9 @@ def bidirectional_inputs(u, delta, A, D, delta_bias, z):
 def _bidi_fwd(kernels, u, delta, A, B, C, D, bias, softplus, y_dir0, y, *, z=None, scale=1.0):
     """Direction 0 into y_dir0 (float32), then direction 1 (reversed) adding it into y."""
     last = torch.empty(*u.shape[1:3], A.shape[2], device=u.device, dtype=torch.float32)
-    kernels.scan_fwd(u[0], delta[0], A[0], B[0], C[0], _pick(D, 0), None, _pick(bias, 0),
+    kernels.scan_fwd(u[0], delta[0], A[0], B[0], C[0], pick(D, 0), None, pick(bias, 0),
                      softplus, y_dir0, last)
-    kernels.scan_fwd(u[1], delta[1], A[1], B[1], C[1], _pick(D, 1), z, _pick(bias, 1), softplus,
+    kernels.scan_fwd(u[1], delta[1], A[1], B[1], C[1], pick(D, 1), z, pick(bias, 1), softplus,
                      y, last, y_in=y_dir0, y_scale=scale, reverse=True)
 
 
@@ -125,8 +126,8 @@ def bidirectional_scan_bwd(kernels, dy, u, delta, A, B, C, D, z, delta_bias, del
         dz.copy_(dy.float() * y * s * (1 + zf * (1 - s)))
         dout = dout * zf * s
     dout = dout.contiguous()
-    grads = [kernels.scan_bwd(dout, None, u[i], delta[i], A[i], B[i], C[i], _pick(D, i), None,
-                              _pick(delta_bias, i), delta_softplus, du[i], ddelta[i], None,
+    grads = [kernels.scan_bwd(dout, None, u[i], delta[i], A[i], B[i], C[i], pick(D, i), None,
+                              pick(delta_bias, i), delta_softplus, du[i], ddelta[i], None,
                               reverse=i == 1) for i in (0, 1)]
     dA, dB, dC, dD, dbias = [None if g0 is None else torch.stack([g0, g1])
                              for g0, g1 in zip(*grads)]
