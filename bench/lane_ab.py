@@ -6,6 +6,8 @@ against the split kernels (selective_scan, csrc/scan_kernels.cuh) and the fused 
     python bench/lane_ab.py          (from bench/, with ssops importable)
 
 AB_CASES=mamba_lm,vim_s_bidi picks cases; LANES_ONLY=1 times the states-on-lanes kernels alone.
+After each case: the training pair, a forward that keeps its chunk states (ssops._ops ``saved``)
+and the backward from them (the A/B's backward runs the forward again first).
 """
 import os
 
@@ -37,6 +39,15 @@ def ab(name, fwd, bwd):
           f"{b0 / b1:5.2f}x   max rel diff {err:.1e}", flush=True)
 
 
+def training(op, tensors, fwd, bwd):
+    """The forward filling the buffer its backward starts from, and that backward (lanes)."""
+    saved = torch.empty(cuda.saved_numel(op, tensors), device="cuda")
+    fwd(saved=saved)
+    t = [time_ms(lambda: f(saved=saved), warmup=5, repeat=30) for f in (fwd, bwd)]
+    print(f"{'':11} training: fwd keeping {saved.numel() * 4 / 2 ** 20:.0f} MB {t[0]:.3f} ms, "
+          f"bwd from it {t[1]:.3f} ms", flush=True)
+
+
 def main():
     print(torch.cuda.get_device_name())
     print(f"{'case':11}     other   lanes  speed-up      other   lanes  speed-up")
@@ -49,13 +60,10 @@ def main():
         u, delta, A, B, C = args
         D, z, bias = kw["D"], kw["z"], kw["delta_bias"]
         dy = torch.randn_like(u)
-        ab(name, lambda: cuda.selective_scan_fwd(u, delta, A, B, C, D, z, bias, True, u.dtype),
-           lambda: cuda.selective_scan_bwd(dy, None, u, delta, A, B, C, D, z, bias, True))
-        # the backward's first pass alone: chunk states, and y before the gate for dz
-        split = cuda._lane_split(u, delta, B, C, N)
-        y_pre = torch.empty(u.shape, device="cuda")
-        states = lambda: cuda._lane_states(split, u, delta, A, B, C, D, bias, True, False, y_pre)  # noqa: E731
-        print(f"{'':11} of which the chunk-state pass {time_ms(states, warmup=5, repeat=30):.3f} ms")
+        fwd = lambda **kw: cuda.selective_scan_fwd(u, delta, A, B, C, D, z, bias, True, u.dtype, **kw)  # noqa: E731
+        bwd = lambda **kw: cuda.selective_scan_bwd(dy, None, u, delta, A, B, C, D, z, bias, True, **kw)  # noqa: E731
+        ab(name, fwd, bwd)
+        training("selective_scan", dict(u=u, delta=delta, A=A, B=B, C=C, z=z), fwd, bwd)
     for name, (batch, dim, L, N, dtype) in BIDI_CASES.items():
         if name not in cases:
             continue
@@ -66,9 +74,10 @@ def main():
         u, delta, A, B, C = args
         D, z, bias = kw["D"], kw["z"], kw["delta_bias"]
         dy = torch.randn_like(u[0])  # (batch, dim, L), like z
-        ab(name, lambda: cuda.bidirectional_scan_fwd(u, delta, A, B, C, D, z, bias, True, "mean",
-                                                     u.dtype),
-           lambda: cuda.bidirectional_scan_bwd(dy, u, delta, A, B, C, D, z, bias, True, "mean"))
+        fwd = lambda **kw: cuda.bidirectional_scan_fwd(u, delta, A, B, C, D, z, bias, True, "mean", u.dtype, **kw)  # noqa: E731
+        bwd = lambda **kw: cuda.bidirectional_scan_bwd(dy, u, delta, A, B, C, D, z, bias, True, "mean", **kw)  # noqa: E731
+        ab(name, fwd, bwd)
+        training("bidirectional_scan", dict(u=u, delta=delta, A=A, B=B, C=C, z=z), fwd, bwd)
 
 
 if __name__ == "__main__":

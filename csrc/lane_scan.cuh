@@ -245,13 +245,15 @@ __global__ void __launch_bounds__(kLaneWarps * 32, lane_min_blocks(NP, sizeof(T)
         yp[k] = C[k] * h;
       }
     }
-    if (p.y) {  // (the backward's pass for chunk states alone writes no y)
+    if (p.y || p.y_pre) {  // (a pass for the chunk states alone writes neither)
       sum_over_states<NP, K>(yp, n);
 #pragma unroll
       for (int i = 0; i < E; ++i) {
         const int pos = p0 + s0 + i;
         if (pos >= p.L) continue;
         float y = (yp[i] + Dd * u[i] + cur.y_in[i]) * p.y_scale;
+        if (p.y_pre) p.y_pre[r.u + pos] = y;
+        if (!p.y) continue;
         if (p.z) {
           const float zf = to_f(cur.z[i]);
           y *= zf * sigmoid(zf);

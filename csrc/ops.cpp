@@ -184,12 +184,14 @@ float* chunk_states_ptr(const char* op, const OptTensor& t, const ssops::ScanPar
   return t->data_ptr<float>();
 }
 
-// y may be left out by the states-on-lanes forward (a pass for chunk_states alone).
+// The states-on-lanes forward may leave y out, and may also store what its backward reads:
+// chunk_states, y_pre (the output before the gate, float32).
 void scan_fwd(const Tensor& u, const Tensor& delta, const Tensor& A, const Tensor& B,
               const Tensor& C, const OptTensor& D, const OptTensor& z, const OptTensor& bias,
               const OptTensor& y_in, const OptTensor& y, const Tensor& last, bool softplus,
               bool reverse, bool transpose, int64_t H, int64_t W, double y_scale,
-              const std::vector<int64_t>& split, const OptTensor& chunk_states) {
+              const std::vector<int64_t>& split, const OptTensor& chunk_states,
+              const OptTensor& y_pre) {
   const char* op = "selective scan forward";
   const c10::cuda::CUDAGuard guard(u.device());
   ssops::ScanParams p =
@@ -209,9 +211,10 @@ void scan_fwd(const Tensor& u, const Tensor& delta, const Tensor& A, const Tenso
   p.out_f32 = y && y->scalar_type() == at::kFloat && u.scalar_type() != at::kFloat;
   p.last = last.data_ptr<float>();
   p.y_scale = static_cast<float>(y_scale);
-  TORCH_CHECK(ns == 0 || !chunk_states, "ssops cuda ", op,
-              ": only the states-on-lanes kernel stores chunk states");
+  TORCH_CHECK(ns == 0 || (!chunk_states && !y_pre), "ssops cuda ", op,
+              ": only the states-on-lanes kernel stores chunk states and y before the gate");
   p.chunk_states = chunk_states_ptr(op, chunk_states, p, u);
+  p.y_pre = const_cast<float*>(partial_ptr(op, "y_pre", y_pre, u));
   if (ns == 0)
     check_lanes(op, p, u);
   else
@@ -290,7 +293,7 @@ void scan_bwd(const Tensor& dy, const OptTensor& dlast, const Tensor& u, const T
                 "ssops cuda ", op, ": the states-on-lanes backward needs the forward's chunk "
                 "states (and its y before the gate for dz), du of u's dtype and no du_in");
     p.chunk_states = chunk_states_ptr(op, chunk_states, p, u);
-    p.y_pre = partial_ptr(op, "y_pre", y_pre, u);
+    p.y_pre = const_cast<float*>(partial_ptr(op, "y_pre", y_pre, u));
     p.y_scale = static_cast<float>(y_scale);
   } else {
     p.contig = contiguous_chunks(p, ns, {p.u, p.delta, p.B, p.C, p.z, p.dy, p.du_in, p.du,

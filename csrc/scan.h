@@ -72,11 +72,10 @@ struct ScanParams {
   int64_t sdB_b, sdB_g, sdB_p, sdB_n, sdB_l, sdC_b, sdC_g, sdC_p, sdC_n, sdC_l;
   float *group_states;       // backward scratch: the state entering each segment group
 
-  // states-on-lanes kernels (ns 0): the forward stores the state after each chunk but the last,
-  // (chunk, batch, dim, N) float32, for the backward; the backward reads them and, for dz, the
-  // forward's output before the gate (y_pre, float32, u's strides)
-  float* chunk_states;
-  const float* y_pre;
+  // states-on-lanes kernels (ns 0): the forward stores, where given, the state after each chunk
+  // but the last ((chunk, batch, dim, N) float32) and its output before the gate (y_pre,
+  // float32, u's strides); the backward reads them (y_pre for dz)
+  float *chunk_states, *y_pre;
 };
 
 }  // namespace ssops

@@ -226,10 +226,9 @@ def _lane_split(u, delta, B, C, N, transpose=False):
     return [0, lanes, 1, 32 // lanes, 0, u.shape[2], 1]
 
 
-def fast_path(op, tensors, backward):
-    """Whether auto should take this backend first (ssops.dispatch): the states-on-lanes
-    kernels, forward and backward, faster than the Triton ones wherever they apply
-    (bench/NOTES.md).  Shapes only: the extension is not needed to answer."""
+def _takes_lanes(op, tensors):
+    """Whether op runs on the states-on-lanes kernels (shapes only: the extension is not
+    needed to answer)."""
     if op not in ("selective_scan", "bidirectional_scan") or why_not(op, tensors):
         return False
     # u and delta as the ops pass them on (contiguous), without copying them to ask
@@ -241,14 +240,58 @@ def fast_path(op, tensors, backward):
     return _lane_split(u, delta, B, C, A.shape[-1]) is not None
 
 
+def fast_path(op, tensors, backward):
+    """Whether auto should take this backend first (ssops.dispatch): the states-on-lanes
+    kernels, forward and backward, faster than the Triton ones wherever they apply
+    (bench/NOTES.md)."""
+    return _takes_lanes(op, tensors)
+
+
+LANE_STEPS = 16  # csrc/scan.h kLaneSteps: steps per chunk of the states-on-lanes kernels
+
+
+def _states_numel(shape, N):
+    """The states-on-lanes forward's chunk states of one direction: float32, one per chunk but
+    the last, channel and state; shape: u's (..., batch, dim, L)."""
+    batch, dim, L = shape[-3:]
+    return (-(-L // LANE_STEPS) - 1) * batch * dim * N
+
+
+def _saved_size(shape, N, directions, with_z):
+    return directions * _states_numel(shape, N) + (math.prod(shape[-3:]) if with_z else 0)
+
+
+def saved_numel(op, tensors):
+    """float32 elements the forward keeps for the backward (ssops._ops): on the states-on-lanes
+    kernels, each direction's chunk states and, with z, y before the gate, so that the backward
+    need not run the forward again (a fourth of the Mamba-LM backward); else 0."""
+    if not _takes_lanes(op, tensors):
+        return 0
+    directions = 2 if op == "bidirectional_scan" else 1
+    return _saved_size(tensors["u"].shape, tensors["A"].shape[-1], directions,
+                       tensors.get("z") is not None)
+
+
+def _keep(saved, shape, N, directions):
+    """saved_numel's buffer as scan_fwd / scan_bwd keyword arguments, one dict per direction:
+    its chunk states, and y before the gate for the last direction (which writes y)."""
+    n = _states_numel(shape, N)
+    rest = saved[directions * n:]
+    y_pre = rest.view(shape[-3:]) if rest.numel() else None
+    return tuple(dict(states=saved[i * n:(i + 1) * n],
+                      y_pre=y_pre if i == directions - 1 else None) for i in range(directions))
+
+
 def scan_fwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus, y, last, *, y_in=None,
-             y_scale=1.0, reverse=False, transpose=False, H=1, W=1):
+             y_scale=1.0, reverse=False, transpose=False, H=1, W=1, states=None, y_pre=None):
+    """(states, y_pre: what the states-on-lanes forward keeps for its backward, where given;
+    y may then be None.)"""
     B, C = _weights(B, C, u.dtype)
     N = A.shape[1]
     split = (_lane_split(u, delta, B, C, N, transpose)
              or _split(u, N, transpose, H, W, False, _dpg(u, B, C)))
     _ext().scan_fwd(u, delta, _f32(A), B, C, _f32(D), z, _f32(delta_bias), y_in, y, last,
-                    delta_softplus, reverse, transpose, H, W, y_scale, split, None)
+                    delta_softplus, reverse, transpose, H, W, y_scale, split, states, y_pre)
 
 
 def _bc_grad(M, u, cpw):
@@ -262,26 +305,10 @@ def _bc_grad(M, u, cpw):
     return torch.empty(batch, u.shape[1] // dpg, dpg // cpw, M.shape[-2], L, **f32)
 
 
-LANE_STEPS = 16  # csrc/scan.h kLaneSteps: steps per chunk of the states-on-lanes kernels
-
-
-def _lane_states(split, u, delta, A, B, C, D, bias, softplus, reverse, y=None, y_in=None,
-                 y_scale=1.0):
-    """The states-on-lanes forward as the backward's first pass: the state after each chunk but
-    the last (float32), and y where one is given (the gate is left to the backward)."""
-    batch, dim, L = u.shape
-    f32 = dict(device=u.device, dtype=torch.float32)
-    states = torch.empty((-(-L // LANE_STEPS) - 1) * batch * dim * A.shape[1], **f32)
-    _ext().scan_fwd(u, delta, A, B, C, D, None, bias, y_in, y,
-                    torch.empty(batch, dim, A.shape[1], **f32), softplus, reverse, False, 1, 1,
-                    y_scale, split, states)
-    return states
-
-
 def _lane_grads(split, states, y_pre, dy, dlast, u, delta, A, B, C, D, z, bias, softplus, du,
                 ddelta, dz, reverse, y_scale=1.0):
-    """The states-on-lanes backward from _lane_states' states (y_pre: the forward's y before
-    the gate, for dz).  Returns float32 (dA, dB, dC, dD, ddelta_bias)."""
+    """The states-on-lanes backward from the forward's chunk states (y_pre: its y before the
+    gate, for dz).  Returns float32 (dA, dB, dC, dD, ddelta_bias)."""
     batch, _, L = u.shape
     f32 = dict(device=u.device, dtype=torch.float32)
     groups = [M.shape[1] if M.dim() == 4 else 1 for M in (B, C)]
@@ -294,18 +321,25 @@ def _lane_grads(split, states, y_pre, dy, dlast, u, delta, A, B, C, D, z, bias, 
 
 
 def scan_bwd(dy, dlast_state, u, delta, A, B, C, D, z, delta_bias, delta_softplus, du, ddelta,
-             dz, *, du_in=None, reverse=False, transpose=False, H=1, W=1):
+             dz, *, du_in=None, reverse=False, transpose=False, H=1, W=1, states=None,
+             y_pre=None):
+    """(states, y_pre: what the states-on-lanes forward kept, or None to run it again.)"""
     Bw, Cw = _weights(B, C, u.dtype)
-    lanes = None if du_in is not None else _lane_split(u, delta, Bw, Cw, A.shape[1], transpose)
+    N = A.shape[1]
+    lanes = None if du_in is not None else _lane_split(u, delta, Bw, Cw, N, transpose)
+    f32 = dict(device=u.device, dtype=torch.float32)
     if lanes:
         A, D, bias = _f32(A), _f32(D), _f32(delta_bias)
-        y_pre = None if z is None else torch.empty_strided(u.shape, u.stride(), device=u.device,
-                                                            dtype=torch.float32)
-        states = _lane_states(lanes, u, delta, A, Bw, Cw, D, bias, delta_softplus, reverse, y_pre)
+        if states is None:  # the forward kept nothing: run it again for them
+            states = torch.empty(_states_numel(u.shape, N), **f32)
+            y_pre = None if z is None else torch.empty_strided(u.shape, u.stride(), **f32)
+            scan_fwd(u, delta, A, Bw, Cw, D, z, bias, delta_softplus, None,
+                     torch.empty(*u.shape[:2], N, **f32), reverse=reverse, states=states,
+                     y_pre=y_pre)
         return _lane_grads(lanes, states, y_pre, dy, _f32(dlast_state), u, delta, A, Bw, Cw, D,
                            z, bias, delta_softplus, du, ddelta, dz, reverse)
-    split = _split(u, A.shape[1], transpose, H, W, True, _dpg(u, B, C))
-    f32 = dict(device=u.device, dtype=torch.float32)
+    assert states is None, "chunk states come from the states-on-lanes forward only"
+    split = _split(u, N, transpose, H, W, True, _dpg(u, B, C))
     dA = torch.zeros(A.shape, **f32)
     dB, dC = _bc_grad(B, u, split[3]), _bc_grad(C, u, split[3])
     dD = None if D is None else torch.zeros(D.shape, **f32)
@@ -396,12 +430,15 @@ def _fused_bwd(plan, dy, u, delta, A, D, bias, z, softplus, H, W, masks, scale):
 _this = sys.modules[__name__]
 
 
-def selective_scan_fwd(*args):
-    return _routes.selective_scan_fwd(_this, *args)
+# saved: saved_numel's float32 buffer, filled by the forward and read by the backward
+def selective_scan_fwd(*args, saved=None):
+    keep = ({},) if saved is None else _keep(saved, args[0].shape, args[2].shape[1], 1)
+    return _routes.selective_scan_fwd(_this, *args, keep=keep)
 
 
-def selective_scan_bwd(*args):
-    return _routes.selective_scan_bwd(_this, *args)
+def selective_scan_bwd(*args, saved=None):
+    keep = ({},) if saved is None else _keep(saved, args[2].shape, args[4].shape[1], 1)
+    return _routes.selective_scan_bwd(_this, *args, keep=keep)
 
 
 # bidirectional_scan and the SS2D core: the fused kernels where a block holds a whole sequence
@@ -418,42 +455,48 @@ def _bidi_lanes(u, delta, A, B, C):
 
 
 def bidirectional_scan_fwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus, combine,
-                           out_dtype):
+                           out_dtype, saved=None):
     u, delta = u.contiguous(), delta.contiguous()
     # two states-on-lanes launches (one per direction) beat the fused forward where they apply
     plan = None
     if _bidi_lanes(u, delta, A, B, C) is None:
         plan, (u, delta, A, D, bias, z) = _bidi_fused(u, delta, A, B, C, D, z, delta_bias, False)
     if plan is None:
+        keep = ({}, {}) if saved is None else _keep(saved, u.shape, A.shape[-1], 2)
         return _routes.bidirectional_scan_fwd(_this, u, delta, A, B, C, D, z, delta_bias,
-                                              delta_softplus, combine, out_dtype)
+                                              delta_softplus, combine, out_dtype, keep)
     y = torch.empty(u.shape[1:], device=u.device, dtype=out_dtype)
     _fused_fwd(plan, u, delta, A, D, bias, z, y, delta_softplus, 1, u.shape[-1],
                _route_masks("bidi"), 0.5 if combine == "mean" else 1.0)
     return y
 
 
-def _bidi_lane_bwd(split, dy, u, delta, A, B, C, D, z, bias, softplus, scale):
-    """Vim's backward on the states-on-lanes kernels: both directions' chunk-state passes (the
-    second adding the first's y, for dz), then both directions' backward; the first writes dz.
-    u, delta: (2, batch, dim, L); A, D, bias float32 with the direction first."""
+def _bidi_lane_bwd(split, saved, dy, u, delta, A, B, C, D, z, bias, softplus, scale):
+    """Vim's backward on the states-on-lanes kernels from the forward's saved buffer (run
+    again where None): both directions' backward; the first writes dz.  u, delta: (2, batch,
+    dim, L); A, D, bias float32 with the direction first."""
     f32 = dict(device=u.device, dtype=torch.float32)
-    y0, y = (None, None) if z is None else (torch.empty(u.shape[1:], **f32) for _ in range(2))
+    again = saved is None
+    if again:
+        saved = torch.empty(_saved_size(u.shape, A.shape[-1], 2, z is not None), **f32)
+    keep = _keep(saved, u.shape, A.shape[-1], 2)
+    if again:  # the forward kept nothing: run it again for it (y not written)
+        _routes.bidi_fwd(_this, u, delta, A, B, C, D, bias, softplus,
+                         torch.empty(u.shape[1:], **f32), None, z=z, scale=scale, keep=keep)
+    y_pre = keep[1]["y_pre"]
     p = _routes.pick
-    states = [_lane_states(split, u[i], delta[i], A[i], B[i], C[i], p(D, i), p(bias, i),
-                           softplus, i == 1, y=(y0, y)[i], y_in=y0 if i else None,
-                           y_scale=scale if i else 1.0) for i in (0, 1)]
     du, ddelta = torch.empty_like(u), torch.empty_like(delta)
     dz = None if z is None else torch.empty_like(z)
-    grads = [_lane_grads(split, states[i], None if i else y, dy, None, u[i], delta[i], A[i],
-                         B[i], C[i], p(D, i), z, p(bias, i), softplus, du[i], ddelta[i],
-                         None if i else dz, i == 1, scale) for i in (0, 1)]
+    grads = [_lane_grads(split, keep[i]["states"], None if i else y_pre, dy, None, u[i],
+                         delta[i], A[i], B[i], C[i], p(D, i), z, p(bias, i), softplus, du[i],
+                         ddelta[i], None if i else dz, i == 1, scale) for i in (0, 1)]
     dA, dB, dC, dD, dbias = [None if g0 is None else torch.stack([g0, g1])
                              for g0, g1 in zip(*grads)]
     return du, ddelta, dA, dB, dC, dD, dz, dbias
 
 
-def bidirectional_scan_bwd(dy, u, delta, A, B, C, D, z, delta_bias, delta_softplus, combine):
+def bidirectional_scan_bwd(dy, u, delta, A, B, C, D, z, delta_bias, delta_softplus, combine,
+                           saved=None):
     scale = 0.5 if combine == "mean" else 1.0
     u, delta = u.contiguous(), delta.contiguous()
     lanes = _bidi_lanes(u, delta, A, B, C)
@@ -461,7 +504,8 @@ def bidirectional_scan_bwd(dy, u, delta, A, B, C, D, z, delta_bias, delta_softpl
         u, delta, Af, Df, bias, z = _routes.bidirectional_inputs(u, delta, _f32(A), _f32(D),
                                                                  _f32(delta_bias), z)
         du, ddelta, dA, dB, dC, dD, dz, dbias = _bidi_lane_bwd(
-            lanes, dy.contiguous(), u, delta, Af, B, C, Df, z, bias, delta_softplus, scale)
+            lanes, saved, dy.contiguous(), u, delta, Af, B, C, Df, z, bias, delta_softplus,
+            scale)
         return (du, ddelta, _routes.cast(dA, A), _routes.cast(dB, B), _routes.cast(dC, C),
                 _routes.cast(dD, D), dz, _routes.cast(dbias, delta_bias))
     plan, (u, delta, Af, Df, bias, z) = _bidi_fused(u, delta, A, B, C, D, z, delta_bias, True)

@@ -4,6 +4,12 @@ Every op takes the *requested* backend name as its last argument and resolves it
 module when it runs (``dispatch.resolve``), so torch.compile sees one opaque op per call and
 the choice still follows the inputs' device, dtype and sizes.  Backward ops resolve the same
 request again on the saved inputs.
+
+The scans' forward ops also take ``save`` (gradients will be asked for) and return a float32
+buffer ``saved``: what the backend's forward keeps for its backward (``saved_numel``, a
+backend's optional function of the op and its inputs; empty for backends without it, and
+whenever ``save`` is False).  The backward passes it on only to a backend that asks for a
+buffer of that size for these inputs, i.e. the one that filled it.
 """
 from __future__ import annotations
 
@@ -42,47 +48,74 @@ def _state_dtype(t: Tensor) -> torch.dtype:
     return torch.float64 if t.dtype == torch.float64 else torch.float32
 
 
+def _saved_numel(impl, op: str, tensors: dict) -> int:
+    numel = getattr(impl, "saved_numel", None)
+    return numel(op, tensors) if numel is not None else 0
+
+
+def _saved_buffer(impl, op, tensors, save, like):
+    n = _saved_numel(impl, op, tensors) if save else 0
+    return like.new_empty(n, dtype=torch.float32)
+
+
+def _saved_kw(saved, impl, op, tensors):
+    """``saved=`` for the backend's forward / backward where it keeps a buffer of this size."""
+    n = saved.numel()
+    return {"saved": saved} if n and n == _saved_numel(impl, op, tensors) else {}
+
+
 # ----------------------------------------------------------------------------- selective_scan
 @torch.library.custom_op("ssops::selective_scan", mutates_args=())
 def selective_scan(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Optional[Tensor],
                    z: Optional[Tensor], delta_bias: Optional[Tensor], delta_softplus: bool,
-                   out_dtype: torch.dtype, backend: str) -> tuple[Tensor, Tensor]:
+                   out_dtype: torch.dtype, save: bool,
+                   backend: str) -> tuple[Tensor, Tensor, Tensor]:
     args = (u, delta, A, B, C, D, z, delta_bias)
-    impl = resolve("selective_scan", backend, _named(_SCAN_ARGS, args))
-    y, last_state = impl.selective_scan_fwd(*args, delta_softplus, out_dtype)
-    return y.contiguous(), last_state.contiguous()
+    tensors = _named(_SCAN_ARGS, args)
+    impl = resolve("selective_scan", backend, tensors)
+    saved = _saved_buffer(impl, "selective_scan", tensors, save, u)
+    y, last_state = impl.selective_scan_fwd(*args, delta_softplus, out_dtype,
+                                            **_saved_kw(saved, impl, "selective_scan", tensors))
+    return y.contiguous(), last_state.contiguous(), saved
 
 
 @selective_scan.register_fake
-def _(u, delta, A, B, C, D, z, delta_bias, delta_softplus, out_dtype, backend):
+def _(u, delta, A, B, C, D, z, delta_bias, delta_softplus, out_dtype, save, backend):
+    tensors = _named(_SCAN_ARGS, (u, delta, A, B, C, D, z, delta_bias))
+    impl = resolve("selective_scan", backend, tensors)
     return (u.new_empty(u.shape, dtype=out_dtype),
-            u.new_empty((u.shape[0], u.shape[1], A.shape[1]), dtype=_state_dtype(u)))
+            u.new_empty((u.shape[0], u.shape[1], A.shape[1]), dtype=_state_dtype(u)),
+            _saved_buffer(impl, "selective_scan", tensors, save, u))
 
 
 @torch.library.custom_op("ssops::selective_scan_backward", mutates_args=())
-def selective_scan_backward(dy: Tensor, dlast_state: Optional[Tensor], u: Tensor, delta: Tensor,
-                            A: Tensor, B: Tensor, C: Tensor, D: Optional[Tensor],
+def selective_scan_backward(dy: Tensor, dlast_state: Optional[Tensor], saved: Tensor, u: Tensor,
+                            delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Optional[Tensor],
                             z: Optional[Tensor], delta_bias: Optional[Tensor],
                             delta_softplus: bool, backend: str) -> list[Tensor]:
     args = (u, delta, A, B, C, D, z, delta_bias)
-    impl = resolve("selective_scan", backend, _named(_SCAN_ARGS, args), backward=True)
-    return _present(impl.selective_scan_bwd(dy, dlast_state, *args, delta_softplus))
+    tensors = _named(_SCAN_ARGS, args)
+    impl = resolve("selective_scan", backend, tensors, backward=True)
+    return _present(impl.selective_scan_bwd(dy, dlast_state, *args, delta_softplus,
+                                            **_saved_kw(saved, impl, "selective_scan", tensors)))
 
 
 @selective_scan_backward.register_fake
-def _(dy, dlast_state, *args):
+def _(dy, dlast_state, saved, *args):
     return _fake_grads(args[:8])
 
 
 def _scan_setup(ctx, inputs, output):
-    ctx.save_for_backward(*inputs[:8])
-    ctx.delta_softplus, ctx.backend = inputs[8], inputs[10]
+    ctx.save_for_backward(*inputs[:8], output[2])
+    ctx.mark_non_differentiable(output[2])
+    ctx.delta_softplus, ctx.backend = inputs[8], inputs[11]
 
 
-def _scan_backward(ctx, dy, dlast_state):
-    saved = ctx.saved_tensors
-    grads = selective_scan_backward(dy, dlast_state, *saved, ctx.delta_softplus, ctx.backend)
-    return _spread(grads, saved) + (None, None, None)
+def _scan_backward(ctx, dy, dlast_state, _):
+    *inputs, saved = ctx.saved_tensors
+    grads = selective_scan_backward(dy, dlast_state, saved, *inputs, ctx.delta_softplus,
+                                    ctx.backend)
+    return _spread(grads, inputs) + (None,) * 4
 
 
 selective_scan.register_autograd(_scan_backward, setup_context=_scan_setup)
@@ -92,42 +125,54 @@ selective_scan.register_autograd(_scan_backward, setup_context=_scan_setup)
 @torch.library.custom_op("ssops::bidirectional_scan", mutates_args=())
 def bidirectional_scan(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor,
                        D: Optional[Tensor], z: Optional[Tensor], delta_bias: Optional[Tensor],
-                       delta_softplus: bool, combine: str, out_dtype: torch.dtype,
-                       backend: str) -> Tensor:
+                       delta_softplus: bool, combine: str, out_dtype: torch.dtype, save: bool,
+                       backend: str) -> tuple[Tensor, Tensor]:
     args = (u, delta, A, B, C, D, z, delta_bias)
-    impl = resolve("bidirectional_scan", backend, _named(_SCAN_ARGS, args))
-    return impl.bidirectional_scan_fwd(*args, delta_softplus, combine, out_dtype).contiguous()
+    tensors = _named(_SCAN_ARGS, args)
+    impl = resolve("bidirectional_scan", backend, tensors)
+    saved = _saved_buffer(impl, "bidirectional_scan", tensors, save, u)
+    y = impl.bidirectional_scan_fwd(*args, delta_softplus, combine, out_dtype,
+                                    **_saved_kw(saved, impl, "bidirectional_scan", tensors))
+    return y.contiguous(), saved
 
 
 @bidirectional_scan.register_fake
-def _(u, delta, A, B, C, D, z, delta_bias, delta_softplus, combine, out_dtype, backend):
-    return u.new_empty(u.shape[1:], dtype=out_dtype)
+def _(u, delta, A, B, C, D, z, delta_bias, delta_softplus, combine, out_dtype, save, backend):
+    tensors = _named(_SCAN_ARGS, (u, delta, A, B, C, D, z, delta_bias))
+    impl = resolve("bidirectional_scan", backend, tensors)
+    return (u.new_empty(u.shape[1:], dtype=out_dtype),
+            _saved_buffer(impl, "bidirectional_scan", tensors, save, u))
 
 
 @torch.library.custom_op("ssops::bidirectional_scan_backward", mutates_args=())
-def bidirectional_scan_backward(dy: Tensor, u: Tensor, delta: Tensor, A: Tensor, B: Tensor,
-                                C: Tensor, D: Optional[Tensor], z: Optional[Tensor],
+def bidirectional_scan_backward(dy: Tensor, saved: Tensor, u: Tensor, delta: Tensor, A: Tensor,
+                                B: Tensor, C: Tensor, D: Optional[Tensor], z: Optional[Tensor],
                                 delta_bias: Optional[Tensor], delta_softplus: bool, combine: str,
                                 backend: str) -> list[Tensor]:
     args = (u, delta, A, B, C, D, z, delta_bias)
-    impl = resolve("bidirectional_scan", backend, _named(_SCAN_ARGS, args), backward=True)
-    return _present(impl.bidirectional_scan_bwd(dy, *args, delta_softplus, combine))
+    tensors = _named(_SCAN_ARGS, args)
+    impl = resolve("bidirectional_scan", backend, tensors, backward=True)
+    return _present(impl.bidirectional_scan_bwd(
+        dy, *args, delta_softplus, combine,
+        **_saved_kw(saved, impl, "bidirectional_scan", tensors)))
 
 
 @bidirectional_scan_backward.register_fake
-def _(dy, *args):
+def _(dy, saved, *args):
     return _fake_grads(args[:8])
 
 
 def _bidi_setup(ctx, inputs, output):
-    ctx.save_for_backward(*inputs[:8])
-    ctx.delta_softplus, ctx.combine, ctx.backend = inputs[8], inputs[9], inputs[11]
+    ctx.save_for_backward(*inputs[:8], output[1])
+    ctx.mark_non_differentiable(output[1])
+    ctx.delta_softplus, ctx.combine, ctx.backend = inputs[8], inputs[9], inputs[12]
 
 
-def _bidi_backward(ctx, dy):
-    saved = ctx.saved_tensors
-    grads = bidirectional_scan_backward(dy, *saved, ctx.delta_softplus, ctx.combine, ctx.backend)
-    return _spread(grads, saved) + (None, None, None, None)
+def _bidi_backward(ctx, dy, _):
+    *inputs, saved = ctx.saved_tensors
+    grads = bidirectional_scan_backward(dy, saved, *inputs, ctx.delta_softplus, ctx.combine,
+                                        ctx.backend)
+    return _spread(grads, inputs) + (None,) * 5
 
 
 bidirectional_scan.register_autograd(_bidi_backward, setup_context=_bidi_setup)
@@ -248,12 +293,12 @@ def _(x, delta, A, B, C, D, *args, out_shape=None, **kwargs):
 
 # Backward: the usual estimate of twice the forward's work.
 @register_flop_formula(torch.ops.ssops.selective_scan_backward)
-def _(dy, dlast_state, u, delta, A, B, C, D, z, *args, out_shape=None, **kwargs):
+def _(dy, dlast_state, saved, u, delta, A, B, C, D, z, *args, out_shape=None, **kwargs):
     return 2 * scan_flops(*u, A[1], D is not None, z is not None)
 
 
 @register_flop_formula(torch.ops.ssops.bidirectional_scan_backward)
-def _(dy, u, delta, A, B, C, D, z, *args, out_shape=None, **kwargs):
+def _(dy, saved, u, delta, A, B, C, D, z, *args, out_shape=None, **kwargs):
     return 4 * scan_flops(*u[1:], A[2], D is not None, z is not None)
 
 

@@ -11,7 +11,9 @@ column by column of an H x W grid (``transpose``), so no flipped or transposed c
   du_in=None, reverse=False, transpose=False, H=1, W=1)`` writes du (+ du_in), ddelta, dz and
   returns float32 (dA, dB, dC, dD, ddelta_bias) in the inputs' shapes.
 
-Routes after the first add into a float32 partial sum (y_in / du_in).
+Routes after the first add into a float32 partial sum (y_in / du_in).  ``keep``: keyword
+arguments passed on to a backend's scan_fwd / scan_bwd for what its forward keeps for its
+backward (the cuda backend's chunk states), one dict per direction.
 """
 from __future__ import annotations
 
@@ -58,24 +60,25 @@ def cross_merge_buffers(y, H, W, layout):
 
 
 # ----------------------------------------------------------------------------- selective_scan
-def selective_scan_fwd(kernels, u, delta, A, B, C, D, z, delta_bias, delta_softplus, out_dtype):
+def selective_scan_fwd(kernels, u, delta, A, B, C, D, z, delta_bias, delta_softplus, out_dtype,
+                       keep=({},)):
     u, delta, z = u.contiguous(), delta.contiguous(), contiguous(z)
     y = torch.empty(u.shape, device=u.device, dtype=out_dtype)
     last = torch.empty(*u.shape[:2], A.shape[1], device=u.device, dtype=torch.float32)
     kernels.scan_fwd(u, delta, A.contiguous(), B, C, contiguous(D), z, contiguous(delta_bias),
-                     delta_softplus, y, last)
+                     delta_softplus, y, last, **keep[0])
     return y, last
 
 
 def selective_scan_bwd(kernels, dy, dlast_state, u, delta, A, B, C, D, z, delta_bias,
-                       delta_softplus):
+                       delta_softplus, keep=({},)):
     u, delta, dy, z = u.contiguous(), delta.contiguous(), dy.contiguous(), contiguous(z)
     du, ddelta = torch.empty_like(u), torch.empty_like(delta)
     dz = None if z is None else torch.empty_like(z)
     dA, dB, dC, dD, dbias = kernels.scan_bwd(dy, contiguous(dlast_state), u, delta,
                                              A.contiguous(), B, C, contiguous(D), z,
                                              contiguous(delta_bias), delta_softplus, du, ddelta,
-                                             dz)
+                                             dz, **keep[0])
     return (du, ddelta, cast(dA, A), cast(dB, B), cast(dC, C), cast(dD, D), dz,
             cast(dbias, delta_bias))
 
@@ -91,22 +94,23 @@ def bidirectional_inputs(u, delta, A, D, delta_bias, z):
             contiguous(delta_bias), contiguous(z))
 
 
-def _bidi_fwd(kernels, u, delta, A, B, C, D, bias, softplus, y_dir0, y, *, z=None, scale=1.0):
+def bidi_fwd(kernels, u, delta, A, B, C, D, bias, softplus, y_dir0, y, *, z=None, scale=1.0,
+             keep=({}, {})):
     """Direction 0 into y_dir0 (float32), then direction 1 (reversed) adding it into y."""
     last = torch.empty(*u.shape[1:3], A.shape[2], device=u.device, dtype=torch.float32)
     kernels.scan_fwd(u[0], delta[0], A[0], B[0], C[0], pick(D, 0), None, pick(bias, 0),
-                     softplus, y_dir0, last)
+                     softplus, y_dir0, last, **keep[0])
     kernels.scan_fwd(u[1], delta[1], A[1], B[1], C[1], pick(D, 1), z, pick(bias, 1), softplus,
-                     y, last, y_in=y_dir0, y_scale=scale, reverse=True)
+                     y, last, y_in=y_dir0, y_scale=scale, reverse=True, **keep[1])
 
 
 def bidirectional_scan_fwd(kernels, u, delta, A, B, C, D, z, delta_bias, delta_softplus,
-                           combine, out_dtype):
+                           combine, out_dtype, keep=({}, {})):
     u, delta, A, D, delta_bias, z = bidirectional_inputs(u, delta, A, D, delta_bias, z)
     y = torch.empty(u.shape[1:], device=u.device, dtype=out_dtype)
     y0 = torch.empty(u.shape[1:], device=u.device, dtype=torch.float32)
-    _bidi_fwd(kernels, u, delta, A, B, C, D, delta_bias, delta_softplus, y0, y, z=z,
-              scale=0.5 if combine == "mean" else 1.0)
+    bidi_fwd(kernels, u, delta, A, B, C, D, delta_bias, delta_softplus, y0, y, z=z,
+             scale=0.5 if combine == "mean" else 1.0, keep=keep)
     return y
 
 
@@ -119,8 +123,8 @@ def bidirectional_scan_bwd(kernels, dy, u, delta, A, B, C, D, z, delta_bias, del
     dout = dy.float() * scale
     if z is not None:  # the gate needs the combined output before gating
         y = torch.empty(u.shape[1:], device=u.device, dtype=torch.float32)
-        _bidi_fwd(kernels, u, delta, A, B, C, D, delta_bias, delta_softplus, torch.empty_like(y),
-                  y, scale=scale)
+        bidi_fwd(kernels, u, delta, A, B, C, D, delta_bias, delta_softplus, torch.empty_like(y),
+                 y, scale=scale)
         zf = z.float()
         s = torch.sigmoid(zf)
         dz.copy_(dy.float() * y * s * (1 + zf * (1 - s)))

@@ -10,6 +10,11 @@ from .validation import (ROUTES, _fail, _tensor, check_bidirectional_scan, check
                          FLOATS, PARAM_FLOATS)
 
 
+def _needs_grad(*tensors) -> bool:
+    """Whether a backward will follow (the scans' forward then keeps what it needs for it)."""
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
 def _full(t):
     """A parameter at the state's precision: float32, or float64 where it already is."""
     return t if t.dtype == torch.float64 else t.float()
@@ -38,8 +43,10 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
         state dtype (float32, or float64).  The state is always accumulated in float32 or wider.
     """
     check_selective_scan(u, delta, A, B, C, D, z, delta_bias, out_dtype)
-    y, last_state = _ops.selective_scan(u, delta, A, B, C, D, z, delta_bias, bool(delta_softplus),
-                                        out_dtype or u.dtype, requested(backend))
+    y, last_state, _ = _ops.selective_scan(u, delta, A, B, C, D, z, delta_bias,
+                                           bool(delta_softplus), out_dtype or u.dtype,
+                                           _needs_grad(u, delta, A, B, C, D, z, delta_bias),
+                                           requested(backend))
     return (y, last_state) if return_last_state else y
 
 
@@ -59,7 +66,9 @@ def bidirectional_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta
     """
     check_bidirectional_scan(u, delta, A, B, C, D, z, delta_bias, combine, out_dtype)
     return _ops.bidirectional_scan(u, delta, A, B, C, D, z, delta_bias, bool(delta_softplus),
-                                   combine, out_dtype or u.dtype, requested(backend))
+                                   combine, out_dtype or u.dtype,
+                                   _needs_grad(u, delta, A, B, C, D, z, delta_bias),
+                                   requested(backend))[0]
 
 
 def cross_scan(x, *, layout="bchw", routes="cross", backend=None):

@@ -95,11 +95,35 @@ def test_cuda_fused(fused_cuda, L, N, b_mode, dtype, z):
 def test_cuda_states_on_lanes_both_directions(lane_cuda, L, N, dtype, z):
     """Forward and backward as two states-on-lanes launches each (csrc/lane_scan.cuh): the
     second walks backwards, from a partial last chunk, and adds the first's float32 output;
-    the backward's chunk-state passes do the same for dz; 16 / 8 / 4 lanes per channel, rows
-    unaligned (197, 37) and aligned (64)."""
+    the backward starts from the chunk states (and y before the gate, for dz) that the forward
+    kept; 16 / 8 / 4 lanes per channel, rows unaligned (197, 37) and aligned (64)."""
     args, kw = testing.make_selective_scan_inputs(batch=2, dim=16, L=L, N=N, b_mode="grouped",
                                                   c_mode="grouped", groups=2, dtype=dtype,
                                                   z=z, device=DEVICE, direction_axis=True)
     testing.assert_backends_agree("bidirectional_scan", *args, backends=["cuda"],
                                   combine="mean", **kw)
-    assert lane_cuda["fwd"] >= 4 and lane_cuda["bwd"] == 2
+    assert lane_cuda == {"fwd": 2, "bwd": 2}
+
+
+@pytest.mark.parametrize("z", [True, False])
+def test_cuda_states_on_lanes_backward_runs_the_forward_again(lane_cuda, z):
+    """Without the forward's saved buffer the backward runs both directions' forward again,
+    and gives the gradients it gives from the buffer."""
+    from ssops import _cuda_backend as cuda
+    args, kw = testing.make_selective_scan_inputs(batch=2, dim=16, L=50, N=8, z=z,
+                                                  device=DEVICE, seed=4, direction_axis=True)
+    inputs = (*args, kw["D"], kw["z"], kw["delta_bias"])
+    tensors = dict(zip(("u", "delta", "A", "B", "C", "D", "z", "delta_bias"), inputs))
+    saved = torch.empty(cuda.saved_numel("bidirectional_scan", tensors), device=DEVICE)
+    assert saved.numel() == 2 * (50 // 16) * 2 * 16 * 8 + z * args[0][0].numel()
+    y = cuda.bidirectional_scan_fwd(*inputs, True, "mean", args[0].dtype, saved=saved)
+    torch.testing.assert_close(y, cuda.bidirectional_scan_fwd(*inputs, True, "mean",
+                                                              args[0].dtype), rtol=0, atol=0)
+    dy = torch.randn_like(y)
+    kept = cuda.bidirectional_scan_bwd(dy, *inputs, True, "mean", saved=saved)
+    assert lane_cuda == {"fwd": 4, "bwd": 2}
+    again = cuda.bidirectional_scan_bwd(dy, *inputs, True, "mean")
+    assert lane_cuda == {"fwd": 6, "bwd": 4}
+    for g, h in zip(kept, again):  # (dB / dC: atomics in another order)
+        if g is not None:
+            torch.testing.assert_close(g, h, rtol=1e-5, atol=1e-6)

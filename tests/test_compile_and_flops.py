@@ -69,7 +69,7 @@ def test_opcheck_every_op():
     ops = torch.ops.ssops
     cases = [
         (ops.selective_scan, (*leaves, kw["D"], kw["z"], kw["delta_bias"], True, torch.float32,
-                              "reference")),
+                              True, "reference")),
         (ops.cross_scan, (torch.randn(1, 2, 3, 4, requires_grad=True), "bhwc", "cross",
                           "reference")),
         (ops.cross_merge, (torch.randn(1, 2, 2, 12, requires_grad=True), 3, 4, "bchw", "bidi",
@@ -78,7 +78,7 @@ def test_opcheck_every_op():
     bargs, bkw = testing.make_selective_scan_inputs(batch=1, dim=2, L=5, N=2, direction_axis=True)
     cases.append((ops.bidirectional_scan, (*[a.requires_grad_() for a in bargs], bkw["D"],
                                            bkw["z"], bkw["delta_bias"], True, "mean",
-                                           torch.float32, "reference")))
+                                           torch.float32, True, "reference")))
     cargs, ckw = testing.make_cross_selective_scan_inputs(1, 2, 3, 4, N=1, layout="bhwc")
     cases.append((ops.cross_selective_scan, (*[a.requires_grad_() for a in cargs], ckw["D"],
                                              ckw["delta_bias"], True, "bhwc", "cross",

@@ -149,18 +149,46 @@ def test_cuda_states_on_lanes(lane_cuda, dtype, b_mode, c_mode, N, L):
                                                   device=DEVICE, seed=N)
     testing.assert_backends_agree("selective_scan", *args, backends=["cuda"],
                                   return_last_state=True, **kw)
-    assert lane_cuda["fwd"] >= 2 and lane_cuda["bwd"] == 1  # (forward, chunk states; backward)
+    # the backward starts from the states the forward kept: no second forward
+    assert lane_cuda == {"fwd": 1, "bwd": 1}
 
 
 @pytest.mark.parametrize("z,D,softplus", [(False, False, False), (True, False, True)])
 def test_cuda_states_on_lanes_options(lane_cuda, z, D, softplus):
-    """The states-on-lanes backward without z (no y pass), D, bias or softplus."""
+    """The states-on-lanes backward without z (nothing kept but the chunk states), D, bias or
+    softplus."""
     args, kw = testing.make_selective_scan_inputs(batch=2, dim=16, L=45, N=16, b_mode="variable",
                                                   c_mode="variable", z=z, D=D,
                                                   delta_bias=softplus, delta_softplus=softplus,
                                                   device=DEVICE, seed=7)
     testing.assert_backends_agree("selective_scan", *args, backends=["cuda"], **kw)
-    assert lane_cuda["bwd"] == 1
+    assert lane_cuda == {"fwd": 1, "bwd": 1}
+
+
+@pytest.mark.parametrize("z", [True, False])
+def test_cuda_states_on_lanes_backward_runs_the_forward_again(lane_cuda, z):
+    """Without the forward's saved buffer (a forward that ran without autograd, as the benchmark
+    calls it) the backward recomputes it; the gradients are those from the saved buffer, which
+    the forward fills only when asked to (save) and only for the backend's own backward."""
+    from ssops import _cuda_backend as cuda
+    args, kw = testing.make_selective_scan_inputs(batch=2, dim=16, L=70, N=16, z=z,
+                                                  device=DEVICE, seed=3)
+    u, delta, A, B, C = args
+    inputs = (u, delta, A, B, C, kw["D"], kw["z"], kw["delta_bias"])
+    tensors = dict(zip(("u", "delta", "A", "B", "C", "D", "z", "delta_bias"), inputs))
+    states = (70 // 16) * 2 * 16 * 16  # one per chunk but the last, channel and state
+    assert cuda.saved_numel("selective_scan", tensors) == states + z * u.numel()
+    for save in (False, True):
+        *_, saved = torch.ops.ssops.selective_scan(*inputs, True, u.dtype, save, "cuda")
+        assert saved.numel() == save * cuda.saved_numel("selective_scan", tensors)
+    dy = torch.randn_like(u)
+    kept = cuda.selective_scan_bwd(dy, None, *inputs, True, saved=saved)
+    assert lane_cuda == {"fwd": 2, "bwd": 1}
+    again = cuda.selective_scan_bwd(dy, None, *inputs, True)
+    assert lane_cuda == {"fwd": 3, "bwd": 2}
+    for g, h in zip(kept, again):  # (dB / dC: atomics in another order)
+        if g is not None:
+            torch.testing.assert_close(g, h, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.gpu
