@@ -9,6 +9,7 @@ without optimizer, timed with CUDA synchronisation).
 A backend named "<backend>+unfused" runs VMamba's SS2D core as three ops on that backend
 (cross_scan, one selective scan over the 4 routes' channels, cross_merge), as VMamba does,
 instead of the fused cross_selective_scan: the baseline of the fused op inside the model.
+"<backend>+recompute" trains with ssops.set_recompute_states(True) (less memory).
 """
 from __future__ import annotations
 
@@ -56,14 +57,16 @@ def unfused_core(x, delta, A, B, C, D=None, delta_bias=None, delta_softplus=True
 
 
 def measure(name, backend, batch, infer_steps, train_steps):
-    backend, _, unfused = (backend or "").partition("+")
+    backend, *options = (backend or "").split("+")
     fused_core = ssops.functional.cross_selective_scan_core
-    if unfused:
+    if "unfused" in options:
         ssops.functional.cross_selective_scan_core = unfused_core
+    ssops.set_recompute_states("recompute" in options)
     try:
         return _measure(name, backend or None, batch, infer_steps, train_steps)
     finally:
         ssops.functional.cross_selective_scan_core = fused_core
+        ssops.set_recompute_states(False)
 
 
 def _measure(name, backend, batch, infer_steps, train_steps):

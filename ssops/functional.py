@@ -1,6 +1,8 @@
 """The public ops.  Each checks its inputs once (ssops.validation), then calls its custom op."""
 from __future__ import annotations
 
+import os
+
 import torch
 
 from . import _ops
@@ -10,9 +12,24 @@ from .validation import (ROUTES, _fail, _tensor, check_bidirectional_scan, check
                          FLOATS, PARAM_FLOATS)
 
 
-def _needs_grad(*tensors) -> bool:
-    """Whether a backward will follow (the scans' forward then keeps what it needs for it)."""
-    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+_recompute = {"states": os.environ.get("SSOPS_RECOMPUTE_STATES", "0") == "1"}
+
+
+def set_recompute_states(recompute: bool) -> None:
+    """Trade backward speed for memory.  When gradients follow, a scan's forward on the cuda
+    backend's states-on-lanes kernels keeps, besides its inputs, its state every 16 steps and,
+    with z, its output before the gate (float32: 2x u's bfloat16 bytes each at N = 16), and
+    the backward starts from them.  With ``recompute`` it keeps only its inputs and the
+    backward runs the forward again (about a fifth slower at Mamba-LM shapes; bench/NOTES.md).
+    Process-wide; the default is ``SSOPS_RECOMPUTE_STATES=1`` in the environment, else False."""
+    _recompute["states"] = bool(recompute)
+
+
+def _keeps_states(*tensors) -> bool:
+    """Whether the scans' forward keeps what its backward starts from: a backward will follow
+    and memory is not being saved."""
+    return (not _recompute["states"] and torch.is_grad_enabled()
+            and any(t is not None and t.requires_grad for t in tensors))
 
 
 def _full(t):
@@ -45,7 +62,7 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
     check_selective_scan(u, delta, A, B, C, D, z, delta_bias, out_dtype)
     y, last_state, _ = _ops.selective_scan(u, delta, A, B, C, D, z, delta_bias,
                                            bool(delta_softplus), out_dtype or u.dtype,
-                                           _needs_grad(u, delta, A, B, C, D, z, delta_bias),
+                                           _keeps_states(u, delta, A, B, C, D, z, delta_bias),
                                            requested(backend))
     return (y, last_state) if return_last_state else y
 
@@ -67,7 +84,7 @@ def bidirectional_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta
     check_bidirectional_scan(u, delta, A, B, C, D, z, delta_bias, combine, out_dtype)
     return _ops.bidirectional_scan(u, delta, A, B, C, D, z, delta_bias, bool(delta_softplus),
                                    combine, out_dtype or u.dtype,
-                                   _needs_grad(u, delta, A, B, C, D, z, delta_bias),
+                                   _keeps_states(u, delta, A, B, C, D, z, delta_bias),
                                    requested(backend))[0]
 
 

@@ -173,3 +173,27 @@ def test_cuda_fast_path_is_the_lane_kernels(monkeypatch):
     assert cuda.fast_path("bidirectional_scan", tensors(64, 768, 197, 16, lead=(2,)), False)
     assert cuda.fast_path("bidirectional_scan", tensors(64, 768, 197, 16, lead=(2,)), True)
     assert not cuda.fast_path("cross_selective_scan", tensors(8, 1536, 2048, 16), False)
+
+
+def test_the_forward_keeps_states_only_for_a_backward(monkeypatch):
+    """The scans' forward is asked to keep what its backward starts from (``save``) when a
+    backward will follow, unless set_recompute_states trades that for memory."""
+    asked = []
+    real = ssops._ops.selective_scan
+
+    def spy(*args):
+        asked.append(args[-2])  # (..., out_dtype, save, backend)
+        return real(*args)
+    monkeypatch.setattr(ssops.functional._ops, "selective_scan", spy)
+    args, kw = _inputs()
+    ssops.selective_scan(*args, **kw)  # no input requires grad
+    leaves = [a.clone().requires_grad_() for a in args]
+    ssops.selective_scan(*leaves, **kw)
+    with torch.no_grad():
+        ssops.selective_scan(*leaves, **kw)
+    ssops.set_recompute_states(True)
+    try:
+        ssops.selective_scan(*leaves, **kw)
+    finally:
+        ssops.set_recompute_states(False)
+    assert asked == [False, True, False, False]

@@ -165,6 +165,17 @@ def test_cuda_states_on_lanes_options(lane_cuda, z, D, softplus):
     assert lane_cuda == {"fwd": 1, "bwd": 1}
 
 
+def test_cuda_states_on_lanes_recomputed(lane_cuda):
+    """set_recompute_states: the forward keeps nothing, the backward runs it again."""
+    args, kw = testing.make_selective_scan_inputs(batch=2, dim=16, L=40, N=16, device=DEVICE)
+    ssops.set_recompute_states(True)
+    try:
+        testing.assert_backends_agree("selective_scan", *args, backends=["cuda"], **kw)
+    finally:
+        ssops.set_recompute_states(False)
+    assert lane_cuda == {"fwd": 2, "bwd": 1}
+
+
 @pytest.mark.parametrize("z", [True, False])
 def test_cuda_states_on_lanes_backward_runs_the_forward_again(lane_cuda, z):
     """Without the forward's saved buffer (a forward that ran without autograd, as the benchmark
