@@ -9,7 +9,8 @@ without optimizer, timed with CUDA synchronisation).
 A backend named "<backend>+unfused" runs VMamba's SS2D core as three ops on that backend
 (cross_scan, one selective scan over the 4 routes' channels, cross_merge), as VMamba does,
 instead of the fused cross_selective_scan: the baseline of the fused op inside the model.
-"<backend>+recompute" trains with ssops.set_recompute_states(True) (less memory).
+"<backend>+keep" trains with ssops.set_keep_scan_states(True)
+(more memory, a faster backward).
 """
 from __future__ import annotations
 
@@ -61,12 +62,12 @@ def measure(name, backend, batch, infer_steps, train_steps):
     fused_core = ssops.functional.cross_selective_scan_core
     if "unfused" in options:
         ssops.functional.cross_selective_scan_core = unfused_core
-    ssops.set_recompute_states("recompute" in options)
+    ssops.set_keep_scan_states("keep" in options)
     try:
         return _measure(name, backend or None, batch, infer_steps, train_steps)
     finally:
         ssops.functional.cross_selective_scan_core = fused_core
-        ssops.set_recompute_states(False)
+        ssops.set_keep_scan_states(False)
 
 
 def _measure(name, backend, batch, infer_steps, train_steps):

@@ -9,10 +9,9 @@ cross-merge, shared/anchors/vmamba_ss2d_unfused_h100.json).
     python bench/run.py [--backends triton,cuda] [--out bench/results]
 
 Times the backends' forward and backward functions directly (no autograd overhead), with CUDA
-events: medians over fresh runs after warm-up, inputs drawn at random.  The forward is timed as
-inference runs it and, where a backend keeps a buffer for its backward when gradients follow
-(ssops._ops ``saved``), also as training runs it ("train fwd"); the backward then starts from
-that buffer, and "train" compares forward + backward with the baseline's.  "roofline" is
+events: medians over fresh runs after warm-up, inputs drawn at random.  Where a backend can keep
+states for its backward (ssops.set_keep_scan_states), the pair is also timed that way ("keep":
+the forward filling the kept buffer, the backward starting from it).  "roofline" is
 (bytes that must move) / time / (device-to-device copy bandwidth measured in this run), where
 the forward moves u, delta, z, B, C in and y out once, and the backward additionally reads dy
 and writes du, ddelta, dz, dB, dC once (the shared/anchors convention).
@@ -69,28 +68,31 @@ def _bytes(*tensors):
 
 
 def _kept(impl, op, tensors):
-    """``saved=`` the buffer the backend's forward fills for its backward when gradients follow
+    """``saved=`` the buffer the backend's forward fills for its backward when it keeps states
     (ssops._ops), or nothing where it keeps none."""
     n = _ops._saved_numel(impl, op, tensors)
     return {"saved": torch.empty(n, device="cuda")} if n else {}
 
 
-def _result(shape, backend, fwd, bwd, inputs, y, dy, copy_gbps, train_fwd=None, kept=None):
+def _result(shape, backend, fwd, bwd, inputs, y, dy, copy_gbps, kept=None):
     """Times and bandwidths; the forward moves the inputs in and y out once, the backward
-    reads the inputs and dy and writes one gradient per input.  train_fwd: the forward that
-    fills ``kept`` (the buffer bwd reads), where the backend keeps one."""
+    reads the inputs and dy and writes one gradient per input.  fwd / bwd take ``kept``
+    (_kept's keyword argument) to time the pair keeping states."""
     fwd_bytes = _bytes(*inputs, y)
     bwd_bytes = _bytes(*inputs, dy) + _bytes(*inputs)
-    fwd_ms = cuda_time_ms(fwd)
-    train_fwd_ms = cuda_time_ms(train_fwd) if kept else fwd_ms
-    bwd_ms = cuda_time_ms(bwd)
+    fwd_ms, bwd_ms = cuda_time_ms(fwd), cuda_time_ms(bwd)
+    keep = None
+    if kept:
+        fwd(**kept)  # (fills it for the backward)
+        keep = dict(fwd_ms=cuda_time_ms(lambda: fwd(**kept)),
+                    bwd_ms=cuda_time_ms(lambda: bwd(**kept)),
+                    kept_MB=kept["saved"].numel() * 4 / 2 ** 20)
     torch.cuda.reset_peak_memory_stats()
     base = torch.cuda.memory_allocated()
     bwd()
     peak_bwd = torch.cuda.max_memory_allocated() - base
-    return dict(shape=shape, backend=backend, fwd_ms=fwd_ms, train_fwd_ms=train_fwd_ms,
-                kept_MB=sum(t.numel() * 4 for t in (kept or {}).values()) / 2 ** 20,
-                bwd_ms=bwd_ms, fwd_bytes=fwd_bytes,
+    return dict(shape=shape, backend=backend, fwd_ms=fwd_ms, bwd_ms=bwd_ms, keep=keep,
+                fwd_bytes=fwd_bytes,
                 bwd_bytes=bwd_bytes, fwd_GBps=fwd_bytes / fwd_ms / 1e6,
                 bwd_GBps=bwd_bytes / bwd_ms / 1e6,
                 fwd_roofline=fwd_bytes / fwd_ms / 1e6 / copy_gbps,
@@ -107,14 +109,12 @@ def bench_bidi(name, backend, copy_gbps):
     tensors = dict(u=u, delta=delta, A=A, B=B, C=C, D=D, z=z, delta_bias=bias)
     impl = dispatch.resolve("bidirectional_scan", backend, tensors)
     kept = _kept(impl, "bidirectional_scan", tensors)
-    fwd = lambda: impl.bidirectional_scan_fwd(u, delta, A, B, C, D, z, bias, True, "mean", dtype)  # noqa: E731
-    train_fwd = lambda: impl.bidirectional_scan_fwd(u, delta, A, B, C, D, z, bias, True, "mean", dtype, **kept)  # noqa: E731
-    y = train_fwd()
+    fwd = lambda **kw: impl.bidirectional_scan_fwd(u, delta, A, B, C, D, z, bias, True, "mean", dtype, **kw)  # noqa: E731
+    y = fwd()
     dy = torch.randn_like(y)
-    bwd = lambda: impl.bidirectional_scan_bwd(dy, u, delta, A, B, C, D, z, bias, True, "mean", **kept)  # noqa: E731
+    bwd = lambda **kw: impl.bidirectional_scan_bwd(dy, u, delta, A, B, C, D, z, bias, True, "mean", **kw)  # noqa: E731
     shape = dict(batch=batch, dim=dim, L=L, N=N, dtype=str(dtype), z=True)
-    return _result(shape, backend, fwd, bwd, (u, delta, z, B, C), y, dy, copy_gbps, train_fwd,
-                   kept)
+    return _result(shape, backend, fwd, bwd, (u, delta, z, B, C), y, dy, copy_gbps, kept)
 
 
 def torch_loop_scan(u, delta, A, B, C, D, z, delta_bias):
@@ -207,14 +207,12 @@ def bench_case(name, backend, copy_gbps):
     tensors = dict(u=u, delta=delta, A=A, B=B, C=C, D=D, z=z, delta_bias=bias)
     impl = dispatch.resolve("selective_scan", backend, tensors)
     kept = _kept(impl, "selective_scan", tensors)
-    fwd = lambda: impl.selective_scan_fwd(u, delta, A, B, C, D, z, bias, True, dtype)  # noqa: E731
-    train_fwd = lambda: impl.selective_scan_fwd(u, delta, A, B, C, D, z, bias, True, dtype, **kept)  # noqa: E731
-    y, last = train_fwd()
+    fwd = lambda **kw: impl.selective_scan_fwd(u, delta, A, B, C, D, z, bias, True, dtype, **kw)  # noqa: E731
+    y, last = fwd()
     dy = torch.randn_like(y)
-    bwd = lambda: impl.selective_scan_bwd(dy, None, u, delta, A, B, C, D, z, bias, True, **kept)  # noqa: E731
+    bwd = lambda **kw: impl.selective_scan_bwd(dy, None, u, delta, A, B, C, D, z, bias, True, **kw)  # noqa: E731
     shape = dict(batch=batch, dim=dim, L=L, N=N, groups=G, dtype=str(dtype), z=with_z)
-    r = _result(shape, backend, fwd, bwd, (u, delta, z, B, C), y, dy, copy_gbps, train_fwd,
-                kept)
+    r = _result(shape, backend, fwd, bwd, (u, delta, z, B, C), y, dy, copy_gbps, kept)
     # what a backward that stores the states instead of recomputing them would hold
     r["stored_states_MB"] = batch * dim * N * L * 4 / 2 ** 20
     if L <= TORCH_LOOP_MAX_L and G == 1:
@@ -252,8 +250,8 @@ def main():
     result = dict(run_info(), copy_GBps=copy, cases={})
     print(f"{result['device']}  torch {result['torch']}  triton {result['triton']}  "
           f"copy {copy:.0f} GB/s  commit {result['commit'][:10]}")
-    print(f"{'case':<13}{'backend':<9}{'fwd ms':>8}{'%roof':>7}{'train fwd':>10}{'bwd ms':>8}"
-          f"{'%roof':>7}{'speedup fwd':>13}{'bwd':>7}{'train':>7}  vs")
+    print(f"{'case':<13}{'backend':<9}{'fwd ms':>8}{'%roof':>7}{'bwd ms':>8}{'%roof':>7}"
+          f"{'keep: fwd':>10}{'bwd':>7}{'speedup fwd':>13}{'bwd':>7}{'keep bwd':>9}  vs")
     for name in args.cases.split(","):
         for backend in args.backends.split(","):
             r = bench_case(name, backend, copy)
@@ -262,14 +260,14 @@ def main():
             if "mamba_ssm_in_run" in r:  # measured side by side: preferred to the anchors
                 m = r["mamba_ssm_in_run"]
                 a = m["fwd_ms"], m["bwd_ms"], "mamba_ssm (this run)"
-            train = (a[0] + a[1]) / (r["train_fwd_ms"] + r["bwd_ms"]) if a else 0
-            ratio = (f"{a[0] / r['fwd_ms']:>12.2f}x{a[1] / r['bwd_ms']:>6.2f}x{train:>6.2f}x"
-                     f"  {a[2]}" if a else "")
+            k = r["keep"] or dict(fwd_ms=float("nan"), bwd_ms=float("nan"))
+            ratio = (f"{a[0] / r['fwd_ms']:>12.2f}x{a[1] / r['bwd_ms']:>6.2f}x"
+                     f"{a[1] / k['bwd_ms']:>8.2f}x  {a[2]}" if a else "")
             if a:
                 r["baseline"] = dict(what=a[2], fwd_ms=a[0], bwd_ms=a[1])
             print(f"{name:<13}{backend:<9}{r['fwd_ms']:>8.3f}{100 * r['fwd_roofline']:>6.1f}%"
-                  f"{r['train_fwd_ms']:>10.3f}{r['bwd_ms']:>8.3f}{100 * r['bwd_roofline']:>6.1f}%"
-                  f"{ratio}")
+                  f"{r['bwd_ms']:>8.3f}{100 * r['bwd_roofline']:>6.1f}%{k['fwd_ms']:>10.3f}"
+                  f"{k['bwd_ms']:>7.3f}{ratio}")
     print("\nplain PyTorch for comparison (ms):")
     for key, r in result["cases"].items():
         if "torch_loop_fwd_ms" in r:
@@ -280,8 +278,9 @@ def main():
                   f"ssops {r['cross_scan_ms']:7.3f};  cross_merge "
                   f"{r['torch_cross_merge_ms']:7.3f}  ssops {r['cross_merge_ms']:7.3f}")
         if "stored_states_MB" in r and r["shape"]["L"] >= 65536:
-            print(f"  {key:<24} backward peak {r['bwd_extra_peak_MB']:.0f} MB, kept by the "
-                  f"forward {r['kept_MB']:.0f} MB; storing every state would take "
+            kept = f", kept states {r['keep']['kept_MB']:.0f} MB" if r["keep"] else ""
+            print(f"  {key:<24} backward peak {r['bwd_extra_peak_MB']:.0f} MB (recomputed "
+                  f"states){kept}; storing every state would take "
                   f"{r['stored_states_MB']:.0f} MB")
     if "triton" in args.backends:
         from ssops.triton_kernels import launch

@@ -12,23 +12,24 @@ from .validation import (ROUTES, _fail, _tensor, check_bidirectional_scan, check
                          FLOATS, PARAM_FLOATS)
 
 
-_recompute = {"states": os.environ.get("SSOPS_RECOMPUTE_STATES", "0") == "1"}
+_keep = {"states": os.environ.get("SSOPS_KEEP_SCAN_STATES", "0") == "1"}
 
 
-def set_recompute_states(recompute: bool) -> None:
-    """Trade backward speed for memory.  When gradients follow, a scan's forward on the cuda
-    backend's states-on-lanes kernels keeps, besides its inputs, its state every 16 steps and,
-    with z, its output before the gate (float32: 2x u's bfloat16 bytes each at N = 16), and
-    the backward starts from them.  With ``recompute`` it keeps only its inputs and the
-    backward runs the forward again (about a fifth slower at Mamba-LM shapes; bench/NOTES.md).
-    Process-wide; the default is ``SSOPS_RECOMPUTE_STATES=1`` in the environment, else False."""
-    _recompute["states"] = bool(recompute)
+def set_keep_scan_states(keep: bool) -> None:
+    """Trade memory for backward speed.  By default a scan's forward keeps only its inputs for
+    the backward, which runs the forward again (as mamba_ssm does).  With ``keep``, when
+    gradients follow, a forward on the cuda backend's states-on-lanes kernels (Mamba / Vim
+    shapes, 2 <= N <= 16) also keeps its state every 16 steps and, with z, its output before
+    the gate, float32 (at N = 16, twice u's bfloat16 bytes each), and the backward starts from
+    them: a fifth faster at Mamba-LM shapes (bench/NOTES.md).  Process-wide; the default is
+    ``SSOPS_KEEP_SCAN_STATES=1`` in the environment, else False."""
+    _keep["states"] = bool(keep)
 
 
 def _keeps_states(*tensors) -> bool:
-    """Whether the scans' forward keeps what its backward starts from: a backward will follow
-    and memory is not being saved."""
-    return (not _recompute["states"] and torch.is_grad_enabled()
+    """Whether the scans' forward keeps what its backward starts from: asked to, and a
+    backward will follow."""
+    return (_keep["states"] and torch.is_grad_enabled()
             and any(t is not None and t.requires_grad for t in tensors))
 
 

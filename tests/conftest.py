@@ -4,6 +4,7 @@ import pytest
 import torch
 from hypothesis import HealthCheck, settings
 
+import ssops
 from ssops.dispatch import BACKENDS, available_backends
 
 _common = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow,
@@ -139,3 +140,12 @@ def lane_cuda(monkeypatch):
         scan_fwd, scan_bwd = staticmethod(counted("fwd")), staticmethod(counted("bwd"))
     monkeypatch.setattr(_cuda_backend, "_ext", Counting)
     return calls
+
+
+@pytest.fixture(params=[False, True], ids=["recompute", "keep"])
+def keep_states(request):
+    """Both ways of a scan's backward: from the forward run again (the default), and from the
+    states the forward kept (ssops.set_keep_scan_states)."""
+    ssops.set_keep_scan_states(request.param)
+    yield request.param
+    ssops.set_keep_scan_states(False)

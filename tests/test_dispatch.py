@@ -175,9 +175,9 @@ def test_cuda_fast_path_is_the_lane_kernels(monkeypatch):
     assert not cuda.fast_path("cross_selective_scan", tensors(8, 1536, 2048, 16), False)
 
 
-def test_the_forward_keeps_states_only_for_a_backward(monkeypatch):
-    """The scans' forward is asked to keep what its backward starts from (``save``) when a
-    backward will follow, unless set_recompute_states trades that for memory."""
+def test_the_forward_keeps_states_only_when_asked_and_a_backward_follows(monkeypatch):
+    """The scans' forward is asked to keep what its backward starts from (``save``) only under
+    set_keep_scan_states(True) and when a backward will follow."""
     asked = []
     real = ssops._ops.selective_scan
 
@@ -186,14 +186,14 @@ def test_the_forward_keeps_states_only_for_a_backward(monkeypatch):
         return real(*args)
     monkeypatch.setattr(ssops.functional._ops, "selective_scan", spy)
     args, kw = _inputs()
-    ssops.selective_scan(*args, **kw)  # no input requires grad
     leaves = [a.clone().requires_grad_() for a in args]
-    ssops.selective_scan(*leaves, **kw)
-    with torch.no_grad():
-        ssops.selective_scan(*leaves, **kw)
-    ssops.set_recompute_states(True)
+    ssops.selective_scan(*leaves, **kw)  # by default: inputs only
+    ssops.set_keep_scan_states(True)
     try:
+        ssops.selective_scan(*args, **kw)  # no input requires grad
         ssops.selective_scan(*leaves, **kw)
+        with torch.no_grad():
+            ssops.selective_scan(*leaves, **kw)
     finally:
-        ssops.set_recompute_states(False)
-    assert asked == [False, True, False, False]
+        ssops.set_keep_scan_states(False)
+    assert asked == [False, False, True, False]

@@ -139,7 +139,7 @@ def test_cuda_segment_boundaries(split_cuda, dtype, b_mode, c_mode, N):
                                                ("grouped", "variable", 3, 37),
                                                ("grouped", "grouped", 8, 64),
                                                ("variable", "grouped", 5, 1)])
-def test_cuda_states_on_lanes(lane_cuda, dtype, b_mode, c_mode, N, L):
+def test_cuda_states_on_lanes(lane_cuda, keep_states, dtype, b_mode, c_mode, N, L):
     """The forward and backward with one state per lane (4, 8 and 16 lanes per channel, spare
     lanes past N), over whole 16-step chunks with 16-byte rows (L = 64), tails and unaligned
     rows (130, 37, 1), blocks of 1, 2 and 4 warps (24 channels, 3 groups), with z, D, bias, the
@@ -149,12 +149,12 @@ def test_cuda_states_on_lanes(lane_cuda, dtype, b_mode, c_mode, N, L):
                                                   device=DEVICE, seed=N)
     testing.assert_backends_agree("selective_scan", *args, backends=["cuda"],
                                   return_last_state=True, **kw)
-    # the backward starts from the states the forward kept: no second forward
-    assert lane_cuda == {"fwd": 1, "bwd": 1}
+    # kept: the backward starts from the forward's states, else it runs the forward again
+    assert lane_cuda == {"fwd": 1 if keep_states else 2, "bwd": 1}
 
 
 @pytest.mark.parametrize("z,D,softplus", [(False, False, False), (True, False, True)])
-def test_cuda_states_on_lanes_options(lane_cuda, z, D, softplus):
+def test_cuda_states_on_lanes_options(lane_cuda, keep_states, z, D, softplus):
     """The states-on-lanes backward without z (nothing kept but the chunk states), D, bias or
     softplus."""
     args, kw = testing.make_selective_scan_inputs(batch=2, dim=16, L=45, N=16, b_mode="variable",
@@ -162,25 +162,14 @@ def test_cuda_states_on_lanes_options(lane_cuda, z, D, softplus):
                                                   delta_bias=softplus, delta_softplus=softplus,
                                                   device=DEVICE, seed=7)
     testing.assert_backends_agree("selective_scan", *args, backends=["cuda"], **kw)
-    assert lane_cuda == {"fwd": 1, "bwd": 1}
-
-
-def test_cuda_states_on_lanes_recomputed(lane_cuda):
-    """set_recompute_states: the forward keeps nothing, the backward runs it again."""
-    args, kw = testing.make_selective_scan_inputs(batch=2, dim=16, L=40, N=16, device=DEVICE)
-    ssops.set_recompute_states(True)
-    try:
-        testing.assert_backends_agree("selective_scan", *args, backends=["cuda"], **kw)
-    finally:
-        ssops.set_recompute_states(False)
-    assert lane_cuda == {"fwd": 2, "bwd": 1}
+    assert lane_cuda == {"fwd": 1 if keep_states else 2, "bwd": 1}
 
 
 @pytest.mark.parametrize("z", [True, False])
 def test_cuda_states_on_lanes_backward_runs_the_forward_again(lane_cuda, z):
-    """Without the forward's saved buffer (a forward that ran without autograd, as the benchmark
-    calls it) the backward recomputes it; the gradients are those from the saved buffer, which
-    the forward fills only when asked to (save) and only for the backend's own backward."""
+    """The backend's functions directly: the forward fills the saved buffer only when asked to
+    (save); the backward without it runs the forward again and gives the gradients it gives
+    from the buffer."""
     from ssops import _cuda_backend as cuda
     args, kw = testing.make_selective_scan_inputs(batch=2, dim=16, L=70, N=16, z=z,
                                                   device=DEVICE, seed=3)
