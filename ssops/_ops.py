@@ -5,11 +5,12 @@ module when it runs (``dispatch.resolve``), so torch.compile sees one opaque op 
 the choice still follows the inputs' device, dtype and sizes.  Backward ops resolve the same
 request again on the saved inputs.
 
-The scans' forward ops also take ``save`` (gradients will be asked for) and return a float32
-buffer ``saved``: what the backend's forward keeps for its backward (``saved_numel``, a
-backend's optional function of the op and its inputs; empty for backends without it, and
-whenever ``save`` is False).  The backward passes it on only to a backend that asks for a
-buffer of that size for these inputs, i.e. the one that filled it.
+The scans' forward ops also take ``save`` (keep states for a backward that will follow:
+ssops.set_keep_scan_states) and return a float32 buffer ``saved``: what the backend's forward
+keeps for its backward (``saved_numel``, a backend's optional function of the op and its
+inputs; empty for backends without it, and whenever ``save`` is False).  The backward passes it
+on only to a backend that asks for a buffer of that size for these inputs, i.e. the one that
+filled it.
 """
 from __future__ import annotations
 
@@ -58,6 +59,11 @@ def _saved_buffer(impl, op, tensors, save, like):
     return like.new_empty(n, dtype=torch.float32)
 
 
+def _fake_saved(op, backend, tensors, save, like):
+    impl = resolve(op, backend, tensors) if save else None
+    return _saved_buffer(impl, op, tensors, save, like)
+
+
 def _saved_kw(saved, impl, op, tensors):
     """``saved=`` for the backend's forward / backward where it keeps a buffer of this size."""
     n = saved.numel()
@@ -82,10 +88,9 @@ def selective_scan(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D:
 @selective_scan.register_fake
 def _(u, delta, A, B, C, D, z, delta_bias, delta_softplus, out_dtype, save, backend):
     tensors = _named(_SCAN_ARGS, (u, delta, A, B, C, D, z, delta_bias))
-    impl = resolve("selective_scan", backend, tensors)
     return (u.new_empty(u.shape, dtype=out_dtype),
             u.new_empty((u.shape[0], u.shape[1], A.shape[1]), dtype=_state_dtype(u)),
-            _saved_buffer(impl, "selective_scan", tensors, save, u))
+            _fake_saved("selective_scan", backend, tensors, save, u))
 
 
 @torch.library.custom_op("ssops::selective_scan_backward", mutates_args=())
@@ -139,9 +144,8 @@ def bidirectional_scan(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor
 @bidirectional_scan.register_fake
 def _(u, delta, A, B, C, D, z, delta_bias, delta_softplus, combine, out_dtype, save, backend):
     tensors = _named(_SCAN_ARGS, (u, delta, A, B, C, D, z, delta_bias))
-    impl = resolve("bidirectional_scan", backend, tensors)
     return (u.new_empty(u.shape[1:], dtype=out_dtype),
-            _saved_buffer(impl, "bidirectional_scan", tensors, save, u))
+            _fake_saved("bidirectional_scan", backend, tensors, save, u))
 
 
 @torch.library.custom_op("ssops::bidirectional_scan_backward", mutates_args=())
