@@ -294,10 +294,18 @@ __global__ void __launch_bounds__(kLaneWarps * 32, lane_min_blocks(NP, sizeof(T)
 // The block's per-step dB / dC terms go through shared memory, double-buffered, so they are
 // summed after the chunk's one barrier, while the next chunk is computed.
 
-// The backward's: the incoming gradient, and the forward's y before the gate (for dz).
+// The backward's: the incoming gradient as loaded (u's dtype, or float32 where dy_f32), and the
+// forward's y before the gate (for dz).  dy is converted where it is used, a chunk after its
+// load: converted as it was loaded, every warp waited for the load there (ncu: a sixth of the
+// stall samples; bench/NOTES.md).
 template <typename T, int E>
 struct LaneGradSteps : LaneInputs<T, E> {
-  float dout[E], y[E];
+  static constexpr bool kHalf = sizeof(T) == 2;  // (float32 inputs: dy is float32, in dout)
+  T dout[E];
+  float dout_f32[E], y[E];
+  __device__ __forceinline__ float dy(const ScanParams& p, int i) const {
+    return kHalf && p.dy_f32 ? dout_f32[i] : to_f(dout[i]);
+  }
 };
 
 template <typename T, int E>
@@ -308,9 +316,9 @@ __device__ __forceinline__ void load_grad_steps(LaneGradSteps<T, E>& c, const Sc
   for (int i = 0; i < E; ++i) {
     const int pos = pos0 + i;
     const bool ok = pos < p.L;
-    c.dout[i] = !ok ? 0.f
-                : p.dy_f32 ? static_cast<const float*>(p.dy)[r.u + pos]
-                           : to_f(static_cast<const T*>(p.dy)[r.u + pos]);
+    const bool f32 = c.kHalf && p.dy_f32;
+    c.dout[i] = ok && !f32 ? static_cast<const T*>(p.dy)[r.u + pos] : from_f<T>(0.f);
+    c.dout_f32[i] = ok && f32 ? static_cast<const float*>(p.dy)[r.u + pos] : 0.f;
     c.y[i] = ok && p.dz ? p.y_pre[r.u + pos] : 0.f;
   }
 }
@@ -409,7 +417,7 @@ __global__ void __launch_bounds__(kLaneWarps * 32, SSOPS_LANE_BWD_MINB)
       const float pre = to_f(cur.delta[i]) + bias;
       sig_l[i] = p.softplus ? sigmoid(pre) : 1.f;  // d dt / d delta
       const float dt = p0 + s0 + i < p.L ? (p.softplus ? softplus(pre) : pre) : 0.f;
-      float dy = cur.dout[i] * p.y_scale;
+      float dy = cur.dy(p, i) * p.y_scale;
       if (p.z) {
         const float zf = to_f(cur.z[i]);
         dy *= zf * sigmoid(zf);
@@ -477,7 +485,7 @@ __global__ void __launch_bounds__(kLaneWarps * 32, SSOPS_LANE_BWD_MINB)
       if (p.dz) {
         const float zf = to_f(cur.z[i]), sg = sigmoid(zf);
         static_cast<T*>(p.dz)[r.u + pos] =
-            from_f<T>(cur.dout[i] * cur.y[i] * sg * (1.f + zf * (1.f - sg)));
+            from_f<T>(cur.dy(p, i) * cur.y[i] * sg * (1.f + zf * (1.f - sg)));
       }
     }
     if (it + 1 < nchunks) {
