@@ -59,6 +59,26 @@ def test_lane_split_is_one_the_lane_kernel_accepts(batch, dim, L, N, groups, dty
         assert (dim // groups) % cpw == 0
 
 
+@given(batch=st.integers(1, 4), dim=st.integers(1, 8), L=st.integers(1, 100),
+       N=st.integers(2, 16), directions=st.sampled_from([1, 2]), with_z=st.booleans())
+def test_kept_buffer_views_partition_it(batch, dim, L, N, directions, with_z):
+    """saved_numel's buffer as the lane kernels' arguments: each direction's chunk states (the
+    size csrc/ops.cpp checks: one per chunk of 16 but the last, channel and state) and y before
+    the gate (u's shape, for the last direction only), side by side, covering it exactly."""
+    shape = (directions, batch, dim, L) if directions == 2 else (batch, dim, L)
+    saved = torch.arange(cuda._saved_size(shape, N, directions, with_z), dtype=torch.float32)
+    keep = cuda._keep(saved, shape, N, directions)
+    states = (-(-L // cuda.LANE_STEPS) - 1) * batch * dim * N
+    assert [k["states"].numel() for k in keep] == [states] * directions
+    assert [k["y_pre"] is None for k in keep[:-1]] == [True] * (directions - 1)
+    y_pre = keep[-1]["y_pre"]
+    assert (y_pre is not None) == with_z
+    pieces = [k["states"] for k in keep] + ([y_pre.flatten()] if with_z else [])
+    if with_z:
+        assert y_pre.shape == (batch, dim, L) and y_pre.is_contiguous()
+    assert torch.equal(torch.cat(pieces), saved)
+
+
 @pytest.mark.parametrize("routes,masks", [("unidi", (0, 0, 1)), ("bidi", (2, 0, 2)),
                                           ("cross", (0b1100, 0b1010, 4))])
 def test_route_masks(routes, masks):
