@@ -50,6 +50,24 @@ def test_compile_scans():
     torch.testing.assert_close(g(*bargs), ssops.bidirectional_scan(*bargs, **bkw))
 
 
+def test_compile_scans_backward_keeping_states():
+    """The forward ops' kept-state buffer (an extra, non-differentiable output) through
+    torch.compile's forward and backward graphs."""
+    torch._dynamo.reset()
+    ssops.set_keep_scan_states(True)
+    try:
+        for op, direction_axis in ((ssops.selective_scan, False), (ssops.bidirectional_scan, True)):
+            args, kw = testing.make_selective_scan_inputs(direction_axis=direction_axis)
+            leaves = [a.clone().requires_grad_() for a in args]
+            f = torch.compile(lambda *a, op=op, kw=kw: op(*a, **kw), fullgraph=True)
+            grads = torch.autograd.grad(f(*leaves).square().sum(), leaves)
+            want = torch.autograd.grad(op(*leaves, **kw).square().sum(), leaves)
+            for g, w in zip(grads, want):
+                torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-5)
+    finally:
+        ssops.set_keep_scan_states(False)
+
+
 def test_flop_counter_counts_the_scan():
     args, kw = testing.make_selective_scan_inputs(batch=2, dim=4, L=16, N=3)
     with FlopCounterMode(display=False) as counter:
