@@ -2,7 +2,8 @@
 
 Cases: selective_scan at the shared/anchors shapes (mamba_ssm's times in bench/anchors_h100.json,
 or measured in the same run when mamba_ssm is importable) and a long sequence (L = 65536),
-bidirectional_scan at Vim-S (vs two mamba_ssm scans, flips not counted) and the SS2D core
+bidirectional_scan at Vim-S (vs what Vim runs: two mamba_ssm scans with its flips and add,
+measured in the same run, else two scans' anchors without the flips) and the SS2D core
 cross_selective_scan at VMamba-T's stages (vs VMamba's unfused cross-scan + mamba_ssm scan +
 cross-merge, shared/anchors/vmamba_ss2d_unfused_h100.json).
 
@@ -114,7 +115,11 @@ def bench_bidi(name, backend, copy_gbps):
     dy = torch.randn_like(y)
     bwd = lambda **kw: impl.bidirectional_scan_bwd(dy, u, delta, A, B, C, D, z, bias, True, "mean", **kw)  # noqa: E731
     shape = dict(batch=batch, dim=dim, L=L, N=N, dtype=str(dtype), z=True)
-    return _result(shape, backend, fwd, bwd, (u, delta, z, B, C), y, dy, copy_gbps, kept)
+    r = _result(shape, backend, fwd, bwd, (u, delta, z, B, C), y, dy, copy_gbps, kept)
+    side_by_side = vim_mamba_ssm_times(u, delta, A, B, C, D, z, bias)
+    if side_by_side:
+        r["vim_mamba_ssm_in_run"] = dict(fwd_ms=side_by_side[0], bwd_ms=side_by_side[1])
+    return r
 
 
 def torch_loop_scan(u, delta, A, B, C, D, z, delta_bias):
@@ -156,19 +161,46 @@ def _mamba_ssm_scan():
     return selective_scan_fn
 
 
-def mamba_ssm_times(u, delta, A, B, C, D, z, bias):
-    """(fwd ms, bwd ms) of mamba_ssm's selective_scan_fn when it is installed, else None."""
-    selective_scan_fn = _mamba_ssm_scan()
-    if selective_scan_fn is None:
-        return None
-    leaves = [None if t is None else t.detach().requires_grad_()
-              for t in (u, delta, A, B, C, D, z, bias)]
-    fwd = lambda: selective_scan_fn(*leaves, delta_softplus=True)  # noqa: E731
+def _autograd_times(fwd, leaves):
+    """(fwd ms, bwd ms) of fwd() and of the gradients of all ``leaves`` through it."""
     dy = torch.randn_like(fwd())
     fwd_ms = cuda_time_ms(fwd)
     inputs = [t for t in leaves if t is not None]
     both_ms = cuda_time_ms(lambda: torch.autograd.grad(fwd(), inputs, dy))
     return fwd_ms, both_ms - fwd_ms
+
+
+def _leaves(*tensors):
+    return [None if t is None else t.detach().requires_grad_() for t in tensors]
+
+
+def mamba_ssm_times(u, delta, A, B, C, D, z, bias):
+    """(fwd ms, bwd ms) of mamba_ssm's selective_scan_fn when it is installed, else None."""
+    selective_scan_fn = _mamba_ssm_scan()
+    if selective_scan_fn is None:
+        return None
+    leaves = _leaves(u, delta, A, B, C, D, z, bias)
+    return _autograd_times(lambda: selective_scan_fn(*leaves, delta_softplus=True), leaves)
+
+
+def vim_mamba_ssm_times(u, delta, A, B, C, D, z, bias):
+    """(fwd ms, bwd ms) of what Vim's fused path runs for bidirectional_scan(combine="mean"),
+    on mamba_ssm's scan (None where it is not installed): the second direction scans flipped
+    copies of its inputs and of z, its output is flipped back, added and halved."""
+    selective_scan_fn = _mamba_ssm_scan()
+    if selective_scan_fn is None:
+        return None
+    leaves = _leaves(u, delta, A, B, C, D, z, bias)
+    u, delta, A, B, C, D, z, bias = leaves
+    f = lambda t: t.flip(-1)  # noqa: E731
+
+    def fwd():
+        y0 = selective_scan_fn(u[0], delta[0], A[0], B[0], C[0], D[0], z, bias[0],
+                               delta_softplus=True)
+        y1 = selective_scan_fn(f(u[1]), f(delta[1]), A[1], f(B[1]), f(C[1]), D[1], f(z),
+                               bias[1], delta_softplus=True)
+        return (y0 + f(y1)) / 2
+    return _autograd_times(fwd, leaves)
 
 
 def bench_ss2d(name, backend, copy_gbps):
@@ -260,6 +292,9 @@ def main():
             if "mamba_ssm_in_run" in r:  # measured side by side: preferred to the anchors
                 m = r["mamba_ssm_in_run"]
                 a = m["fwd_ms"], m["bwd_ms"], "mamba_ssm (this run)"
+            if "vim_mamba_ssm_in_run" in r:
+                m = r["vim_mamba_ssm_in_run"]
+                a = m["fwd_ms"], m["bwd_ms"], "Vim: 2 mamba_ssm + flips (this run)"
             k = r["keep"] or dict(fwd_ms=float("nan"), bwd_ms=float("nan"))
             ratio = (f"{a[0] / r['fwd_ms']:>12.2f}x{a[1] / r['bwd_ms']:>6.2f}x"
                      f"{a[1] / k['bwd_ms']:>8.2f}x  {a[2]}" if a else "")

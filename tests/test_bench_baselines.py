@@ -1,0 +1,25 @@
+"""bench/run.py's baselines compute what ssops computes (so the speed-ups compare like with like)."""
+import pathlib
+import sys
+
+import torch
+
+import ssops
+from ssops import testing
+from ssops.compat.mamba_ssm import selective_scan_fn
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "bench"))
+import run  # noqa: E402
+
+
+def test_vim_baseline_is_the_bidirectional_scan(monkeypatch):
+    """Vim's two scans with flips and the add (here on ssops' mamba_ssm stand-in) give
+    bidirectional_scan(combine="mean")."""
+    outputs = []
+    monkeypatch.setattr(run, "_mamba_ssm_scan", lambda: selective_scan_fn)
+    monkeypatch.setattr(run, "cuda_time_ms", lambda fn: outputs.append(fn()) or 1.0)
+    args, kw = testing.make_selective_scan_inputs(batch=2, dim=4, L=20, N=3, dtype=torch.float64,
+                                                  direction_axis=True)
+    assert run.vim_mamba_ssm_times(*args, kw["D"], kw["z"], kw["delta_bias"]) == (1.0, 0.0)
+    torch.testing.assert_close(outputs[0], ssops.bidirectional_scan(*args, **kw, combine="mean"),
+                               rtol=1e-12, atol=1e-12)
