@@ -4,7 +4,11 @@ backend, batch 128, 224 x 224, fp16 autocast -- the protocol of the official mod
 without optimizer, timed with CUDA synchronisation).
 
     python bench/models.py [--models vmamba_tiny,vim_tiny,mambaout_tiny]
-                           [--backends triton,reference] [--out bench/results]
+                           [--backends triton,reference] [--rounds 1] [--out bench/results]
+
+One round is the anchors' protocol.  Its numbers vary by 10-15% between identical
+configurations on a lent H200 (bench/NOTES.md), so comparisons take --rounds R: R sweeps over
+every model x backend, interleaved against drift, each case reporting its median and range.
 
 A backend named "<backend>+unfused" runs VMamba's SS2D core as three ops on that backend
 (cross_scan, one selective scan over the 4 routes' channels, cross_merge), as VMamba does,
@@ -17,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import pathlib
+import statistics
 import time
 
 import torch
@@ -93,32 +98,56 @@ def _measure(name, backend, batch, infer_steps, train_steps):
                 train_peak_GB=torch.cuda.max_memory_allocated() / 2 ** 30)
 
 
+def _official(name):
+    """The official implementation's img/s (anchors), as printed beside ssops'."""
+    official = ANCHORS.get(M.ALIASES.get(name, name))
+    return f"{official['infer_img_s']:>8.0f} / {official['train_img_s']:.0f}" if official else ""
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--models", default="vmamba_tiny,vim_tiny,mambaout_tiny")
     p.add_argument("--backends", default="triton,reference")
     p.add_argument("--batch", type=int, default=128)
+    p.add_argument("--rounds", type=int, default=1)
     p.add_argument("--out", default="bench/results")
     args = p.parse_args()
-    result = dict(run_info(), batch=args.batch, img_size=224, autocast="float16", cases={})
+    result = dict(run_info(), batch=args.batch, img_size=224, autocast="float16",
+                  rounds=args.rounds, cases={})
     print(f"{result['device']}  torch {result['torch']}  triton {result['triton']}  "
           f"commit {result['commit'][:10]}  batch {args.batch}, 224x224, fp16 autocast")
-    print(f"{'model':<16}{'backend':<16}{'infer img/s':>12}{'train img/s':>12}{'peak GB':>9}"
-          f"   official (anchors)")
-    for name in args.models.split(","):
+    header = (f"{'model':<16}{'backend':<16}{'infer img/s':>12}{'train img/s':>12}{'peak GB':>9}"
+              f"   official (anchors)")
+    print(header)
+    runs = {}
+    for _ in range(args.rounds):
+        for name in args.models.split(","):
+            scans = name.startswith(("vmamba", "vanilla", "vim"))
+            for backend in args.backends.split(",") if scans else ["none (no scan)"]:
+                slow = backend == "reference"  # pure PyTorch scans: fewer steps
+                r = measure(name, None if not scans else backend, args.batch, 5 if slow else 20,
+                            3 if slow else 10)
+                runs.setdefault((name, backend), []).append(r)
+                print(f"{name:<16}{backend:<16}{r['infer_img_s']:>12.0f}"
+                      f"{r['train_img_s']:>12.0f}{r['train_peak_GB']:>9.1f}   {_official(name)}",
+                      flush=True)
+    if args.rounds > 1:
+        print(f"\nmedians of {args.rounds} rounds (range)\n{header}")
+    for (name, backend), rs in runs.items():
+        r = {k: statistics.median(x[k] for x in rs) for k in ("infer_img_s", "train_img_s")}
+        r["train_peak_GB"] = max(x["train_peak_GB"] for x in rs)
+        if args.rounds > 1:
+            for k in ("infer_img_s", "train_img_s"):
+                r[k.replace("_img_s", "_range")] = [min(x[k] for x in rs), max(x[k] for x in rs)]
         official = ANCHORS.get(M.ALIASES.get(name, name))
-        scans = name.startswith(("vmamba", "vanilla", "vim"))
-        for backend in args.backends.split(",") if scans else ["none (no scan)"]:
-            slow = backend == "reference"  # pure PyTorch scans: fewer steps
-            r = measure(name, None if not scans else backend, args.batch, 5 if slow else 20,
-                        3 if slow else 10)
-            if official:
-                r["official"] = official
-            result["cases"][f"{name}/{backend}"] = r
-            ref = (f"{official['infer_img_s']:>8.0f} / {official['train_img_s']:.0f}"
-                   if official else "")
+        if official:
+            r["official"] = official
+        result["cases"][f"{name}/{backend}"] = r
+        if args.rounds > 1:
+            spread = (f"  ({r['infer_range'][0]:.0f}-{r['infer_range'][1]:.0f}, "
+                      f"{r['train_range'][0]:.0f}-{r['train_range'][1]:.0f})")
             print(f"{name:<16}{backend:<16}{r['infer_img_s']:>12.0f}{r['train_img_s']:>12.0f}"
-                  f"{r['train_peak_GB']:>9.1f}   {ref}", flush=True)
+                  f"{r['train_peak_GB']:>9.1f}   {_official(name)}{spread}", flush=True)
     save(result, "models", args.out)
 
 
