@@ -64,8 +64,14 @@ def _fake_saved(op, backend, tensors, save, like):
     return _saved_buffer(impl, op, tensors, save, like)
 
 
+def _fill_kw(saved):
+    """``saved=`` for the forward that sized the buffer, where it keeps one."""
+    return {"saved": saved} if saved.numel() else {}
+
+
 def _saved_kw(saved, impl, op, tensors):
-    """``saved=`` for the backend's forward / backward where it keeps a buffer of this size."""
+    """``saved=`` for the backward's backend where it keeps a buffer of this size (it may not
+    be the backend whose forward filled it)."""
     n = saved.numel()
     return {"saved": saved} if n and n == _saved_numel(impl, op, tensors) else {}
 
@@ -80,8 +86,7 @@ def selective_scan(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D:
     tensors = _named(_SCAN_ARGS, args)
     impl = resolve("selective_scan", backend, tensors)
     saved = _saved_buffer(impl, "selective_scan", tensors, save, u)
-    y, last_state = impl.selective_scan_fwd(*args, delta_softplus, out_dtype,
-                                            **_saved_kw(saved, impl, "selective_scan", tensors))
+    y, last_state = impl.selective_scan_fwd(*args, delta_softplus, out_dtype, **_fill_kw(saved))
     return y.contiguous(), last_state.contiguous(), saved
 
 
@@ -136,8 +141,7 @@ def bidirectional_scan(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor
     tensors = _named(_SCAN_ARGS, args)
     impl = resolve("bidirectional_scan", backend, tensors)
     saved = _saved_buffer(impl, "bidirectional_scan", tensors, save, u)
-    y = impl.bidirectional_scan_fwd(*args, delta_softplus, combine, out_dtype,
-                                    **_saved_kw(saved, impl, "bidirectional_scan", tensors))
+    y = impl.bidirectional_scan_fwd(*args, delta_softplus, combine, out_dtype, **_fill_kw(saved))
     return y.contiguous(), saved
 
 
