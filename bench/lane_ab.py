@@ -1,11 +1,12 @@
-"""A/B of the cuda backend at the N = 16 cases: the states-on-lanes kernels (csrc/lane_scan.cuh)
+"""A/B of the cuda backend: the states-on-lanes kernels (csrc/lane_scan.cuh)
 against the split kernels (selective_scan, csrc/scan_kernels.cuh) and the fused kernels
 (bidirectional_scan, csrc/fused.cuh), same inputs, same run, forward and backward.  Prints ms
 (CUDA-event medians of 30 after 5 warm-ups) and the largest difference between the two.
 
     python bench/lane_ab.py          (from bench/, with ssops importable)
 
-AB_CASES=mamba_lm,vim_s_bidi picks cases; LANES_ONLY=1 times the states-on-lanes kernels alone.
+AB_CASES=mamba_lm,vim_s_bidi picks cases (any of run.py's selective_scan and bidirectional ones);
+LANES_ONLY=1 times the states-on-lanes kernels alone.
 After each case: the training pair, a forward that keeps its chunk states (ssops._ops ``saved``)
 and the backward from them (the A/B's backward runs the forward again first).
 """
@@ -52,7 +53,7 @@ def main():
     print(torch.cuda.get_device_name())
     print(f"{'case':11}     other   lanes  speed-up      other   lanes  speed-up")
     cases = os.environ.get("AB_CASES", "mamba_lm,vim_s,long_seq,vim_s_bidi").split(",")
-    for name in (c for c in ("mamba_lm", "vim_s", "long_seq") if c in cases):
+    for name in (c for c in cases if c in CASES):
         batch, dim, L, N, G, dtype, z = CASES[name]
         args, kw = testing.make_selective_scan_inputs(batch=batch, dim=dim, L=L, N=N,
                                                       b_mode="grouped", c_mode="grouped",

@@ -1,7 +1,7 @@
 // The selective scan with a channel's states on the lanes, forward and backward, for
-// 2 <= N <= 16 along a row-major walk, forwards or backwards, with variable B / C of u's dtype
-// (Mamba, Vim's two directions).  Included by scan_kernels.cuh.  The backward is below the
-// forward, which also serves as its first pass (the state after each chunk).
+// 1 <= N <= 16 along a row-major walk, forwards or backwards, with variable B / C of u's dtype
+// (Mamba, Vim's two directions, VMamba's N = 1).  Included by scan_kernels.cuh.  The backward
+// is below the forward, which also serves as its first pass (the state after each chunk).
 //
 // A warp holds 32 / NP channels; lane (c, n) keeps state n of channel c (NP >= N lanes per
 // channel, spare lanes hold zeros) and walks the whole sequence, K steps (a chunk) at a time.  A
@@ -15,6 +15,9 @@
 //   per step;
 // - a butterfly over the NP lanes sums C_n h over the states and leaves each lane the sums of the
 //   E steps it staged: it finishes those outputs (D u, y_in, scale, the z gate), stores them.
+// With one lane per channel (NP = 1, N = 1: 32 channels a warp) a lane keeps its chunk's dt and
+// dt * u in registers, reads and writes its rows as 16-byte vectors (a chunk is 32 or 64 bytes
+// of a row) and has no gate (z: VMamba has none; its registers go to the 16-step rows).
 // Every exponential of the recurrence is computed once; one block barrier per chunk.  A backward
 // walk takes the same K-step blocks of positions, last block first, each from its last step.
 #pragma once
@@ -30,20 +33,23 @@ namespace ssops {
 #ifndef SSOPS_LANE_MINB
 #define SSOPS_LANE_MINB 6
 #endif
+#ifndef SSOPS_LANE_NP1_MINB  // one lane per channel: 16-step rows of each input in registers
+#define SSOPS_LANE_NP1_MINB 3
+#endif
 constexpr int kLaneWarps = 4;             // warps per block
 constexpr int lane_min_blocks(int np, int elem_bytes) {
-  return elem_bytes == 2 && np >= 8 ? SSOPS_LANE_MINB : 4;
+  return np == 1 ? SSOPS_LANE_NP1_MINB : elem_bytes == 2 && np >= 8 ? SSOPS_LANE_MINB : 4;
 }
 
-// What a lane reads itself for one chunk: its E staged steps (forward and backward).
+// What a lane reads itself for one chunk: its E staged steps (forward and backward), as loaded.
 template <typename T, int E>
 struct LaneInputs {
-  T u[E], delta[E], z[E];
+  Packed<E, T> u, delta, z;
 };
 
 template <typename T, int E>
 struct LaneSteps : LaneInputs<T, E> {
-  float y_in[E];
+  Packed<E, float> y_in;
 };
 
 // B and C are shared by the block's channels (one batch and group) and staged in shared memory
@@ -84,30 +90,79 @@ __device__ __forceinline__ LaneRows lane_rows(const ScanParams& p) {
   return r;
 }
 
-// u, delta, z of the E steps from pos0 (zeros past L).
-template <typename T, int E>
+// A lane's run of E consecutive elements of one row from pos0, a multiple of E (zeros past L):
+// whole 8- or 16-byte vectors where the run fills them, the launch's rows are aligned
+// (ScanParams::rows16) and the run lies inside the sequence (one lane per channel: a warp's load
+// then touches each of its rows once, not once per element).
+template <typename V, int E>
+constexpr bool kVectorRun = sizeof(typename Vec<E, V>::type) > sizeof(V);
+
+template <typename V, int E>
+__device__ __forceinline__ void load_run(Packed<E, V>& v, const V* row, int pos0,
+                                         const ScanParams& p) {
+  using W = typename Vec<E, V>::type;
+  if constexpr (kVectorRun<V, E>) {
+    if (p.rows16 && pos0 + E <= p.L) {
+#pragma unroll
+      for (int q = 0; q < Vec<E, V>::count; ++q) v.vec[q] = reinterpret_cast<const W*>(row + pos0)[q];
+      return;
+    }
+  }
+#pragma unroll
+  for (int i = 0; i < E; ++i) v.e[i] = pos0 + i < p.L ? row[pos0 + i] : from_f<V>(0.f);
+}
+
+template <typename V, int E>
+__device__ __forceinline__ void store_run(V* row, int pos0, const float (&v)[E],
+                                          const ScanParams& p) {
+  using W = typename Vec<E, V>::type;
+  if constexpr (kVectorRun<V, E>) {
+    if (p.rows16 && pos0 + E <= p.L) {
+      Packed<E, V> o;
+#pragma unroll
+      for (int i = 0; i < E; ++i) o.e[i] = from_f<V>(v[i]);
+#pragma unroll
+      for (int q = 0; q < Vec<E, V>::count; ++q) reinterpret_cast<W*>(row + pos0)[q] = o.vec[q];
+      return;
+    }
+  }
+#pragma unroll
+  for (int i = 0; i < E; ++i)
+    if (pos0 + i < p.L) row[pos0 + i] = from_f<V>(v[i]);
+}
+
+// u, delta (and z, where GATE) of the E steps from pos0.
+template <typename T, int E, bool GATE>
 __device__ __forceinline__ void load_inputs(LaneInputs<T, E>& c, const ScanParams& p,
                                             const LaneRows& r, int pos0) {
-  const T* u = static_cast<const T*>(p.u) + r.u;
-  const T* z = static_cast<const T*>(p.z) + r.u;
-  const T* delta = static_cast<const T*>(p.delta) + r.delta;
+  load_run(c.u, static_cast<const T*>(p.u) + r.u, pos0, p);
+  load_run(c.delta, static_cast<const T*>(p.delta) + r.delta, pos0, p);
+  if (GATE && p.z) load_run(c.z, static_cast<const T*>(p.z) + r.u, pos0, p);
+}
+
+template <typename T, int E, bool GATE>
+__device__ __forceinline__ void load_steps(LaneSteps<T, E>& c, const ScanParams& p,
+                                           const LaneRows& r, int pos0) {
+  load_inputs<T, E, GATE>(c, p, r, pos0);
+  if (p.y_in) {
+    load_run(c.y_in, p.y_in + r.u, pos0, p);
+  } else {
 #pragma unroll
-  for (int i = 0; i < E; ++i) {
-    const int pos = pos0 + i;
-    const bool ok = pos < p.L;
-    c.u[i] = ok ? u[pos] : from_f<T>(0.f);
-    c.delta[i] = ok ? delta[pos] : from_f<T>(0.f);
-    c.z[i] = ok && p.z ? z[pos] : from_f<T>(0.f);
+    for (int i = 0; i < E; ++i) c.y_in.e[i] = 0.f;
   }
 }
 
-template <typename T, int E>
-__device__ __forceinline__ void load_steps(LaneSteps<T, E>& c, const ScanParams& p,
-                                           const LaneRows& r, int pos0) {
-  load_inputs<T, E>(c, p, r, pos0);
+// Steps 4q .. 4q + 3 of a chunk's dt, dt * u or dy: the lane's own where it stages the whole
+// chunk (NP = 1), else from its channel's shared row.
+template <int NP>
+__device__ __forceinline__ void quad(float* v, const float* own, const float4* row, int q) {
+  if constexpr (NP == 1) {
 #pragma unroll
-  for (int i = 0; i < E; ++i)
-    c.y_in[i] = pos0 + i < p.L && p.y_in ? p.y_in[r.u + pos0 + i] : 0.f;
+    for (int j = 0; j < 4; ++j) v[j] = own[4 * q + j];
+  } else {
+    const float4 a = row[q];
+    v[0] = a.x, v[1] = a.y, v[2] = a.z, v[3] = a.w;
+  }
 }
 
 // This thread's units of the chunk at p0 into registers: 16-byte loads where the rows are
@@ -170,6 +225,25 @@ __device__ __forceinline__ void read_staged(const StagedBC<T, NP>& buf, int n,
   for (int k = 0; k < kLaneSteps; ++k) B[k] = to_f(b.e[k]), C[k] = to_f(c.e[k]);
 }
 
+// Steps 4q .. 4q + 3 of B (m = 0) or C (m = 1) for state n as float32: from the rows read_staged
+// filled, or (NP = 1, where every lane reads the same row and registers are short) straight
+// from the staged units, a broadcast read.
+template <typename T, int NP>
+__device__ __forceinline__ void bc_quad(float (&v)[4], const float (&row)[NP > 1 ? kLaneSteps : 1],
+                                        const StagedBC<T, NP>& buf, int m, int n, int q) {
+  if constexpr (NP == 1) {
+    using U = BCUnits<T, NP>;
+    const T* unit = reinterpret_cast<const T*>(&buf.v[(m * U::Q + 4 * q / U::VE) * NP + n]);
+    Packed<4, T> e;
+    e.vec[0] = *reinterpret_cast<const typename Vec<4, T>::type*>(unit + 4 * q % U::VE);
+#pragma unroll
+    for (int j = 0; j < 4; ++j) v[j] = to_f(e.e[j]);
+  } else {
+#pragma unroll
+    for (int j = 0; j < 4; ++j) v[j] = row[4 * q + j];
+  }
+}
+
 // Sums v over the NP lanes of a channel (n: the lane's index among them); lane n is left with
 // the sums of v[n * E + i] in v[i], i < E = K / NP.  Each round a lane keeps the half of its
 // values that its partner lane (n ^ o) does not, and adds the partner's copy of that half.
@@ -192,11 +266,12 @@ template <typename T, int NP, bool REV>
 __global__ void __launch_bounds__(kLaneWarps * 32, lane_min_blocks(NP, sizeof(T)))
     lane_scan_fwd_kernel(const ScanParams p) {
   constexpr int K = kLaneSteps, CPW = 32 / NP, E = K / NP;
+  constexpr bool GATE = NP > 1;
   static_assert(NP <= K && K % 4 == 0, "a lane stages at least one step");
-  __shared__ StagedBC<T, NP> bc[2];                     // double-buffered
-  __shared__ float4 staged[kLaneWarps][CPW][2][K / 4];  // per channel: dt, dt * u
+  __shared__ StagedBC<T, NP> bc[2];  // double-buffered
+  __shared__ float4 staged[kLaneWarps][NP > 1 ? CPW : 1][2][K / 4];  // per channel: dt, dt * u
   const LaneRows r = lane_rows<NP>(p);
-  const int warp = r.warp, c = r.c, n = r.n, d = r.d;
+  const int warp = r.warp, c = NP > 1 ? r.c : 0, n = r.n, d = r.d;
   const int64_t flat = r.flat;
   const float a2 = r.on ? p.A[static_cast<int64_t>(d) * p.N + n] * kLog2e : 0.f;
   const float Dd = p.D ? p.D[d] : 0.f;
@@ -210,7 +285,7 @@ __global__ void __launch_bounds__(kLaneWarps * 32, lane_min_blocks(NP, sizeof(T)
   const auto start = [&](int ci) { return (REV ? nchunks - 1 - ci : ci) * K; };  // position
   LaneSteps<T, E> cur;
   BCUnits<T, NP> units;
-  load_steps<T, E>(cur, p, r, start(0) + s0);
+  load_steps<T, E, GATE>(cur, p, r, start(0) + s0);
   load_units<T, NP>(units, p, r, start(0));
   store_units<T, NP>(units, bc[0]);
   if (nchunks > 1) load_units<T, NP>(units, p, r, start(1));
@@ -218,50 +293,54 @@ __global__ void __launch_bounds__(kLaneWarps * 32, lane_min_blocks(NP, sizeof(T)
   for (int ci = 0; ci < nchunks; ++ci) {
     const int p0 = start(ci);
     LaneSteps<T, E> next;
-    if (ci + 1 < nchunks) load_steps<T, E>(next, p, r, start(ci + 1) + s0);
+    if (ci + 1 < nchunks) load_steps<T, E, GATE>(next, p, r, start(ci + 1) + s0);
 
-    float u[E];
+    float u[E], dtv[E], dtuv[E];
 #pragma unroll
     for (int i = 0; i < E; ++i) {
-      u[i] = to_f(cur.u[i]);
-      const float pre = to_f(cur.delta[i]) + bias;
-      const float dt = p0 + s0 + i < p.L ? (p.softplus ? softplus(pre) : pre) : 0.f;
-      dt_s[s0 + i] = dt;
-      dtu_s[s0 + i] = dt * u[i];
+      u[i] = to_f(cur.u.e[i]);
+      const float pre = to_f(cur.delta.e[i]) + bias;
+      dtv[i] = p0 + s0 + i < p.L ? (p.softplus ? softplus(pre) : pre) : 0.f;
+      dtuv[i] = dtv[i] * u[i];
+      if constexpr (NP > 1) dt_s[s0 + i] = dtv[i], dtu_s[s0 + i] = dtuv[i];
     }
-    float B[K], C[K];
-    read_staged<T, NP>(bc[ci & 1], n, B, C);
+    float B[NP > 1 ? K : 1], C[NP > 1 ? K : 1];
+    if constexpr (NP > 1) read_staged<T, NP>(bc[ci & 1], n, B, C);
     __syncwarp();
     float yp[K];  // by position in the chunk
 #pragma unroll
     for (int w = 0; w < K / 4; ++w) {  // walk order
       const int q = REV ? K / 4 - 1 - w : w;
-      const float4 dt4 = staged[warp][c][0][q], dtu4 = staged[warp][c][1][q];
-      const float dt[4] = {dt4.x, dt4.y, dt4.z, dt4.w}, dtu[4] = {dtu4.x, dtu4.y, dtu4.z, dtu4.w};
+      float dt[4], dtu[4], Bq[4], Cq[4];
+      quad<NP>(dt, dtv, staged[warp][c][0], q);
+      quad<NP>(dtu, dtuv, staged[warp][c][1], q);
+      bc_quad<T, NP>(Bq, B, bc[ci & 1], 0, n, q);
+      bc_quad<T, NP>(Cq, C, bc[ci & 1], 1, n, q);
 #pragma unroll
       for (int jw = 0; jw < 4; ++jw) {
-        const int j = REV ? 3 - jw : jw, k = 4 * q + j;
-        h = exp2_approx(dt[j] * a2) * h + dtu[j] * B[k];
-        yp[k] = C[k] * h;
+        const int j = REV ? 3 - jw : jw;
+        h = exp2_approx(dt[j] * a2) * h + dtu[j] * Bq[j];
+        yp[4 * q + j] = Cq[j] * h;
       }
     }
     if (p.y || p.y_pre) {  // (a pass for the chunk states alone writes neither)
       sum_over_states<NP, K>(yp, n);
+      float y[E];
 #pragma unroll
-      for (int i = 0; i < E; ++i) {
-        const int pos = p0 + s0 + i;
-        if (pos >= p.L) continue;
-        float y = (yp[i] + Dd * u[i] + cur.y_in[i]) * p.y_scale;
-        if (p.y_pre) p.y_pre[r.u + pos] = y;
-        if (!p.y) continue;
-        if (p.z) {
-          const float zf = to_f(cur.z[i]);
-          y *= zf * sigmoid(zf);
+      for (int i = 0; i < E; ++i) y[i] = (yp[i] + Dd * u[i] + cur.y_in.e[i]) * p.y_scale;
+      if (p.y_pre) store_run(p.y_pre + r.u, p0 + s0, y, p);
+      if (p.y) {
+        if (GATE && p.z) {
+#pragma unroll
+          for (int i = 0; i < E; ++i) {
+            const float zf = to_f(cur.z.e[i]);
+            y[i] *= zf * sigmoid(zf);
+          }
         }
         if (p.out_f32)
-          static_cast<float*>(p.y)[r.u + pos] = y;
+          store_run(static_cast<float*>(p.y) + r.u, p0 + s0, y, p);
         else
-          static_cast<T*>(p.y)[r.u + pos] = from_f<T>(y);
+          store_run(static_cast<T*>(p.y) + r.u, p0 + s0, y, p);
       }
     }
     if (p.chunk_states && r.on && ci + 1 < nchunks)
@@ -294,41 +373,42 @@ __global__ void __launch_bounds__(kLaneWarps * 32, lane_min_blocks(NP, sizeof(T)
 // The block's per-step dB / dC terms go through shared memory, double-buffered, so they are
 // summed after the chunk's one barrier, while the next chunk is computed.
 
-// The backward's: the incoming gradient as loaded (u's dtype, or float32 where dy_f32), and the
-// forward's y before the gate (for dz).  dy is converted where it is used, a chunk after its
-// load: converted as it was loaded, every warp waited for the load there (ncu: a sixth of the
-// stall samples; bench/NOTES.md).
+// The backward's: the incoming gradient as loaded (u's dtype, or float32 where dy_f32), and,
+// where GATE, the forward's y before the gate (for dz).  dy is converted where it is used, a
+// chunk after its load: converted as it was loaded, every warp waited for the load there (ncu:
+// a sixth of the stall samples; bench/NOTES.md).
 template <typename T, int E>
-struct LaneGradSteps : LaneInputs<T, E> {
-  static constexpr bool kHalf = sizeof(T) == 2;  // (float32 inputs: dy is float32, in dout)
-  T dout[E];
-  float dout_f32[E], y[E];
-  __device__ __forceinline__ float dy(const ScanParams& p, int i) const {
-    return kHalf && p.dy_f32 ? dout_f32[i] : to_f(dout[i]);
-  }
+union LoadedGrad {
+  Packed<E, T> t;
+  Packed<E, float> f;
 };
 
 template <typename T, int E>
+struct LaneGradSteps : LaneInputs<T, E> {
+  LoadedGrad<T, E> dout;
+  Packed<E, float> y;
+  __device__ __forceinline__ float dy(const ScanParams& p, int i) const {
+    return sizeof(T) == 2 && p.dy_f32 ? dout.f.e[i] : to_f(dout.t.e[i]);
+  }
+};
+
+template <typename T, int E, bool GATE>
 __device__ __forceinline__ void load_grad_steps(LaneGradSteps<T, E>& c, const ScanParams& p,
                                                 const LaneRows& r, int pos0) {
-  load_inputs<T, E>(c, p, r, pos0);
-#pragma unroll
-  for (int i = 0; i < E; ++i) {
-    const int pos = pos0 + i;
-    const bool ok = pos < p.L;
-    const bool f32 = c.kHalf && p.dy_f32;
-    c.dout[i] = ok && !f32 ? static_cast<const T*>(p.dy)[r.u + pos] : from_f<T>(0.f);
-    c.dout_f32[i] = ok && f32 ? static_cast<const float*>(p.dy)[r.u + pos] : 0.f;
-    c.y[i] = ok && p.dz ? p.y_pre[r.u + pos] : 0.f;
-  }
+  load_inputs<T, E, GATE>(c, p, r, pos0);
+  if (sizeof(T) == 2 && p.dy_f32)
+    load_run(c.dout.f, static_cast<const float*>(p.dy) + r.u, pos0, p);
+  else
+    load_run(c.dout.t, static_cast<const T*>(p.dy) + r.u, pos0, p);
+  if (GATE && p.dz) load_run(c.y, p.y_pre + r.u, pos0, p);
 }
 
 // Per lane and step, a lane's dB (m = 0) and dC (m = 1) terms: [m][warp * 32 + lane][step],
 // stored 4 steps at a time (16 bytes), rows padded by 16 bytes so that the 8 lanes of each
 // store phase hit distinct banks.
-template <int K>
+template <int K, int ROWS = kLaneWarps * 32>
 struct GradTerms {
-  float4 v[2][kLaneWarps * 32][K / 4 + 1];
+  float4 v[2][ROWS][K / 4 + 1];
 };
 
 // The block's dB / dC terms of the chunk at p0 summed over its channels and added to dB / dC:
@@ -362,16 +442,21 @@ __device__ __forceinline__ void add_bc_grads(const GradTerms<K>& t, const ScanPa
 #ifndef SSOPS_LANE_BWD_MINB
 #define SSOPS_LANE_BWD_MINB 3
 #endif
+#ifndef SSOPS_LANE_NP1_BWD_MINB  // one lane per channel: 16-step rows in registers (ptxas: ~250)
+#define SSOPS_LANE_NP1_BWD_MINB 2
+#endif
 
 template <typename T, int NP, bool REV>
-__global__ void __launch_bounds__(kLaneWarps * 32, SSOPS_LANE_BWD_MINB)
+__global__ void __launch_bounds__(kLaneWarps * 32,
+                                  NP == 1 ? SSOPS_LANE_NP1_BWD_MINB : SSOPS_LANE_BWD_MINB)
     lane_scan_bwd_kernel(const ScanParams p) {
   constexpr int K = kLaneSteps, CPW = 32 / NP, E = K / NP;
-  __shared__ StagedBC<T, NP> bc[2];                     // double-buffered
-  __shared__ float4 staged[kLaneWarps][CPW][3][K / 4];  // per channel: dt, dt * u, dy
-  __shared__ GradTerms<K> terms[2];                     // double-buffered
+  constexpr bool GATE = NP > 1;
+  __shared__ StagedBC<T, NP> bc[2];  // double-buffered
+  __shared__ float4 staged[kLaneWarps][NP > 1 ? CPW : 1][3][K / 4];  // per channel: dt, dt u, dy
+  __shared__ GradTerms<K> terms[NP > 1 ? 2 : 1];  // double-buffered (NP = 1: summed at once)
   const LaneRows r = lane_rows<NP>(p);
-  const int warp = r.warp, c = r.c, n = r.n, d = r.d;
+  const int warp = r.warp, c = NP > 1 ? r.c : 0, n = r.n, d = r.d;
   const int64_t flat = r.flat;
   // the block's rows of dB / dC
   const int64_t gB = r.b * p.sdB_b + static_cast<int64_t>(r.d0 / p.dpg_b) * p.sdB_g;
@@ -397,7 +482,7 @@ __global__ void __launch_bounds__(kLaneWarps * 32, SSOPS_LANE_BWD_MINB)
   float dA = 0.f, dD = 0.f, dbias = 0.f;
   LaneGradSteps<T, E> cur;
   BCUnits<T, NP> units;
-  load_grad_steps<T, E>(cur, p, r, start(0) + s0);
+  load_grad_steps<T, E, GATE>(cur, p, r, start(0) + s0);
   load_units<T, NP>(units, p, r, start(0));
   store_units<T, NP>(units, bc[0]);
   if (nchunks > 1) load_units<T, NP>(units, p, r, start(1));
@@ -405,29 +490,50 @@ __global__ void __launch_bounds__(kLaneWarps * 32, SSOPS_LANE_BWD_MINB)
   __syncthreads();
   for (int it = 0; it < nchunks; ++it) {
     const int p0 = start(it);
-    if (it > 0) add_bc_grads<NP, K>(terms[(it - 1) & 1], p, gB, gC, start(it - 1));
+    if constexpr (NP > 1)
+      if (it > 0) add_bc_grads<NP, K>(terms[(it - 1) & 1], p, gB, gC, start(it - 1));
     LaneGradSteps<T, E> next;
-    if (it + 1 < nchunks) load_grad_steps<T, E>(next, p, r, start(it + 1) + s0);
+    if (it + 1 < nchunks) load_grad_steps<T, E, GATE>(next, p, r, start(it + 1) + s0);
     float h = h_next;
     if (it + 1 < nchunks) h_next = state_in(it + 1);
 
-    float dt_l[E], dy_l[E], sig_l[E];
-#pragma unroll
-    for (int i = 0; i < E; ++i) {
-      const float pre = to_f(cur.delta[i]) + bias;
-      sig_l[i] = p.softplus ? sigmoid(pre) : 1.f;  // d dt / d delta
-      const float dt = p0 + s0 + i < p.L ? (p.softplus ? softplus(pre) : pre) : 0.f;
+    // dy through the gate and y_scale, of step i of the lane's E
+    const auto dy_at = [&](int i) {
       float dy = cur.dy(p, i) * p.y_scale;
-      if (p.z) {
-        const float zf = to_f(cur.z[i]);
+      if (GATE && p.z) {
+        const float zf = to_f(cur.z.e[i]);
         dy *= zf * sigmoid(zf);
       }
-      dt_s[s0 + i] = dt_l[i] = dt;
-      dtu_s[s0 + i] = dt * to_f(cur.u[i]);
-      dy_s[s0 + i] = dy_l[i] = dy;
+      return dy;
+    };
+    // the chunk's dt; with NP > 1 also dt u and dy, staged for the channel's lanes (NP = 1 works
+    // them out again where used: keeping them took more registers than the kernel has)
+    float dt_l[E], dy_l[NP > 1 ? E : 1];
+#pragma unroll
+    for (int i = 0; i < E; ++i) {
+      const float pre = to_f(cur.delta.e[i]) + bias;
+      dt_l[i] = p0 + s0 + i < p.L ? (p.softplus ? softplus(pre) : pre) : 0.f;
+      if constexpr (NP > 1) {
+        dy_l[i] = dy_at(i);
+        dt_s[s0 + i] = dt_l[i], dtu_s[s0 + i] = dt_l[i] * to_f(cur.u.e[i]), dy_s[s0 + i] = dy_l[i];
+      }
     }
-    float B[K], C[K];
-    read_staged<T, NP>(bc[it & 1], n, B, C);
+    // dt, dt u (and dy) of steps 4q .. 4q + 3
+    const auto quads = [&](int q, float* dt, float* dtu, float* dy) {
+      quad<NP>(dt, dt_l, staged[warp][c][0], q);
+      if constexpr (NP == 1) {
+#pragma unroll
+        for (int j = 0; j < 4; ++j) {
+          dtu[j] = dt[j] * to_f(cur.u.e[4 * q + j]);
+          if (dy) dy[j] = dy_at(4 * q + j);
+        }
+      } else {
+        quad<NP>(dtu, nullptr, staged[warp][c][1], q);
+        if (dy) quad<NP>(dy, nullptr, staged[warp][c][2], q);
+      }
+    };
+    float B[NP > 1 ? K : 1], C[NP > 1 ? K : 1];
+    if constexpr (NP > 1) read_staged<T, NP>(bc[it & 1], n, B, C);
     __syncwarp();
     // the chunk's states in walk order: exp(dt_k A) h_{k-1} per step (exp(dt_k A) is computed
     // again by the adjoint: keeping it took 16 more registers a lane)
@@ -435,58 +541,82 @@ __global__ void __launch_bounds__(kLaneWarps * 32, SSOPS_LANE_BWD_MINB)
 #pragma unroll
     for (int w = 0; w < K / 4; ++w) {
       const int q = REV ? K / 4 - 1 - w : w;
-      const float4 dt4 = staged[warp][c][0][q], dtu4 = staged[warp][c][1][q];
-      const float dt[4] = {dt4.x, dt4.y, dt4.z, dt4.w}, dtu[4] = {dtu4.x, dtu4.y, dtu4.z, dtu4.w};
+      float dt[4], dtu[4], Bq[4];
+      quads(q, dt, dtu, nullptr);
+      bc_quad<T, NP>(Bq, B, bc[it & 1], 0, n, q);
 #pragma unroll
       for (int jw = 0; jw < 4; ++jw) {
         const int j = REV ? 3 - jw : jw, k = 4 * q + j;
         ah[k] = exp2_approx(dt[j] * a2) * h;
-        h = fmaf(dtu[j], B[k], ah[k]);
+        h = fmaf(dtu[j], Bq[j], ah[k]);
       }
     }
     // the adjoint, walking back
-    float s1[K], s2[K];
-    auto& tm = terms[it & 1].v;
+    // du, d delta of a step from its sums over the states, S1 = sum g B and S2 = sum A w
+    const auto finish = [&](float S1, float S2, float dt, float dy, int k, float& du,
+                            float& ddelta) {
+      const float u = to_f(cur.u.e[k]), pre = to_f(cur.delta.e[k]) + bias;
+      ddelta = (u * S1 + S2) * (p.softplus ? sigmoid(pre) : 1.f);  // d dt / d delta
+      du = fmaf(dt, S1, Dd * dy);
+      if (p0 + s0 + k < p.L) dD = fmaf(dy, u, dD), dbias += ddelta;
+    };
+    float s1[NP > 1 ? K : 4], s2[NP > 1 ? K : 4];  // (NP = 1: a quad's, finished at once)
+    auto& tm = terms[NP > 1 ? it & 1 : 0].v;
 #pragma unroll
     for (int w = 0; w < K / 4; ++w) {
       const int q = REV ? w : K / 4 - 1 - w;
-      const float4 dt4 = staged[warp][c][0][q], dtu4 = staged[warp][c][1][q];
-      const float4 dy4 = staged[warp][c][2][q];
-      const float dt[4] = {dt4.x, dt4.y, dt4.z, dt4.w}, dtu[4] = {dtu4.x, dtu4.y, dtu4.z, dtu4.w};
-      const float dy[4] = {dy4.x, dy4.y, dy4.z, dy4.w};
+      float dt[4], dtu[4], dy[4], Bq[4], Cq[4];
+      quads(q, dt, dtu, dy);
+      bc_quad<T, NP>(Bq, B, bc[it & 1], 0, n, q);
+      bc_quad<T, NP>(Cq, C, bc[it & 1], 1, n, q);
       float tB[4], tC[4];  // this lane's dB / dC terms of the 4 steps
 #pragma unroll
       for (int jw = 0; jw < 4; ++jw) {
         const int j = REV ? jw : 3 - jw, k = 4 * q + j;
-        const float g = fmaf(C[k], dy[j], gp);
+        const float g = fmaf(Cq[j], dy[j], gp);
         tB[j] = g * dtu[j];
-        tC[j] = dy[j] * fmaf(dtu[j], B[k], ah[k]);
+        tC[j] = dy[j] * fmaf(dtu[j], Bq[j], ah[k]);
         const float wk = g * ah[k];
         dA = fmaf(wk, dt[j], dA);
-        s1[k] = g * B[k];
-        s2[k] = wk * An;
+        s1[NP > 1 ? k : j] = g * Bq[j];
+        s2[NP > 1 ? k : j] = wk * An;
         gp = exp2_approx(dt[j] * a2) * g;
       }
       tm[0][threadIdx.x][q] = make_float4(tB[0], tB[1], tB[2], tB[3]);
       tm[1][threadIdx.x][q] = make_float4(tC[0], tC[1], tC[2], tC[3]);
-    }
-    sum_over_states<NP, K>(s1, n);
-    sum_over_states<NP, K>(s2, n);
+      if constexpr (NP == 1) {
+        float du[4], ddelta[4];
 #pragma unroll
-    for (int i = 0; i < E; ++i) {
-      const int pos = p0 + s0 + i;
-      if (pos >= p.L) continue;
-      const float u = to_f(cur.u[i]);
-      const float ddelta = (u * s1[i] + s2[i]) * sig_l[i];
-      dD = fmaf(dy_l[i], u, dD);
-      dbias += ddelta;
-      static_cast<T*>(p.du)[r.u + pos] = from_f<T>(fmaf(dt_l[i], s1[i], Dd * dy_l[i]));
-      static_cast<T*>(p.ddelta)[r.delta + pos] = from_f<T>(ddelta);
-      if (p.dz) {
-        const float zf = to_f(cur.z[i]), sg = sigmoid(zf);
-        static_cast<T*>(p.dz)[r.u + pos] =
-            from_f<T>(cur.dy(p, i) * cur.y[i] * sg * (1.f + zf * (1.f - sg)));
+        for (int j = 0; j < 4; ++j) finish(s1[j], s2[j], dt[j], dy[j], 4 * q + j, du[j], ddelta[j]);
+        store_run(static_cast<T*>(p.du) + r.u, p0 + 4 * q, du, p);
+        store_run(static_cast<T*>(p.ddelta) + r.delta, p0 + 4 * q, ddelta, p);
       }
+    }
+    if constexpr (NP == 1) {  // the warp's channels share one B / C row: lane l sums term l
+      __syncwarp();
+      const int lane = threadIdx.x & 31, m = lane / K, k = lane % K, pos = p0 + k;
+      const float* col = reinterpret_cast<const float*>(&tm[m][warp * 32][k / 4]) + k % 4;
+      float sum = 0.f;
+#pragma unroll
+      for (int j = 0; j < 32; ++j) sum += col[j * 4 * (K / 4 + 1)];
+      if (pos < p.L) atomicAdd((m ? p.dC + gC : p.dB + gB) + pos, sum);
+    }
+    if constexpr (NP > 1) {
+      sum_over_states<NP, K>(s1, n);
+      sum_over_states<NP, K>(s2, n);
+      float du[E], ddelta[E];
+#pragma unroll
+      for (int i = 0; i < E; ++i) {
+        finish(s1[i], s2[i], dt_l[i], dy_l[i], i, du[i], ddelta[i]);
+        const int pos = p0 + s0 + i;
+        if (GATE && p.dz && pos < p.L) {
+          const float zf = to_f(cur.z.e[i]), sg = sigmoid(zf);
+          static_cast<T*>(p.dz)[r.u + pos] =
+              from_f<T>(cur.dy(p, i) * cur.y.e[i] * sg * (1.f + zf * (1.f - sg)));
+        }
+      }
+      store_run(static_cast<T*>(p.du) + r.u, p0 + s0, du, p);
+      store_run(static_cast<T*>(p.ddelta) + r.delta, p0 + s0, ddelta, p);
     }
     if (it + 1 < nchunks) {
       store_units<T, NP>(units, bc[(it + 1) & 1]);
@@ -495,7 +625,7 @@ __global__ void __launch_bounds__(kLaneWarps * 32, SSOPS_LANE_BWD_MINB)
     }
     __syncthreads();
   }
-  add_bc_grads<NP, K>(terms[(nchunks - 1) & 1], p, gB, gC, start(nchunks - 1));
+  if constexpr (NP > 1) add_bc_grads<NP, K>(terms[(nchunks - 1) & 1], p, gB, gC, start(nchunks - 1));
   if (r.on) atomicAdd(p.dA + static_cast<int64_t>(d) * p.N + n, dA);
 #pragma unroll
   for (int o = NP / 2; o >= 1; o /= 2) {  // over the channel's lanes
@@ -518,6 +648,7 @@ template <typename T, bool REV>
 void launch_lanes(const ScanParams& p, bool backward, dim3 grid, dim3 block,
                   cudaStream_t stream) {
   switch (p.lg) {
+    case 1: return launch_np<T, 1, REV>(p, backward, grid, block, stream);
     case 4: return launch_np<T, 4, REV>(p, backward, grid, block, stream);
     case 8: return launch_np<T, 8, REV>(p, backward, grid, block, stream);
     default: return launch_np<T, 16, REV>(p, backward, grid, block, stream);

@@ -158,16 +158,26 @@ void launch(const char* op, const ssops::ScanParams& p, int dtype, int ns, bool 
               ", L=", p.L, ", N=", p.N, "): ", cudaGetErrorString(err));
 }
 
-// The states-on-lanes kernels (split[0] == 0, csrc/lane_scan.cuh): what they rely on.
+// The states-on-lanes kernels (split[0] == 0, csrc/lane_scan.cuh): what they rely on.  Called
+// once every buffer is set: rows16 says whether all rows of u's and delta's layouts start on
+// 16-byte boundaries.
 void check_lanes(const char* op, ssops::ScanParams& p, const Tensor& u) {
   TORCH_CHECK(!p.transpose && p.su_l == 1 && p.sd_l == 1 && p.sB_l == 1 && p.sC_l == 1 &&
                   !p.b_const && !p.c_const && !p.bc_f32 && p.nseg == 1 && p.ngroups == 1 &&
-                  (p.lg == 4 || p.lg == 8 || p.lg == 16) &&
+                  (p.lg == 1 || p.lg == 4 || p.lg == 8 || p.lg == 16) &&
                   std::gcd(std::gcd(p.dim, p.dpg_b), p.dpg_c) % (32 / p.lg) == 0,
               "ssops cuda ", op, ": the states-on-lanes kernels need a row-major walk along "
-              "unit-stride rows, variable B / C of u's dtype, 4, 8 or 16 lanes, and a warp's "
+              "unit-stride rows, variable B / C of u's dtype, 1, 4, 8 or 16 lanes, and a warp's "
               "channels in one B / C group");
-  p.contig = aligned_bc_rows(p, static_cast<int>(u.element_size()));
+  TORCH_CHECK(p.lg > 1 || !p.z, "ssops cuda ", op,
+              ": the one-lane-per-channel kernels (N = 1) have no gate z");
+  const int elem = static_cast<int>(u.element_size());
+  p.contig = aligned_bc_rows(p, elem);
+  p.rows16 = true;
+  for (int64_t s : {p.su_b, p.su_d, p.sd_b, p.sd_d}) p.rows16 = p.rows16 && s % (16 / elem) == 0;
+  for (const void* b : std::initializer_list<const void*>{p.u, p.delta, p.z, p.y, p.y_in, p.y_pre,
+                                                         p.dy, p.du, p.ddelta, p.dz})
+    p.rows16 = p.rows16 && reinterpret_cast<uintptr_t>(b) % 16 == 0;
 }
 
 // The states-on-lanes forward's chunk states for its backward: float32, one per chunk but the
@@ -288,13 +298,13 @@ void scan_bwd(const Tensor& dy, const OptTensor& dlast, const Tensor& u, const T
   TORCH_CHECK(ns == 0 || (!chunk_states && !y_pre), "ssops cuda ", op,
               ": chunk states are for the states-on-lanes kernel");
   if (ns == 0) {
-    check_lanes(op, p, u);
     TORCH_CHECK(chunk_states && !p.du_in && !p.du_f32 && dz.has_value() == y_pre.has_value(),
                 "ssops cuda ", op, ": the states-on-lanes backward needs the forward's chunk "
                 "states (and its y before the gate for dz), du of u's dtype and no du_in");
     p.chunk_states = chunk_states_ptr(op, chunk_states, p, u);
     p.y_pre = const_cast<float*>(partial_ptr(op, "y_pre", y_pre, u));
     p.y_scale = static_cast<float>(y_scale);
+    check_lanes(op, p, u);
   } else {
     p.contig = contiguous_chunks(p, ns, {p.u, p.delta, p.B, p.C, p.z, p.dy, p.du_in, p.du,
                                          p.ddelta, p.dz});

@@ -206,18 +206,24 @@ def _dpg(u, B, C):
     return math.gcd(*(_group_size(M, u.shape[1]) for M in (B, C) if M.dim() > 2), u.shape[1])
 
 
-# csrc/lane_scan.cuh: the forward with one state per lane, for 2 <= N <= 16 along rows.  It
-# walks each channel's whole sequence in one warp, so it needs channels enough to give each of
-# an H100's 528 schedulers a warp; with fewer the split kernels (segments side by side) are
-# used.  (At 1024 warps, L = 65536, it still runs 6x faster than they do: bench/NOTES.md.)
+# csrc/lane_scan.cuh: one state per lane, for 1 <= N <= 16 along rows.  It walks each channel's
+# whole sequence in one warp, so it needs channels enough to give each of an H100's 528
+# schedulers a warp; with fewer the split kernels (segments side by side) are used.  (At 1024
+# warps, L = 65536, it still runs 6x faster than they do: bench/NOTES.md.)
 LANE_SCAN_MIN_WARPS = 132 * 4
 
 
-def _lane_split(u, delta, B, C, N, transpose=False):
-    """The work split of the states-on-lanes forward, or None where it does not apply.  A
+def _lanes_per_channel(N):
+    """N = 1: one lane per channel (32 channels a warp; no gate z); else 4, 8 or 16."""
+    return 1 if N == 1 else max(4, _pow2(N))
+
+
+def _lane_split(u, delta, B, C, N, transpose=False, z=None):
+    """The work split of the states-on-lanes kernels, or None where they do not apply.  A
     warp's channels share B / C's group (its blocks stage B / C once for all their channels)."""
-    lanes = max(4, _pow2(N))
-    if (override or transpose or not 2 <= N <= 16 or B.dim() < 3 or C.dim() < 3
+    lanes = _lanes_per_channel(N)
+    if (override or transpose or not 1 <= N <= 16 or (N == 1 and z is not None)
+            or B.dim() < 3 or C.dim() < 3
             or B.dtype != u.dtype or C.dtype != u.dtype or B.stride(-1) != 1
             or C.stride(-1) != 1 or u.stride(2) != 1 or delta.stride(2) != 1
             or _dpg(u, B, C) % (32 // lanes)
@@ -234,10 +240,10 @@ def _takes_lanes(op, tensors):
     # u and delta as the ops pass them on (contiguous), without copying them to ask
     u, delta = (torch.empty(tensors[k].shape, dtype=tensors[k].dtype, device="meta")
                 for k in ("u", "delta"))
-    B, C, A = (tensors[k] for k in ("B", "C", "A"))
+    B, C, A, z = (tensors.get(k) for k in ("B", "C", "A", "z"))
     if op == "bidirectional_scan":
-        return _bidi_lanes(u, delta, A, B, C) is not None
-    return _lane_split(u, delta, B, C, A.shape[-1]) is not None
+        return _bidi_lanes(u, delta, A, B, C, z) is not None
+    return _lane_split(u, delta, B, C, A.shape[-1], z=z) is not None
 
 
 def fast_path(op, tensors, backward):
@@ -288,7 +294,7 @@ def scan_fwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus, y, last, *, y_
     y may then be None.)"""
     B, C = _weights(B, C, u.dtype)
     N = A.shape[1]
-    split = (_lane_split(u, delta, B, C, N, transpose)
+    split = (_lane_split(u, delta, B, C, N, transpose, z)
              or _split(u, N, transpose, H, W, False, _dpg(u, B, C)))
     _ext().scan_fwd(u, delta, _f32(A), B, C, _f32(D), z, _f32(delta_bias), y_in, y, last,
                     delta_softplus, reverse, transpose, H, W, y_scale, split, states, y_pre)
@@ -326,7 +332,7 @@ def scan_bwd(dy, dlast_state, u, delta, A, B, C, D, z, delta_bias, delta_softplu
     """(states, y_pre: what the states-on-lanes forward kept, or None to run it again.)"""
     Bw, Cw = _weights(B, C, u.dtype)
     N = A.shape[1]
-    lanes = None if du_in is not None else _lane_split(u, delta, Bw, Cw, N, transpose)
+    lanes = None if du_in is not None else _lane_split(u, delta, Bw, Cw, N, transpose, z)
     f32 = dict(device=u.device, dtype=torch.float32)
     if lanes:
         A, D, bias = _f32(A), _f32(D), _f32(delta_bias)
@@ -449,9 +455,9 @@ def _bidi_fused(u, delta, A, B, C, D, z, delta_bias, backward):
     return plan, (u, delta, _f32(A), _f32(D), _f32(delta_bias), z)
 
 
-def _bidi_lanes(u, delta, A, B, C):
+def _bidi_lanes(u, delta, A, B, C, z):
     """The states-on-lanes split of each direction (both take the same), or None."""
-    return _lane_split(u[0], delta[0], B[0], C[0], A.shape[-1])
+    return _lane_split(u[0], delta[0], B[0], C[0], A.shape[-1], z=z)
 
 
 def bidirectional_scan_fwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus, combine,
@@ -459,7 +465,7 @@ def bidirectional_scan_fwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus, 
     u, delta = u.contiguous(), delta.contiguous()
     # two states-on-lanes launches (one per direction) beat the fused forward where they apply
     plan = None
-    if _bidi_lanes(u, delta, A, B, C) is None:
+    if _bidi_lanes(u, delta, A, B, C, z) is None:
         plan, (u, delta, A, D, bias, z) = _bidi_fused(u, delta, A, B, C, D, z, delta_bias, False)
     if plan is None:
         keep = ({}, {}) if saved is None else _keep(saved, u.shape, A.shape[-1], 2)
@@ -499,7 +505,7 @@ def bidirectional_scan_bwd(dy, u, delta, A, B, C, D, z, delta_bias, delta_softpl
                            saved=None):
     scale = 0.5 if combine == "mean" else 1.0
     u, delta = u.contiguous(), delta.contiguous()
-    lanes = _bidi_lanes(u, delta, A, B, C)
+    lanes = _bidi_lanes(u, delta, A, B, C, z)
     if lanes:
         u, delta, Af, Df, bias, z = _routes.bidirectional_inputs(u, delta, _f32(A), _f32(D),
                                                                  _f32(delta_bias), z)

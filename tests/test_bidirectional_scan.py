@@ -91,14 +91,17 @@ def test_cuda_fused(fused_cuda, L, N, b_mode, dtype, z):
 
 @pytest.mark.parametrize("L,N,dtype,z", [(197, 16, torch.bfloat16, True),
                                          (64, 5, torch.float16, False),
-                                         (37, 3, torch.float32, True)])
+                                         (37, 3, torch.float32, True),
+                                         (80, 1, torch.float16, False),
+                                         (45, 1, torch.float32, False)])
 def test_cuda_states_on_lanes_both_directions(lane_cuda, keep_states, L, N, dtype, z):
     """Forward and backward as two states-on-lanes launches each (csrc/lane_scan.cuh): the
     second walks backwards, from a partial last chunk, and adds the first's float32 output;
     the backward starts from the chunk states (and y before the gate, for dz) that the forward
-    kept, or runs both directions again for them; 16 / 8 / 4 lanes per channel, rows unaligned
-    (197, 37) and aligned (64)."""
-    args, kw = testing.make_selective_scan_inputs(batch=2, dim=16, L=L, N=N, b_mode="grouped",
+    kept, or runs both directions again for them; 16 / 8 / 4 / 1 lanes per channel, rows
+    unaligned (197, 37, 45) and aligned (64, 80)."""
+    dim = 64 if N == 1 else 16  # (one lane per channel: a warp's 32 channels in one group)
+    args, kw = testing.make_selective_scan_inputs(batch=2, dim=dim, L=L, N=N, b_mode="grouped",
                                                   c_mode="grouped", groups=2, dtype=dtype,
                                                   z=z, device=DEVICE, direction_axis=True)
     testing.assert_backends_agree("bidirectional_scan", *args, backends=["cuda"],

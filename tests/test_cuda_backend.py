@@ -39,28 +39,33 @@ def test_work_split_is_one_the_kernels_accept(batch, dim, L, N, backward, channe
 
 @given(batch=st.integers(1, 64), dim=st.sampled_from([1, 3, 24, 768, 1002, 1536]),
        L=st.integers(1, 3000), N=st.integers(1, 20), groups=st.sampled_from([1, 2, 3, 4]),
-       dtype=st.sampled_from([torch.float16, torch.float32]), transpose=st.booleans())
-def test_lane_split_is_one_the_lane_kernel_accepts(batch, dim, L, N, groups, dtype, transpose):
-    """What csrc/ops.cpp checks for the states-on-lanes forward: 4 / 8 / 16 lanes holding all
-    N states, one segment of the whole row, a warp's channels inside one B / C group; and
-    that it is not taken where it cannot serve (N outside 2..16, a column walk, few channels)."""
+       dtype=st.sampled_from([torch.float16, torch.float32]), transpose=st.booleans(),
+       z=st.booleans())
+def test_lane_split_is_one_the_lane_kernel_accepts(batch, dim, L, N, groups, dtype, transpose,
+                                                  z):
+    """What csrc/ops.cpp checks for the states-on-lanes kernels: 1 (N = 1, no gate), 4, 8 or 16
+    lanes holding all N states, one segment of the whole row, a warp's channels inside one B / C
+    group; and that they are not taken where they cannot serve (N outside 1..16, a column walk,
+    z at N = 1, few channels)."""
     if dim % groups:
         groups = 1
     u = torch.empty(batch, dim, L, dtype=dtype)
     B = torch.empty(batch, groups, N, L, dtype=dtype)
-    split = cuda._lane_split(u, u, B, B, N, transpose)
-    fits = (2 <= N <= 16 and not transpose and batch * dim * max(4, cuda._pow2(N)) // 32
-            >= cuda.LANE_SCAN_MIN_WARPS and (dim // groups) % (32 // max(4, cuda._pow2(N))) == 0)
+    split = cuda._lane_split(u, u, B, B, N, transpose, u if z else None)
+    lanes = 1 if N == 1 else max(4, cuda._pow2(N))
+    fits = (1 <= N <= 16 and not transpose and not (N == 1 and z)
+            and batch * dim * lanes // 32 >= cuda.LANE_SCAN_MIN_WARPS
+            and (dim // groups) % (32 // lanes) == 0)
     assert (split is not None) == fits
     if split is not None:
         ns, lg, nseg, cpw, channel_fast, seg_len, ngroups = split
-        assert ns == 0 and lg in (4, 8, 16) and lg >= N and lg * cpw == 32
+        assert ns == 0 and lg in (1, 4, 8, 16) and lg >= N and lg * cpw == 32
         assert (nseg, channel_fast, seg_len, ngroups) == (1, 0, L, 1)
         assert (dim // groups) % cpw == 0
 
 
 @given(batch=st.integers(1, 4), dim=st.integers(1, 8), L=st.integers(1, 100),
-       N=st.integers(2, 16), directions=st.sampled_from([1, 2]), with_z=st.booleans())
+       N=st.integers(1, 16), directions=st.sampled_from([1, 2]), with_z=st.booleans())
 def test_kept_buffer_views_partition_it(batch, dim, L, N, directions, with_z):
     """saved_numel's buffer as the lane kernels' arguments: each direction's chunk states (the
     size csrc/ops.cpp checks: one per chunk of 16 but the last, channel and state) and y before

@@ -153,6 +153,39 @@ def test_cuda_states_on_lanes(lane_cuda, keep_states, dtype, b_mode, c_mode, N, 
     assert lane_cuda == {"fwd": 1 if keep_states else 2, "bwd": 1}
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("dim,groups,L", [(96, 3, 64), (128, 1, 130), (64, 2, 37), (96, 1, 1)])
+def test_cuda_one_lane_per_channel(lane_cuda, keep_states, dtype, dim, groups, L):
+    """N = 1 (VMamba): 32 channels a warp, a lane's 16-step rows read and written as vectors
+    where aligned (L = 64: every chunk whole) and element by element at tails and unaligned rows
+    (130, 37, 1); blocks of 1, 2 and 4 warps; dB / dC summed over a warp's channels; D, bias,
+    the last state and its gradient."""
+    args, kw = testing.make_selective_scan_inputs(batch=2, dim=dim, L=L, N=1, b_mode="grouped",
+                                                  c_mode="grouped", groups=groups, z=False,
+                                                  dtype=dtype, device=DEVICE, seed=L)
+    testing.assert_backends_agree("selective_scan", *args, backends=["cuda"],
+                                  return_last_state=True, **kw)
+    assert lane_cuda == {"fwd": 1 if keep_states else 2, "bwd": 1}
+
+
+def test_cuda_one_lane_per_channel_float32_out(lane_cuda):
+    """VMamba's half inputs with a float32 y: its gradient arrives as float32."""
+    args, kw = testing.make_selective_scan_inputs(batch=2, dim=64, L=80, N=1, b_mode="grouped",
+                                                  c_mode="grouped", groups=2, z=False,
+                                                  dtype=torch.float16, device=DEVICE, seed=5)
+    testing.assert_backends_agree("selective_scan", *args, backends=["cuda"],
+                                  out_dtype=torch.float32, **kw)
+    assert lane_cuda == {"fwd": 2, "bwd": 1}
+
+
+def test_cuda_one_lane_per_channel_has_no_gate(lane_cuda):
+    """N = 1 with z is not for those kernels: the split kernels serve it."""
+    args, kw = testing.make_selective_scan_inputs(batch=2, dim=64, L=40, N=1, z=True,
+                                                  device=DEVICE, seed=6)
+    testing.assert_backends_agree("selective_scan", *args, backends=["cuda"], **kw)
+    assert lane_cuda == {"fwd": 0, "bwd": 0}
+
+
 @pytest.mark.parametrize("z,D,softplus", [(False, False, False), (True, False, True)])
 def test_cuda_states_on_lanes_options(lane_cuda, keep_states, z, D, softplus):
     """The states-on-lanes backward without z (nothing kept but the chunk states), D, bias or
