@@ -16,8 +16,8 @@
 // - a butterfly over the NP lanes sums C_n h over the states and leaves each lane the sums of the
 //   E steps it staged: it finishes those outputs (D u, y_in, scale, the z gate), stores them.
 // With one lane per channel (NP = 1, N = 1: 32 channels a warp) a lane keeps its chunk's dt and
-// dt * u in registers, reads and writes its rows as 16-byte vectors (a chunk is 32 or 64 bytes
-// of a row) and has no gate (z: VMamba has none; its registers go to the 16-step rows).
+// dt * u in registers, reads and writes its rows as 16- or 8-byte vectors (a chunk is 32 or 64
+// bytes of a row) and has no gate (z: VMamba has none; its registers go to the 16-step rows).
 // Every exponential of the recurrence is computed once; one block barrier per chunk.  A backward
 // walk takes the same K-step blocks of positions, last block first, each from its last step.
 #pragma once
@@ -41,15 +41,41 @@ constexpr int lane_min_blocks(int np, int elem_bytes) {
   return np == 1 ? SSOPS_LANE_NP1_MINB : elem_bytes == 2 && np >= 8 ? SSOPS_LANE_MINB : 4;
 }
 
-// What a lane reads itself for one chunk: its E staged steps (forward and backward), as loaded.
+// A lane's run of E consecutive elements of a row, as loaded: the 32-bit words its loads fill.
+// Elements are unpacked where they are used: unpacked as they were loaded, a chunk's prefetch
+// waited for its loads at once (ncu: a quarter of the N = 1 backward's stall samples).
+template <typename V, int E>
+constexpr int kRunWords = (E * static_cast<int>(sizeof(V)) + 3) / 4;
+
+// Element i of a run of V held in words w, as float32.
+template <typename V, int W>
+__device__ __forceinline__ float run_elem(const uint32_t (&w)[W], int i) {
+  if constexpr (sizeof(V) == 4) {
+    return __uint_as_float(w[i]);
+  } else {
+    const uint32_t bits = w[i / 2] >> (16 * (i % 2)) & 0xffffu;
+    if constexpr (std::is_same_v<V, __half>)
+      return __half2float(__ushort_as_half(static_cast<unsigned short>(bits)));
+    else
+      return __uint_as_float(bits << 16);  // bfloat16: the high half of a float32
+  }
+}
+
+template <typename V, int E>
+struct Run {
+  uint32_t w[kRunWords<V, E>];
+  __device__ __forceinline__ float operator[](int i) const { return run_elem<V>(w, i); }
+};
+
+// What a lane reads itself for one chunk: its E staged steps (forward and backward).
 template <typename T, int E>
 struct LaneInputs {
-  Packed<E, T> u, delta, z;
+  Run<T, E> u, delta, z;
 };
 
 template <typename T, int E>
 struct LaneSteps : LaneInputs<T, E> {
-  Packed<E, float> y_in;
+  Run<float, E> y_in;
 };
 
 // B and C are shared by the block's channels (one batch and group) and staged in shared memory
@@ -90,39 +116,75 @@ __device__ __forceinline__ LaneRows lane_rows(const ScanParams& p) {
   return r;
 }
 
-// A lane's run of E consecutive elements of one row from pos0, a multiple of E (zeros past L):
-// whole 8- or 16-byte vectors where the run fills them, the launch's rows are aligned
-// (ScanParams::rows16) and the run lies inside the sequence (one lane per channel: a warp's load
-// then touches each of its rows once, not once per element).
-template <typename V, int E>
-constexpr bool kVectorRun = sizeof(typename Vec<E, V>::type) > sizeof(V);
-
-template <typename V, int E>
-__device__ __forceinline__ void load_run(Packed<E, V>& v, const V* row, int pos0,
-                                         const ScanParams& p) {
-  using W = typename Vec<E, V>::type;
-  if constexpr (kVectorRun<V, E>) {
-    if (p.rows16 && pos0 + E <= p.L) {
+// Loads / stores of a lane's run from pos0, a multiple of E (zeros past L): 16- or 8-byte
+// vectors where the run fills them, every row of the launch starts that aligned
+// (ScanParams::row_align) and the run lies inside the sequence (one lane per channel: a warp's
+// load then touches each of its rows once, not once per element); else element by element.
+template <typename V, int E, int W>
+__device__ __forceinline__ void load_words(uint32_t (&w)[W], const V* row, int pos0,
+                                           const ScanParams& p) {
+  constexpr int n = kRunWords<V, E>;
+  static_assert(n <= W, "the words hold the run");
+  if constexpr (E * sizeof(V) % 8 == 0) {
+    if (p.row_align >= 8 && pos0 + E <= p.L) {
+      if (n % 4 == 0 && p.row_align == 16) {
 #pragma unroll
-      for (int q = 0; q < Vec<E, V>::count; ++q) v.vec[q] = reinterpret_cast<const W*>(row + pos0)[q];
+        for (int q = 0; q < n / 4; ++q) {
+          const uint4 x = reinterpret_cast<const uint4*>(row + pos0)[q];
+          w[4 * q] = x.x, w[4 * q + 1] = x.y, w[4 * q + 2] = x.z, w[4 * q + 3] = x.w;
+        }
+      } else {
+#pragma unroll
+        for (int q = 0; q < n / 2; ++q) {
+          const uint2 x = reinterpret_cast<const uint2*>(row + pos0)[q];
+          w[2 * q] = x.x, w[2 * q + 1] = x.y;
+        }
+      }
       return;
     }
   }
+  using Bits = std::conditional_t<sizeof(V) == 2, uint16_t, uint32_t>;
+  const Bits* bits = reinterpret_cast<const Bits*>(row) + pos0;
+  const auto at = [&](int i) -> uint32_t { return i < E && pos0 + i < p.L ? bits[i] : 0u; };
 #pragma unroll
-  for (int i = 0; i < E; ++i) v.e[i] = pos0 + i < p.L ? row[pos0 + i] : from_f<V>(0.f);
+  for (int j = 0; j < n; ++j) w[j] = sizeof(V) == 4 ? at(j) : at(2 * j) | at(2 * j + 1) << 16;
+}
+
+template <typename V, int E>
+__device__ __forceinline__ void load_run(Run<V, E>& v, const V* row, int pos0,
+                                         const ScanParams& p) {
+  load_words<V, E>(v.w, row, pos0, p);
+}
+
+template <typename V>
+__device__ __forceinline__ uint32_t bits_of(float v) {
+  if constexpr (sizeof(V) == 4) return __float_as_uint(v);
+  else return static_cast<uint32_t>(__half_as_ushort(from_f<V>(v)));
+}
+template <>
+__device__ __forceinline__ uint32_t bits_of<__nv_bfloat16>(float v) {
+  return static_cast<uint32_t>(__bfloat16_as_ushort(from_f<__nv_bfloat16>(v)));
 }
 
 template <typename V, int E>
 __device__ __forceinline__ void store_run(V* row, int pos0, const float (&v)[E],
                                           const ScanParams& p) {
-  using W = typename Vec<E, V>::type;
-  if constexpr (kVectorRun<V, E>) {
-    if (p.rows16 && pos0 + E <= p.L) {
-      Packed<E, V> o;
+  constexpr int n = kRunWords<V, E>;
+  if constexpr (E * sizeof(V) % 8 == 0) {
+    if (p.row_align >= 8 && pos0 + E <= p.L) {
+      uint32_t w[n];
 #pragma unroll
-      for (int i = 0; i < E; ++i) o.e[i] = from_f<V>(v[i]);
+      for (int j = 0; j < n; ++j)
+        w[j] = sizeof(V) == 4 ? bits_of<V>(v[j]) : bits_of<V>(v[2 * j]) | bits_of<V>(v[2 * j + 1]) << 16;
+      if (n % 4 == 0 && p.row_align == 16) {
 #pragma unroll
-      for (int q = 0; q < Vec<E, V>::count; ++q) reinterpret_cast<W*>(row + pos0)[q] = o.vec[q];
+        for (int q = 0; q < n / 4; ++q)
+          reinterpret_cast<uint4*>(row + pos0)[q] = make_uint4(w[4 * q], w[4 * q + 1], w[4 * q + 2], w[4 * q + 3]);
+      } else {
+#pragma unroll
+        for (int q = 0; q < n / 2; ++q)
+          reinterpret_cast<uint2*>(row + pos0)[q] = make_uint2(w[2 * q], w[2 * q + 1]);
+      }
       return;
     }
   }
@@ -148,7 +210,7 @@ __device__ __forceinline__ void load_steps(LaneSteps<T, E>& c, const ScanParams&
     load_run(c.y_in, p.y_in + r.u, pos0, p);
   } else {
 #pragma unroll
-    for (int i = 0; i < E; ++i) c.y_in.e[i] = 0.f;
+    for (int j = 0; j < E; ++j) c.y_in.w[j] = 0u;
   }
 }
 
@@ -298,8 +360,8 @@ __global__ void __launch_bounds__(kLaneWarps * 32, lane_min_blocks(NP, sizeof(T)
     float u[E], dtv[E], dtuv[E];
 #pragma unroll
     for (int i = 0; i < E; ++i) {
-      u[i] = to_f(cur.u.e[i]);
-      const float pre = to_f(cur.delta.e[i]) + bias;
+      u[i] = cur.u[i];
+      const float pre = cur.delta[i] + bias;
       dtv[i] = p0 + s0 + i < p.L ? (p.softplus ? softplus(pre) : pre) : 0.f;
       dtuv[i] = dtv[i] * u[i];
       if constexpr (NP > 1) dt_s[s0 + i] = dtv[i], dtu_s[s0 + i] = dtuv[i];
@@ -327,13 +389,13 @@ __global__ void __launch_bounds__(kLaneWarps * 32, lane_min_blocks(NP, sizeof(T)
       sum_over_states<NP, K>(yp, n);
       float y[E];
 #pragma unroll
-      for (int i = 0; i < E; ++i) y[i] = (yp[i] + Dd * u[i] + cur.y_in.e[i]) * p.y_scale;
+      for (int i = 0; i < E; ++i) y[i] = (yp[i] + Dd * u[i] + cur.y_in[i]) * p.y_scale;
       if (p.y_pre) store_run(p.y_pre + r.u, p0 + s0, y, p);
       if (p.y) {
         if (GATE && p.z) {
 #pragma unroll
           for (int i = 0; i < E; ++i) {
-            const float zf = to_f(cur.z.e[i]);
+            const float zf = cur.z[i];
             y[i] *= zf * sigmoid(zf);
           }
         }
@@ -378,17 +440,11 @@ __global__ void __launch_bounds__(kLaneWarps * 32, lane_min_blocks(NP, sizeof(T)
 // chunk after its load: converted as it was loaded, every warp waited for the load there (ncu:
 // a sixth of the stall samples; bench/NOTES.md).
 template <typename T, int E>
-union LoadedGrad {
-  Packed<E, T> t;
-  Packed<E, float> f;
-};
-
-template <typename T, int E>
 struct LaneGradSteps : LaneInputs<T, E> {
-  LoadedGrad<T, E> dout;
-  Packed<E, float> y;
+  uint32_t dout[E];  // dy's run: of float32 where dy_f32 (or T is), else of T in the first words
+  Run<float, E> y;
   __device__ __forceinline__ float dy(const ScanParams& p, int i) const {
-    return sizeof(T) == 2 && p.dy_f32 ? dout.f.e[i] : to_f(dout.t.e[i]);
+    return sizeof(T) == 4 || p.dy_f32 ? run_elem<float>(dout, i) : run_elem<T>(dout, i);
   }
 };
 
@@ -396,10 +452,10 @@ template <typename T, int E, bool GATE>
 __device__ __forceinline__ void load_grad_steps(LaneGradSteps<T, E>& c, const ScanParams& p,
                                                 const LaneRows& r, int pos0) {
   load_inputs<T, E, GATE>(c, p, r, pos0);
-  if (sizeof(T) == 2 && p.dy_f32)
-    load_run(c.dout.f, static_cast<const float*>(p.dy) + r.u, pos0, p);
+  if (sizeof(T) == 4 || p.dy_f32)
+    load_words<float, E>(c.dout, static_cast<const float*>(p.dy) + r.u, pos0, p);
   else
-    load_run(c.dout.t, static_cast<const T*>(p.dy) + r.u, pos0, p);
+    load_words<T, E>(c.dout, static_cast<const T*>(p.dy) + r.u, pos0, p);
   if (GATE && p.dz) load_run(c.y, p.y_pre + r.u, pos0, p);
 }
 
@@ -501,7 +557,7 @@ __global__ void __launch_bounds__(kLaneWarps * 32,
     const auto dy_at = [&](int i) {
       float dy = cur.dy(p, i) * p.y_scale;
       if (GATE && p.z) {
-        const float zf = to_f(cur.z.e[i]);
+        const float zf = cur.z[i];
         dy *= zf * sigmoid(zf);
       }
       return dy;
@@ -511,11 +567,11 @@ __global__ void __launch_bounds__(kLaneWarps * 32,
     float dt_l[E], dy_l[NP > 1 ? E : 1];
 #pragma unroll
     for (int i = 0; i < E; ++i) {
-      const float pre = to_f(cur.delta.e[i]) + bias;
+      const float pre = cur.delta[i] + bias;
       dt_l[i] = p0 + s0 + i < p.L ? (p.softplus ? softplus(pre) : pre) : 0.f;
       if constexpr (NP > 1) {
         dy_l[i] = dy_at(i);
-        dt_s[s0 + i] = dt_l[i], dtu_s[s0 + i] = dt_l[i] * to_f(cur.u.e[i]), dy_s[s0 + i] = dy_l[i];
+        dt_s[s0 + i] = dt_l[i], dtu_s[s0 + i] = dt_l[i] * cur.u[i], dy_s[s0 + i] = dy_l[i];
       }
     }
     // dt, dt u (and dy) of steps 4q .. 4q + 3
@@ -524,7 +580,7 @@ __global__ void __launch_bounds__(kLaneWarps * 32,
       if constexpr (NP == 1) {
 #pragma unroll
         for (int j = 0; j < 4; ++j) {
-          dtu[j] = dt[j] * to_f(cur.u.e[4 * q + j]);
+          dtu[j] = dt[j] * cur.u[4 * q + j];
           if (dy) dy[j] = dy_at(4 * q + j);
         }
       } else {
@@ -555,7 +611,7 @@ __global__ void __launch_bounds__(kLaneWarps * 32,
     // du, d delta of a step from its sums over the states, S1 = sum g B and S2 = sum A w
     const auto finish = [&](float S1, float S2, float dt, float dy, int k, float& du,
                             float& ddelta) {
-      const float u = to_f(cur.u.e[k]), pre = to_f(cur.delta.e[k]) + bias;
+      const float u = cur.u[k], pre = cur.delta[k] + bias;
       ddelta = (u * S1 + S2) * (p.softplus ? sigmoid(pre) : 1.f);  // d dt / d delta
       du = fmaf(dt, S1, Dd * dy);
       if (p0 + s0 + k < p.L) dD = fmaf(dy, u, dD), dbias += ddelta;
@@ -610,9 +666,9 @@ __global__ void __launch_bounds__(kLaneWarps * 32,
         finish(s1[i], s2[i], dt_l[i], dy_l[i], i, du[i], ddelta[i]);
         const int pos = p0 + s0 + i;
         if (GATE && p.dz && pos < p.L) {
-          const float zf = to_f(cur.z.e[i]), sg = sigmoid(zf);
+          const float zf = cur.z[i], sg = sigmoid(zf);
           static_cast<T*>(p.dz)[r.u + pos] =
-              from_f<T>(cur.dy(p, i) * cur.y.e[i] * sg * (1.f + zf * (1.f - sg)));
+              from_f<T>(cur.dy(p, i) * cur.y[i] * sg * (1.f + zf * (1.f - sg)));
         }
       }
       store_run(static_cast<T*>(p.du) + r.u, p0 + s0, du, p);

@@ -159,8 +159,8 @@ void launch(const char* op, const ssops::ScanParams& p, int dtype, int ns, bool 
 }
 
 // The states-on-lanes kernels (split[0] == 0, csrc/lane_scan.cuh): what they rely on.  Called
-// once every buffer is set: rows16 says whether all rows of u's and delta's layouts start on
-// 16-byte boundaries.
+// once every buffer is set, for row_align: the bytes (16, 8 or 0) that every row of u's and
+// delta's layouts, in every buffer laid out like them, starts on a multiple of.
 void check_lanes(const char* op, ssops::ScanParams& p, const Tensor& u) {
   TORCH_CHECK(!p.transpose && p.su_l == 1 && p.sd_l == 1 && p.sB_l == 1 && p.sC_l == 1 &&
                   !p.b_const && !p.c_const && !p.bc_f32 && p.nseg == 1 && p.ngroups == 1 &&
@@ -173,11 +173,16 @@ void check_lanes(const char* op, ssops::ScanParams& p, const Tensor& u) {
               ": the one-lane-per-channel kernels (N = 1) have no gate z");
   const int elem = static_cast<int>(u.element_size());
   p.contig = aligned_bc_rows(p, elem);
-  p.rows16 = true;
-  for (int64_t s : {p.su_b, p.su_d, p.sd_b, p.sd_d}) p.rows16 = p.rows16 && s % (16 / elem) == 0;
-  for (const void* b : std::initializer_list<const void*>{p.u, p.delta, p.z, p.y, p.y_in, p.y_pre,
-                                                         p.dy, p.du, p.ddelta, p.dz})
-    p.rows16 = p.rows16 && reinterpret_cast<uintptr_t>(b) % 16 == 0;
+  // (float32 buffers laid out like u: at least as aligned as u's rows, in elements)
+  auto aligned = [&](int bytes) {
+    bool ok = true;
+    for (int64_t s : {p.su_b, p.su_d, p.sd_b, p.sd_d}) ok = ok && s * elem % bytes == 0;
+    for (const void* b : std::initializer_list<const void*>{p.u, p.delta, p.z, p.y, p.y_in,
+                                                           p.y_pre, p.dy, p.du, p.ddelta, p.dz})
+      ok = ok && reinterpret_cast<uintptr_t>(b) % bytes == 0;
+    return ok;
+  };
+  p.row_align = aligned(16) ? 16 : aligned(8) ? 8 : 0;
 }
 
 // The states-on-lanes forward's chunk states for its backward: float32, one per chunk but the

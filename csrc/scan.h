@@ -55,7 +55,8 @@ struct ScanParams {
   bool reverse, transpose, softplus, b_const, c_const;
   bool bc_f32, out_f32, dy_f32, du_f32;  // float32 where the input dtype is not
   bool contig;  // row-major walk over rows of whole aligned chunks: plain vector loads
-  bool rows16;  // states-on-lanes kernels: every row of u's / delta's layout 16-byte aligned
+  int row_align;  // states-on-lanes kernels: 16, 8 or 0, the bytes every row of u's and
+                  // delta's layouts (and the buffers laid out like them) is aligned to
   float y_scale;
 
   // inputs; u, z, dy, y_in, du_in share strides su_*, delta shares sd_* with ddelta

@@ -339,9 +339,10 @@ def scan_bwd(dy, dlast_state, u, delta, A, B, C, D, z, delta_bias, delta_softplu
         if states is None:  # the forward kept nothing: run it again for them
             states = torch.empty(_states_numel(u.shape, N), **f32)
             y_pre = None if z is None else torch.empty_strided(u.shape, u.stride(), **f32)
-            scan_fwd(u, delta, A, Bw, Cw, D, z, bias, delta_softplus, None,
-                     torch.empty(*u.shape[:2], N, **f32), reverse=reverse, states=states,
-                     y_pre=y_pre)
+            if states.numel() or z is not None:  # (one chunk without z: nothing to run for)
+                scan_fwd(u, delta, A, Bw, Cw, D, z, bias, delta_softplus, None,
+                         torch.empty(*u.shape[:2], N, **f32), reverse=reverse, states=states,
+                         y_pre=y_pre)
         return _lane_grads(lanes, states, y_pre, dy, _f32(dlast_state), u, delta, A, Bw, Cw, D,
                            z, bias, delta_softplus, du, ddelta, dz, reverse)
     assert states is None, "chunk states come from the states-on-lanes forward only"
@@ -486,7 +487,7 @@ def _bidi_lane_bwd(split, saved, dy, u, delta, A, B, C, D, z, bias, softplus, sc
     if again:
         saved = torch.empty(_saved_size(u.shape, A.shape[-1], 2, z is not None), **f32)
     keep = _keep(saved, u.shape, A.shape[-1], 2)
-    if again:  # the forward kept nothing: run it again for it (y not written)
+    if again and saved.numel():  # the forward kept nothing: run it again (y not written)
         _routes.bidi_fwd(_this, u, delta, A, B, C, D, bias, softplus,
                          torch.empty(u.shape[1:], **f32), None, z=z, scale=scale, keep=keep)
     y_pre = keep[1]["y_pre"]
