@@ -33,8 +33,8 @@ namespace ssops {
 #ifndef SSOPS_LANE_MINB
 #define SSOPS_LANE_MINB 6
 #endif
-#ifndef SSOPS_LANE_NP1_MINB  // one lane per channel: every step of its chunk in registers
-#define SSOPS_LANE_NP1_MINB 4
+#ifndef SSOPS_LANE_NP1_MINB  // one lane per channel: 16-step rows of each input in registers
+#define SSOPS_LANE_NP1_MINB 3
 #endif
 constexpr int kLaneWarps = 4;             // warps per block
 constexpr int lane_min_blocks(int np, int elem_bytes) {
@@ -84,7 +84,7 @@ struct LaneSteps : LaneInputs<T, E> {
 // q meets the other rows' units in consecutive banks.
 template <typename T, int NP>
 struct BCUnits {
-  static constexpr int VE = 16 / sizeof(T), Q = lane_steps(NP) / VE, count = 2 * Q * NP;
+  static constexpr int VE = 16 / sizeof(T), Q = kLaneSteps / VE, count = 2 * Q * NP;
   static constexpr int per_thread = (count + 31) / 32;  // at one warp per block
   uint4 v[per_thread];
 };
@@ -275,23 +275,23 @@ __device__ __forceinline__ void store_units(const BCUnits<T, NP>& u, StagedBC<T,
 // This lane's state over the chunk: B / C at each step, as float32.
 template <typename T, int NP>
 __device__ __forceinline__ void read_staged(const StagedBC<T, NP>& buf, int n,
-                                            float (&B)[lane_steps(NP)], float (&C)[lane_steps(NP)]) {
+                                            float (&B)[kLaneSteps], float (&C)[kLaneSteps]) {
   using U = BCUnits<T, NP>;
-  Packed<lane_steps(NP), T> b, c;
+  Packed<kLaneSteps, T> b, c;
 #pragma unroll
   for (int q = 0; q < U::Q; ++q) {
     b.vec[q] = buf.v[q * NP + n];
     c.vec[q] = buf.v[(U::Q + q) * NP + n];
   }
 #pragma unroll
-  for (int k = 0; k < lane_steps(NP); ++k) B[k] = to_f(b.e[k]), C[k] = to_f(c.e[k]);
+  for (int k = 0; k < kLaneSteps; ++k) B[k] = to_f(b.e[k]), C[k] = to_f(c.e[k]);
 }
 
 // Steps 4q .. 4q + 3 of B (m = 0) or C (m = 1) for state n as float32: from the rows read_staged
 // filled, or (NP = 1, where every lane reads the same row and registers are short) straight
 // from the staged units, a broadcast read.
 template <typename T, int NP>
-__device__ __forceinline__ void bc_quad(float (&v)[4], const float (&row)[NP > 1 ? lane_steps(NP) : 1],
+__device__ __forceinline__ void bc_quad(float (&v)[4], const float (&row)[NP > 1 ? kLaneSteps : 1],
                                         const StagedBC<T, NP>& buf, int m, int n, int q) {
   if constexpr (NP == 1) {
     using U = BCUnits<T, NP>;
@@ -327,7 +327,7 @@ __device__ __forceinline__ void sum_over_states(float (&v)[K], int n) {
 template <typename T, int NP, bool REV>
 __global__ void __launch_bounds__(kLaneWarps * 32, lane_min_blocks(NP, sizeof(T)))
     lane_scan_fwd_kernel(const ScanParams p) {
-  constexpr int K = lane_steps(NP), CPW = 32 / NP, E = K / NP;
+  constexpr int K = kLaneSteps, CPW = 32 / NP, E = K / NP;
   constexpr bool GATE = NP > 1;
   static_assert(NP <= K && K % 4 == 0, "a lane stages at least one step");
   __shared__ StagedBC<T, NP> bc[2];  // double-buffered
@@ -498,15 +498,15 @@ __device__ __forceinline__ void add_bc_grads(const GradTerms<K>& t, const ScanPa
 #ifndef SSOPS_LANE_BWD_MINB
 #define SSOPS_LANE_BWD_MINB 3
 #endif
-#ifndef SSOPS_LANE_NP1_BWD_MINB  // one lane per channel (ptxas: 4 blocks, 128 registers, spill)
-#define SSOPS_LANE_NP1_BWD_MINB 3
+#ifndef SSOPS_LANE_NP1_BWD_MINB  // one lane per channel: 16-step rows in registers (ptxas: ~250)
+#define SSOPS_LANE_NP1_BWD_MINB 2
 #endif
 
 template <typename T, int NP, bool REV>
 __global__ void __launch_bounds__(kLaneWarps * 32,
                                   NP == 1 ? SSOPS_LANE_NP1_BWD_MINB : SSOPS_LANE_BWD_MINB)
     lane_scan_bwd_kernel(const ScanParams p) {
-  constexpr int K = lane_steps(NP), CPW = 32 / NP, E = K / NP;
+  constexpr int K = kLaneSteps, CPW = 32 / NP, E = K / NP;
   constexpr bool GATE = NP > 1;
   __shared__ StagedBC<T, NP> bc[2];  // double-buffered
   __shared__ float4 staged[kLaneWarps][NP > 1 ? CPW : 1][3][K / 4];  // per channel: dt, dt u, dy
@@ -648,19 +648,14 @@ __global__ void __launch_bounds__(kLaneWarps * 32,
         store_run(static_cast<T*>(p.ddelta) + r.delta, p0 + 4 * q, ddelta, p);
       }
     }
-    if constexpr (NP == 1) {  // the warp's channels share one B / C row: sum each term over it
-      constexpr int H = 32 / (2 * K);  // lanes per term, each summing 32 / H channels
+    if constexpr (NP == 1) {  // the warp's channels share one B / C row: lane l sums term l
       __syncwarp();
-      const int lane = threadIdx.x & 31, term = lane % (2 * K), part = lane / (2 * K);
-      const int m = term / K, k = term % K, pos = p0 + k;
-      const float* col =
-          reinterpret_cast<const float*>(&tm[m][warp * 32 + part * (32 / H)][k / 4]) + k % 4;
+      const int lane = threadIdx.x & 31, m = lane / K, k = lane % K, pos = p0 + k;
+      const float* col = reinterpret_cast<const float*>(&tm[m][warp * 32][k / 4]) + k % 4;
       float sum = 0.f;
 #pragma unroll
-      for (int j = 0; j < 32 / H; ++j) sum += col[j * 4 * (K / 4 + 1)];
-#pragma unroll
-      for (int o = 2 * K; o < 32; o *= 2) sum += __shfl_xor_sync(kFull, sum, o);
-      if (part == 0 && pos < p.L) atomicAdd((m ? p.dC + gC : p.dB + gB) + pos, sum);
+      for (int j = 0; j < 32; ++j) sum += col[j * 4 * (K / 4 + 1)];
+      if (pos < p.L) atomicAdd((m ? p.dC + gC : p.dB + gB) + pos, sum);
     }
     if constexpr (NP > 1) {
       sum_over_states<NP, K>(s1, n);

@@ -190,7 +190,7 @@ void check_lanes(const char* op, ssops::ScanParams& p, const Tensor& u) {
 float* chunk_states_ptr(const char* op, const OptTensor& t, const ssops::ScanParams& p,
                         const Tensor& u) {
   if (!t) return nullptr;
-  const int64_t chunks = (p.L + ssops::lane_steps(p.lg) - 1) / ssops::lane_steps(p.lg);
+  const int64_t chunks = (p.L + ssops::kLaneSteps - 1) / ssops::kLaneSteps;
   check_cuda(op, "chunk_states", *t, u);
   TORCH_CHECK(t->scalar_type() == at::kFloat && t->is_contiguous() &&
                   t->numel() == (chunks - 1) * p.batch * p.dim * p.N,

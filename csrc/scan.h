@@ -27,19 +27,12 @@ SSOPS_HOST_DEVICE constexpr int chunk_steps(int ns) {
 }
 constexpr int kWarpsPerBlock = 4;
 
-// Steps per chunk of the states-on-lanes kernels (csrc/lane_scan.cuh), by lanes per channel: a
-// lane alone on its channel (N = 1) keeps every step of its chunk in registers, so its chunks are
-// shorter.  The backward reads one state per channel, state and chunk that its forward pass
-// stored.  (SSOPS_LANE_K / SSOPS_LANE_K1: experiments.)
+// Steps per chunk of the states-on-lanes kernels (csrc/lane_scan.cuh): the backward reads one
+// state per channel, state and chunk that its forward pass stored (SSOPS_LANE_K: experiments).
 #ifndef SSOPS_LANE_K
 #define SSOPS_LANE_K 16
 #endif
-#ifndef SSOPS_LANE_K1
-#define SSOPS_LANE_K1 8
-#endif
-SSOPS_HOST_DEVICE constexpr int lane_steps(int lanes) {
-  return lanes == 1 ? SSOPS_LANE_K1 : SSOPS_LANE_K;
-}
+constexpr int kLaneSteps = SSOPS_LANE_K;
 
 // Shared memory of the backward: per thread and chunk of a segment, NS states and a sum of dt.
 inline size_t bwd_smem_bytes(int ns, int seg_len) {

@@ -253,16 +253,14 @@ def fast_path(op, tensors, backward):
     return _takes_lanes(op, tensors)
 
 
-def _lane_steps(N):
-    """csrc/scan.h lane_steps: steps per chunk of the states-on-lanes kernels."""
-    return 8 if _lanes_per_channel(N) == 1 else 16
+LANE_STEPS = 16  # csrc/scan.h kLaneSteps: steps per chunk of the states-on-lanes kernels
 
 
 def _states_numel(shape, N):
     """The states-on-lanes forward's chunk states of one direction: float32, one per chunk but
     the last, channel and state; shape: u's (..., batch, dim, L)."""
     batch, dim, L = shape[-3:]
-    return (-(-L // _lane_steps(N)) - 1) * batch * dim * N
+    return (-(-L // LANE_STEPS) - 1) * batch * dim * N
 
 
 def _saved_size(shape, N, directions, with_z):

@@ -68,14 +68,12 @@ def test_lane_split_is_one_the_lane_kernel_accepts(batch, dim, L, N, groups, dty
        N=st.integers(1, 16), directions=st.sampled_from([1, 2]), with_z=st.booleans())
 def test_kept_buffer_views_partition_it(batch, dim, L, N, directions, with_z):
     """saved_numel's buffer as the lane kernels' arguments: each direction's chunk states (the
-    size csrc/ops.cpp checks: one per chunk of 16 steps (8 at N = 1) but the last, channel and
-    state) and y before
+    size csrc/ops.cpp checks: one per chunk of 16 but the last, channel and state) and y before
     the gate (u's shape, for the last direction only), side by side, covering it exactly."""
     shape = (directions, batch, dim, L) if directions == 2 else (batch, dim, L)
     saved = torch.arange(cuda._saved_size(shape, N, directions, with_z), dtype=torch.float32)
     keep = cuda._keep(saved, shape, N, directions)
-    chunk = 8 if N == 1 else 16  # steps per chunk: csrc/scan.h lane_steps
-    states = (-(-L // chunk) - 1) * batch * dim * N
+    states = (-(-L // cuda.LANE_STEPS) - 1) * batch * dim * N
     assert [k["states"].numel() for k in keep] == [states] * directions
     assert [k["y_pre"] is None for k in keep[:-1]] == [True] * (directions - 1)
     y_pre = keep[-1]["y_pre"]
