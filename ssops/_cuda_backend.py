@@ -23,7 +23,6 @@ import sys
 import torch
 
 from . import _routes
-from .reference.cross_scan import from_routes, to_routes
 from .validation import grid
 from ._routes import ROUTE_FLAGS
 
@@ -552,7 +551,7 @@ def _cross_routed(x, delta, B, C, layout, routes):
     """(x, delta as (batch, K * C, L) and B, C as (batch, K, N, L) in scan order, H, W)."""
     H, W = grid(x, layout)[2:]
     xs = cross_scan(x, layout, routes)
-    to = functools.partial(to_routes, H=H, W=W, routes=routes)
+    to = functools.partial(_routes.to_routes, H=H, W=W, routes=routes)
     return xs.flatten(1, 2), to(delta).flatten(1, 2), to(B), to(C), H, W
 
 
@@ -580,7 +579,7 @@ def _cross_lanes_bwd(dy, x, delta, A, B, C, D, bias, softplus, layout, routes):
     dys = cross_scan(dy if dy.dtype in (x.dtype, torch.float32) else dy.to(x.dtype), layout, routes)
     du, dd, dA, dB, dC, dD, _, dbias = _routes.selective_scan_bwd(
         _this, dys.flatten(1, 2), None, u, d, A, Bs, Cs, D, None, bias, softplus)
-    back = functools.partial(from_routes, H=H, W=W, routes=routes)
+    back = functools.partial(_routes.from_routes, H=H, W=W, routes=routes)
     return (cross_merge(du.view(delta.shape), H, W, layout, routes), back(dd.view(delta.shape)),
             dA, back(dB), back(dC), dD, dbias)
 
