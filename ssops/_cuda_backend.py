@@ -23,7 +23,6 @@ import sys
 import torch
 
 from . import _routes
-from .validation import grid
 from ._routes import ROUTE_FLAGS
 
 _OPS = ("selective_scan", "bidirectional_scan", "cross_scan", "cross_merge", "cross_selective_scan")
@@ -542,53 +541,8 @@ def _cross_fused(x, delta, A, B, C, D, delta_bias, layout, routes, backward):
     return plan, (u, d4, _f32(A).view(K, c, -1), per_route(D), per_route(delta_bias))
 
 
-# The SS2D core on the states-on-lanes kernels: the routes' copies of x, delta, B and C in scan
-# order (cross_scan's kernel and gathers) make one selective scan over K x C channels in K
-# groups, which fills the GPU where one route's C channels would not; its float32 outputs are
-# summed back by cross_merge.  The backward scatters dy the same way and gathers the gradients
-# back (the merge sums dx over the routes in float32).
-def _cross_routed(x, delta, B, C, layout, routes):
-    """(x, delta as (batch, K * C, L) and B, C as (batch, K, N, L) in scan order, H, W)."""
-    H, W = grid(x, layout)[2:]
-    xs = cross_scan(x, layout, routes)
-    to = functools.partial(_routes.to_routes, H=H, W=W, routes=routes)
-    return xs.flatten(1, 2), to(delta).flatten(1, 2), to(B), to(C), H, W
-
-
-def _cross_lanes(x, delta, A, B, C):
-    """Whether the SS2D core runs as one flat scan on the states-on-lanes kernels (channel-first
-    images; shapes only)."""
-    batch, K, c = delta.shape[:3]
-    if delta.dtype != x.dtype:
-        return False
-    u = torch.empty(batch, K * c, delta.shape[-1], device="meta", dtype=x.dtype)
-    BC = [torch.empty(M.shape, device="meta", dtype=M.dtype) for M in (B, C)]
-    return _lane_split(u, u, *BC, A.shape[-1]) is not None
-
-
-def _cross_lanes_fwd(x, delta, A, B, C, D, bias, softplus, layout, routes, out_dtype):
-    u, d, Bs, Cs, H, W = _cross_routed(x, delta, B, C, layout, routes)
-    ys = torch.empty(u.shape, device=u.device, dtype=torch.float32)
-    last = torch.empty(*u.shape[:2], A.shape[1], device=u.device, dtype=torch.float32)
-    scan_fwd(u, d, A, Bs, Cs, D, None, bias, softplus, ys, last)
-    return cross_merge(ys.view(delta.shape), H, W, layout, routes).to(out_dtype)
-
-
-def _cross_lanes_bwd(dy, x, delta, A, B, C, D, bias, softplus, layout, routes):
-    u, d, Bs, Cs, H, W = _cross_routed(x, delta, B, C, layout, routes)
-    dys = cross_scan(dy if dy.dtype in (x.dtype, torch.float32) else dy.to(x.dtype), layout, routes)
-    du, dd, dA, dB, dC, dD, _, dbias = _routes.selective_scan_bwd(
-        _this, dys.flatten(1, 2), None, u, d, A, Bs, Cs, D, None, bias, softplus)
-    back = functools.partial(_routes.from_routes, H=H, W=W, routes=routes)
-    return (cross_merge(du.view(delta.shape), H, W, layout, routes), back(dd.view(delta.shape)),
-            dA, back(dB), back(dC), dD, dbias)
-
-
 def cross_selective_scan_fwd(x, delta, A, B, C, D, delta_bias, delta_softplus, layout, routes,
                              out_dtype):
-    if _cross_lanes(x, delta, A, B, C):
-        return _cross_lanes_fwd(x, delta, A, B, C, D, delta_bias, delta_softplus, layout, routes,
-                                out_dtype)
     plan, views = _cross_fused(x, delta, A, B, C, D, delta_bias, layout, routes, False)
     if plan is None:
         return _routes.cross_selective_scan_fwd(_this, x, delta, A, B, C, D, delta_bias,
@@ -602,9 +556,6 @@ def cross_selective_scan_fwd(x, delta, A, B, C, D, delta_bias, delta_softplus, l
 
 def cross_selective_scan_bwd(dy, x, delta, A, B, C, D, delta_bias, delta_softplus, layout,
                              routes):
-    if _cross_lanes(x, delta, A, B, C):
-        return _cross_lanes_bwd(dy, x, delta, A, B, C, D, delta_bias, delta_softplus, layout,
-                                routes)
     plan, views = _cross_fused(x, delta, A, B, C, D, delta_bias, layout, routes, True)
     if plan is None:
         return _routes.cross_selective_scan_bwd(_this, dy, x, delta, A, B, C, D, delta_bias,

@@ -132,22 +132,3 @@ def test_cuda_fused(fused_cuda, H, W, N, dtype, fused_bwd):
                                                         device=DEVICE)
     testing.assert_backends_agree("cross_selective_scan", *args, backends=["cuda"], **kw)
     assert fused_cuda == {"fwd": 1, "bwd": int(fused_bwd)}
-
-
-@pytest.mark.parametrize("layout", ["bchw", "bhwc"])
-@pytest.mark.parametrize("H,W,N,routes,dtype,out_dtype", [
-    (8, 8, 1, "cross", torch.float16, torch.float32),  # 64 steps: whole chunks, 16-byte rows
-    (5, 7, 1, "bidi", torch.float32, None),             # 35: a tail, unaligned rows
-    (6, 6, 4, "cross", torch.bfloat16, None),           # 4 lanes per channel
-])
-def test_cuda_states_on_lanes(lane_cuda, layout, H, W, N, routes, dtype, out_dtype):
-    """The core as one flat scan over every route's channels on the states-on-lanes kernels
-    (route-ordered copies of x, delta, B, C; float32 outputs merged back), in both layouts, with
-    VMamba's float32 output for half inputs."""
-    channels = 32 if N == 1 else 8  # a warp's channels (32 / lanes per channel) in one route
-    args, kw = testing.make_cross_selective_scan_inputs(2, channels, H, W, N=N, layout=layout,
-                                                        routes=routes, dtype=dtype,
-                                                        device=DEVICE)
-    testing.assert_backends_agree("cross_selective_scan", *args, backends=["cuda"],
-                                  out_dtype=out_dtype, **kw)
-    assert lane_cuda == {"fwd": 2, "bwd": 1}  # (the backward runs the forward for its states)
