@@ -175,15 +175,17 @@ __device__ __forceinline__ void store_run(V* row, int pos0, const float (&v)[E],
       uint32_t w[n];
 #pragma unroll
       for (int j = 0; j < n; ++j)
-        w[j] = sizeof(V) == 4 ? bits_of<V>(v[j]) : bits_of<V>(v[2 * j]) | bits_of<V>(v[2 * j + 1]) << 16;
+        w[j] = sizeof(V) == 4 ? bits_of<V>(v[j])
+                              : bits_of<V>(v[2 * j]) | bits_of<V>(v[2 * j + 1]) << 16;
       if (n % 4 == 0 && p.row_align == 16) {
+        uint4* dst = reinterpret_cast<uint4*>(row + pos0);
 #pragma unroll
         for (int q = 0; q < n / 4; ++q)
-          reinterpret_cast<uint4*>(row + pos0)[q] = make_uint4(w[4 * q], w[4 * q + 1], w[4 * q + 2], w[4 * q + 3]);
+          dst[q] = make_uint4(w[4 * q], w[4 * q + 1], w[4 * q + 2], w[4 * q + 3]);
       } else {
+        uint2* dst = reinterpret_cast<uint2*>(row + pos0);
 #pragma unroll
-        for (int q = 0; q < n / 2; ++q)
-          reinterpret_cast<uint2*>(row + pos0)[q] = make_uint2(w[2 * q], w[2 * q + 1]);
+        for (int q = 0; q < n / 2; ++q) dst[q] = make_uint2(w[2 * q], w[2 * q + 1]);
       }
       return;
     }
@@ -291,7 +293,8 @@ __device__ __forceinline__ void read_staged(const StagedBC<T, NP>& buf, int n,
 // filled, or (NP = 1, where every lane reads the same row and registers are short) straight
 // from the staged units, a broadcast read.
 template <typename T, int NP>
-__device__ __forceinline__ void bc_quad(float (&v)[4], const float (&row)[NP > 1 ? kLaneSteps : 1],
+__device__ __forceinline__ void bc_quad(float (&v)[4],
+                                        const float (&row)[NP > 1 ? kLaneSteps : 1],
                                         const StagedBC<T, NP>& buf, int m, int n, int q) {
   if constexpr (NP == 1) {
     using U = BCUnits<T, NP>;
@@ -462,9 +465,9 @@ __device__ __forceinline__ void load_grad_steps(LaneGradSteps<T, E>& c, const Sc
 // Per lane and step, a lane's dB (m = 0) and dC (m = 1) terms: [m][warp * 32 + lane][step],
 // stored 4 steps at a time (16 bytes), rows padded by 16 bytes so that the 8 lanes of each
 // store phase hit distinct banks.
-template <int K, int ROWS = kLaneWarps * 32>
+template <int K>
 struct GradTerms {
-  float4 v[2][ROWS][K / 4 + 1];
+  float4 v[2][kLaneWarps * 32][K / 4 + 1];
 };
 
 // The block's dB / dC terms of the chunk at p0 summed over its channels and added to dB / dC:
@@ -607,7 +610,6 @@ __global__ void __launch_bounds__(kLaneWarps * 32,
         h = fmaf(dtu[j], Bq[j], ah[k]);
       }
     }
-    // the adjoint, walking back
     // du, d delta of a step from its sums over the states, S1 = sum g B and S2 = sum A w
     const auto finish = [&](float S1, float S2, float dt, float dy, int k, float& du,
                             float& ddelta) {
@@ -616,6 +618,7 @@ __global__ void __launch_bounds__(kLaneWarps * 32,
       du = fmaf(dt, S1, Dd * dy);
       if (p0 + s0 + k < p.L) dD = fmaf(dy, u, dD), dbias += ddelta;
     };
+    // the adjoint, walking back
     float s1[NP > 1 ? K : 4], s2[NP > 1 ? K : 4];  // (NP = 1: a quad's, finished at once)
     auto& tm = terms[NP > 1 ? it & 1 : 0].v;
 #pragma unroll
@@ -681,7 +684,8 @@ __global__ void __launch_bounds__(kLaneWarps * 32,
     }
     __syncthreads();
   }
-  if constexpr (NP > 1) add_bc_grads<NP, K>(terms[(nchunks - 1) & 1], p, gB, gC, start(nchunks - 1));
+  if constexpr (NP > 1)
+    add_bc_grads<NP, K>(terms[(nchunks - 1) & 1], p, gB, gC, start(nchunks - 1));
   if (r.on) atomicAdd(p.dA + static_cast<int64_t>(d) * p.N + n, dA);
 #pragma unroll
   for (int o = NP / 2; o >= 1; o /= 2) {  // over the channel's lanes

@@ -248,9 +248,13 @@ def _takes_lanes(op, tensors):
 
 def fast_path(op, tensors, backward):
     """Whether auto should take this backend first (ssops.dispatch): the states-on-lanes
-    kernels, forward and backward, faster than the Triton ones wherever they apply
-    (bench/NOTES.md)."""
-    return _takes_lanes(op, tensors)
+    kernels, forward and backward, faster than the Triton ones wherever they apply, but for one
+    lane per channel (N = 1) on rows that do not start 8-byte aligned, which it reads element
+    by element: there (VMamba-T stage 4, L = 49) Triton's forward is faster (bench/NOTES.md)."""
+    if not _takes_lanes(op, tensors):
+        return False
+    u = tensors["u"]
+    return tensors["A"].shape[-1] > 1 or u.shape[-1] * u.element_size() % 8 == 0
 
 
 LANE_STEPS = 16  # csrc/scan.h kLaneSteps: steps per chunk of the states-on-lanes kernels
