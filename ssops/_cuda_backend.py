@@ -249,12 +249,18 @@ def _takes_lanes(op, tensors):
 def fast_path(op, tensors, backward):
     """Whether auto should take this backend first (ssops.dispatch): the states-on-lanes
     kernels, forward and backward, faster than the Triton ones wherever they apply, but for one
-    lane per channel (N = 1) on rows that do not start 8-byte aligned, which it reads element
-    by element: there (VMamba-T stage 4, L = 49) Triton's forward is faster (bench/NOTES.md)."""
+    lane per channel (N = 1; bench/NOTES.md): its forward reads rows that do not start 8-byte
+    aligned element by element (VMamba-T stage 4, L = 49: Triton is faster), and its backward
+    holds 8 warps an SM (255 registers), so under two waves of them the last leaves SMs idle
+    (stage 1: Triton is faster)."""
     if not _takes_lanes(op, tensors):
         return False
     u = tensors["u"]
-    return tensors["A"].shape[-1] > 1 or u.shape[-1] * u.element_size() % 8 == 0
+    if tensors["A"].shape[-1] > 1:
+        return True
+    if backward:
+        return u.shape[-3] * u.shape[-2] // 32 >= 2 * 132 * 8
+    return u.shape[-1] * u.element_size() % 8 == 0
 
 
 LANE_STEPS = 16  # csrc/scan.h kLaneSteps: steps per chunk of the states-on-lanes kernels

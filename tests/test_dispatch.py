@@ -157,8 +157,9 @@ def test_auto_takes_a_reported_fast_path_first(record, monkeypatch):
 def test_cuda_fast_path_is_the_lane_kernels(monkeypatch):
     """The cuda backend's fast path (shapes only, answered without the extension): the
     states-on-lanes forward and backward of selective_scan / bidirectional_scan at Mamba / Vim
-    shapes and at VMamba's N = 1 where rows are 8-byte aligned (not L = 49 in half precision);
-    never a batch too small to fill the GPU."""
+    shapes; at VMamba's N = 1 the forward where rows are 8-byte aligned (not L = 49 in half
+    precision) and the backward from two waves of warps (not stage 1's 1536); never a batch too
+    small to fill the GPU."""
     from ssops import _cuda_backend as cuda
     monkeypatch.setattr(cuda, "why_not", lambda op, tensors: None)  # meta tensors stand in
 
@@ -170,8 +171,10 @@ def test_cuda_fast_path_is_the_lane_kernels(monkeypatch):
     assert cuda.fast_path("selective_scan", tensors(8, 1536, 2048, 16), False)
     assert cuda.fast_path("selective_scan", tensors(8, 1536, 2048, 16), True)
     assert cuda.fast_path("selective_scan", tensors(128, 384, 3136, 1), False)
+    assert not cuda.fast_path("selective_scan", tensors(128, 384, 3136, 1), True)
     assert cuda.fast_path("selective_scan", tensors(128, 1536, 196, 1), True)
     assert not cuda.fast_path("selective_scan", tensors(128, 3072, 49, 1), False)
+    assert cuda.fast_path("selective_scan", tensors(128, 3072, 49, 1), True)
     assert not cuda.fast_path("selective_scan", tensors(8, 1536, 2048, 1), False)  # 384 warps
     assert not cuda.fast_path("selective_scan", tensors(1, 64, 2048, 16), False)
     assert cuda.fast_path("bidirectional_scan", tensors(64, 768, 197, 16, lead=(2,)), False)
