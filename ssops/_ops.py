@@ -54,14 +54,17 @@ def _saved_numel(impl, op: str, tensors: dict) -> int:
     return numel(op, tensors) if numel is not None else 0
 
 
-def _saved_buffer(impl, op, tensors, save, like):
-    n = _saved_numel(impl, op, tensors) if save else 0
+def _saved_buffer(impl, op, tensors, save, like, request):
+    """What the forward's backend keeps, where asked to and the backward will run on that
+    backend too (auto resolves the two separately); else empty."""
+    keeps = save and resolve(op, request, tensors, backward=True) is impl
+    n = _saved_numel(impl, op, tensors) if keeps else 0
     return like.new_empty(n, dtype=torch.float32)
 
 
 def _fake_saved(op, backend, tensors, save, like):
     impl = resolve(op, backend, tensors) if save else None
-    return _saved_buffer(impl, op, tensors, save, like)
+    return _saved_buffer(impl, op, tensors, save, like, backend)
 
 
 def _fill_kw(saved):
@@ -85,7 +88,7 @@ def selective_scan(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D:
     args = (u, delta, A, B, C, D, z, delta_bias)
     tensors = _named(_SCAN_ARGS, args)
     impl = resolve("selective_scan", backend, tensors)
-    saved = _saved_buffer(impl, "selective_scan", tensors, save, u)
+    saved = _saved_buffer(impl, "selective_scan", tensors, save, u, backend)
     y, last_state = impl.selective_scan_fwd(*args, delta_softplus, out_dtype, **_fill_kw(saved))
     return y.contiguous(), last_state.contiguous(), saved
 
@@ -140,7 +143,7 @@ def bidirectional_scan(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor
     args = (u, delta, A, B, C, D, z, delta_bias)
     tensors = _named(_SCAN_ARGS, args)
     impl = resolve("bidirectional_scan", backend, tensors)
-    saved = _saved_buffer(impl, "bidirectional_scan", tensors, save, u)
+    saved = _saved_buffer(impl, "bidirectional_scan", tensors, save, u, backend)
     y = impl.bidirectional_scan_fwd(*args, delta_softplus, combine, out_dtype, **_fill_kw(saved))
     return y.contiguous(), saved
 

@@ -19,9 +19,10 @@ def set_keep_scan_states(keep: bool) -> None:
     """Trade memory for backward speed.  By default a scan's forward keeps only its inputs for
     the backward, which runs the forward again (as mamba_ssm does).  With ``keep``, when
     gradients follow, a forward on the cuda backend's states-on-lanes kernels (Mamba / Vim
-    shapes, 2 <= N <= 16) also keeps its state every 16 steps and, with z, its output before
-    the gate, float32 (at N = 16, twice u's bfloat16 bytes each), and the backward starts from
-    them: a fifth faster at Mamba-LM shapes (bench/NOTES.md).  Process-wide; the default is
+    shapes, N <= 16; VMamba's N = 1) also keeps its state every 16 steps and, with z, its output
+    before the gate, float32 (at N = 16, twice u's bfloat16 bytes each), and the backward starts
+    from them: a fifth faster at Mamba-LM shapes (bench/NOTES.md).  Only where the backward runs
+    on the same backend (``auto`` resolves the two separately).  Process-wide; the default is
     ``SSOPS_KEEP_SCAN_STATES=1`` in the environment, else False."""
     _keep["states"] = bool(keep)
 

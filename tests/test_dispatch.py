@@ -123,6 +123,40 @@ def test_use_backend_is_thread_local():
     assert seen == {"worker": "triton", "main": "auto"}
 
 
+def test_nothing_is_kept_for_a_backward_on_another_backend(monkeypatch):
+    """Under auto the forward and backward resolve separately: a forward whose backend keeps
+    states fills its buffer only when the backward resolves to that backend too."""
+    import ssops.reference as ref
+    from ssops import _ops
+
+    def backend(backward_too):
+        class Keeping:
+            __name__ = "keeping_cuda"
+
+            def __getattr__(self, name):
+                return getattr(ref, name)
+
+            def why_not(self, op, tensors):
+                return None
+
+            def saved_numel(self, op, tensors):
+                return 7
+
+            def fast_path(self, op, tensors, backward):
+                return backward_too or not backward
+        return Keeping()
+
+    monkeypatch.setattr(dispatch, "AUTO_ORDER", ("reference", "cuda"))
+    monkeypatch.delitem(dispatch._load_errors, "cuda", raising=False)
+    args, kw = _inputs()
+    tensors = dict(zip(("u", "delta", "A", "B", "C"), args))
+    for backward_too, kept in ((True, 7), (False, 0)):
+        monkeypatch.setitem(dispatch._loaded, "cuda", backend(backward_too))
+        impl = dispatch.resolve("selective_scan", "auto", tensors)
+        saved = _ops._saved_buffer(impl, "selective_scan", tensors, True, args[0], "auto")
+        assert impl.__name__ == "keeping_cuda" and saved.numel() == kept
+
+
 def test_reference_is_always_available():
     assert ssops.available_backends()["reference"] is None
     assert set(ssops.available_backends()) == {"cuda", "triton", "reference"}
