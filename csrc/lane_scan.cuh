@@ -274,6 +274,17 @@ __device__ __forceinline__ void store_units(const BCUnits<T, NP>& u, StagedBC<T,
   }
 }
 
+// The start of the B / C pipeline: the units of the walk's first chunk (at position start(0))
+// staged in buf, those of its second, where there is one, loaded into registers.
+template <typename T, int NP, typename Start>
+__device__ __forceinline__ void start_units(BCUnits<T, NP>& units, StagedBC<T, NP>& buf,
+                                            const ScanParams& p, const LaneRows& r,
+                                            const Start& start, int nchunks) {
+  load_units<T, NP>(units, p, r, start(0));
+  store_units<T, NP>(units, buf);
+  if (nchunks > 1) load_units<T, NP>(units, p, r, start(1));
+}
+
 // This lane's state over the chunk: B / C at each step, as float32.
 template <typename T, int NP>
 __device__ __forceinline__ void read_staged(const StagedBC<T, NP>& buf, int n,
@@ -351,9 +362,7 @@ __global__ void __launch_bounds__(kLaneWarps * 32, lane_min_blocks(NP, sizeof(T)
   LaneSteps<T, E> cur;
   BCUnits<T, NP> units;
   load_steps<T, E, GATE>(cur, p, r, start(0) + s0);
-  load_units<T, NP>(units, p, r, start(0));
-  store_units<T, NP>(units, bc[0]);
-  if (nchunks > 1) load_units<T, NP>(units, p, r, start(1));
+  start_units<T, NP>(units, bc[0], p, r, start, nchunks);
   __syncthreads();
   for (int ci = 0; ci < nchunks; ++ci) {
     const int p0 = start(ci);
@@ -542,9 +551,7 @@ __global__ void __launch_bounds__(kLaneWarps * 32,
   LaneGradSteps<T, E> cur;
   BCUnits<T, NP> units;
   load_grad_steps<T, E, GATE>(cur, p, r, start(0) + s0);
-  load_units<T, NP>(units, p, r, start(0));
-  store_units<T, NP>(units, bc[0]);
-  if (nchunks > 1) load_units<T, NP>(units, p, r, start(1));
+  start_units<T, NP>(units, bc[0], p, r, start, nchunks);
   float h_next = state_in(0);
   __syncthreads();
   for (int it = 0; it < nchunks; ++it) {
