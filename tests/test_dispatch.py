@@ -23,22 +23,30 @@ def record(monkeypatch):
     return calls
 
 
+def stand_in(monkeypatch, slot, name, **methods):
+    """Install as backend ``slot`` a module named ``name`` that runs the reference, with
+    ``methods`` (plain functions) on top; its why_not serves everything unless given."""
+    import ssops.reference as ref
+
+    class StandIn:
+        __name__ = name
+
+        def __getattr__(self, attr):
+            return getattr(ref, attr)
+
+    module = StandIn()
+    for attr, fn in {"why_not": lambda op, tensors: None, **methods}.items():
+        setattr(module, attr, fn)
+    monkeypatch.setitem(dispatch._loaded, slot, module)
+    monkeypatch.delitem(dispatch._load_errors, slot, raising=False)
+    return module
+
+
 @pytest.fixture
 def fake_backend(monkeypatch):
     """A stand-in 'triton' backend that serves float64 only, running the reference."""
-    import ssops.reference as ref
-
-    class Fake:
-        __name__ = "fake_triton"
-
-        def __getattr__(self, name):
-            return getattr(ref, name)
-
-        def why_not(self, op, tensors):
-            return None if tensors[next(iter(tensors))].dtype == torch.float64 else "float64 only"
-
-    monkeypatch.setitem(dispatch._loaded, "triton", Fake())
-    monkeypatch.delitem(dispatch._load_errors, "triton", raising=False)
+    stand_in(monkeypatch, "triton", "fake_triton", why_not=lambda op, tensors: (
+        None if tensors[next(iter(tensors))].dtype == torch.float64 else "float64 only"))
 
 
 def _inputs(dtype=torch.float32):
@@ -126,32 +134,14 @@ def test_use_backend_is_thread_local():
 def test_nothing_is_kept_for_a_backward_on_another_backend(monkeypatch):
     """Under auto the forward and backward resolve separately: a forward whose backend keeps
     states fills its buffer only when the backward resolves to that backend too."""
-    import ssops.reference as ref
     from ssops import _ops
 
-    def backend(backward_too):
-        class Keeping:
-            __name__ = "keeping_cuda"
-
-            def __getattr__(self, name):
-                return getattr(ref, name)
-
-            def why_not(self, op, tensors):
-                return None
-
-            def saved_numel(self, op, tensors):
-                return 7
-
-            def fast_path(self, op, tensors, backward):
-                return backward_too or not backward
-        return Keeping()
-
     monkeypatch.setattr(dispatch, "AUTO_ORDER", ("reference", "cuda"))
-    monkeypatch.delitem(dispatch._load_errors, "cuda", raising=False)
     args, kw = _inputs()
     tensors = dict(zip(("u", "delta", "A", "B", "C"), args))
     for backward_too, kept in ((True, 7), (False, 0)):
-        monkeypatch.setitem(dispatch._loaded, "cuda", backend(backward_too))
+        stand_in(monkeypatch, "cuda", "keeping_cuda", saved_numel=lambda op, tensors: 7,
+                 fast_path=lambda op, tensors, backward, b=backward_too: b or not backward)
         impl = dispatch.resolve("selective_scan", "auto", tensors)
         saved = _ops._saved_buffer(impl, "selective_scan", tensors, True, args[0], "auto")
         assert impl.__name__ == "keeping_cuda" and saved.numel() == kept
@@ -165,22 +155,8 @@ def test_reference_is_always_available():
 def test_auto_takes_a_reported_fast_path_first(record, monkeypatch):
     """auto: a later backend whose module reports a fast path for the inputs serves them; the
     forward and the backward of an op are resolved separately."""
-    import ssops.reference as ref
-
-    class Fast:
-        __name__ = "fast_cuda"
-
-        def __getattr__(self, name):
-            return getattr(ref, name)
-
-        def why_not(self, op, tensors):
-            return None
-
-        def fast_path(self, op, tensors, backward):
-            return op == "selective_scan" and not backward
-
-    monkeypatch.setitem(dispatch._loaded, "cuda", Fast())
-    monkeypatch.delitem(dispatch._load_errors, "cuda", raising=False)
+    stand_in(monkeypatch, "cuda", "fast_cuda",
+             fast_path=lambda op, tensors, backward: op == "selective_scan" and not backward)
     monkeypatch.setattr(dispatch, "AUTO_ORDER", ("reference", "cuda"))
     args, kw = _inputs()
     args[0].requires_grad_()
