@@ -5,7 +5,8 @@ against the split kernels (selective_scan, csrc/scan_kernels.cuh) and the fused 
 
     python bench/lane_ab.py          (from bench/, with ssops importable)
 
-AB_CASES=mamba_lm,vim_s_bidi picks cases (any of run.py's selective_scan and bidirectional ones);
+AB_CASES=mamba_lm,vim_s_bidi picks cases (any of run.py's; the SS2D core's "other" is the fused
+or per-route path it takes without the lanes);
 LANES_ONLY=1 times the states-on-lanes kernels alone.
 After each case: the training pair, a forward that keeps its chunk states (ssops._ops ``saved``)
 and the backward from them (the A/B's backward runs the forward again first).
@@ -14,7 +15,7 @@ import os
 
 import torch
 
-from run import BIDI_CASES, CASES
+from run import BIDI_CASES, CASES, SS2D_CASES
 from ssops import _cuda_backend as cuda, testing
 from ssops._bench import time_ms
 
@@ -79,6 +80,16 @@ def main():
         bwd = lambda **kw: cuda.bidirectional_scan_bwd(dy, u, delta, A, B, C, D, z, bias, True, "mean", **kw)  # noqa: E731
         ab(name, fwd, bwd)
         training("bidirectional_scan", dict(u=u, delta=delta, A=A, B=B, C=C, z=z), fwd, bwd)
+    for name, (batch, channels, side, N, dtype) in SS2D_CASES.items():
+        if name not in cases:
+            continue
+        (x, delta, A, B, C), kw = testing.make_cross_selective_scan_inputs(
+            batch, channels, side, side, N=N, dtype=dtype, device="cuda")
+        D, bias = kw["D"], kw["delta_bias"]
+        dy = torch.randn_like(x)
+        fwd = lambda: cuda.cross_selective_scan_fwd(x, delta, A, B, C, D, bias, True, "bchw", "cross", x.dtype)  # noqa: E731
+        bwd = lambda: cuda.cross_selective_scan_bwd(dy, x, delta, A, B, C, D, bias, True, "bchw", "cross")  # noqa: E731
+        ab(name, fwd, bwd)
 
 
 if __name__ == "__main__":

@@ -625,6 +625,13 @@ __global__ void __launch_bounds__(kLaneWarps * 32,
       du = fmaf(dt, S1, Dd * dy);
       if (p0 + s0 + k < p.L) dD = fmaf(dy, u, dD), dbias += ddelta;
     };
+    // du of u's dtype, or float32 (routes summed afterwards: the SS2D core)
+    const auto store_du = [&](const auto& du, int pos0) {
+      if (p.du_f32)
+        store_run(static_cast<float*>(p.du) + r.u, pos0, du, p);
+      else
+        store_run(static_cast<T*>(p.du) + r.u, pos0, du, p);
+    };
     // the adjoint, walking back
     float s1[NP > 1 ? K : 4], s2[NP > 1 ? K : 4];  // (NP = 1: a quad's, finished at once)
     auto& tm = terms[NP > 1 ? it & 1 : 0].v;
@@ -654,7 +661,7 @@ __global__ void __launch_bounds__(kLaneWarps * 32,
         float du[4], ddelta[4];
 #pragma unroll
         for (int j = 0; j < 4; ++j) finish(s1[j], s2[j], dt[j], dy[j], 4 * q + j, du[j], ddelta[j]);
-        store_run(static_cast<T*>(p.du) + r.u, p0 + 4 * q, du, p);
+        store_du(du, p0 + 4 * q);
         store_run(static_cast<T*>(p.ddelta) + r.delta, p0 + 4 * q, ddelta, p);
       }
     }
@@ -681,7 +688,7 @@ __global__ void __launch_bounds__(kLaneWarps * 32,
               from_f<T>(cur.dy(p, i) * cur.y[i] * sg * (1.f + zf * (1.f - sg)));
         }
       }
-      store_run(static_cast<T*>(p.du) + r.u, p0 + s0, du, p);
+      store_du(du, p0 + s0);
       store_run(static_cast<T*>(p.ddelta) + r.delta, p0 + s0, ddelta, p);
     }
     if (it + 1 < nchunks) {

@@ -303,9 +303,9 @@ void scan_bwd(const Tensor& dy, const OptTensor& dlast, const Tensor& u, const T
   TORCH_CHECK(ns == 0 || (!chunk_states && !y_pre), "ssops cuda ", op,
               ": chunk states are for the states-on-lanes kernel");
   if (ns == 0) {
-    TORCH_CHECK(chunk_states && !p.du_in && !p.du_f32 && dz.has_value() == y_pre.has_value(),
+    TORCH_CHECK(chunk_states && !p.du_in && dz.has_value() == y_pre.has_value(),
                 "ssops cuda ", op, ": the states-on-lanes backward needs the forward's chunk "
-                "states (and its y before the gate for dz), du of u's dtype and no du_in");
+                "states (and its y before the gate for dz), and no du_in");
     p.chunk_states = chunk_states_ptr(op, chunk_states, p, u);
     p.y_pre = const_cast<float*>(partial_ptr(op, "y_pre", y_pre, u));
     p.y_scale = static_cast<float>(y_scale);
@@ -317,23 +317,35 @@ void scan_bwd(const Tensor& dy, const OptTensor& dlast, const Tensor& u, const T
   launch(op, p, dtype_code(u), ns, true);
 }
 
+// image: the image side as a (batch, 1 or K, C, H * W) view (csrc/scan.h CrossParams); the
+// route side is the contiguous (batch, K, C, H * W) src (mode kCrossScan: dst).
 void cross(const Tensor& src, const Tensor& dst, const Tensor& image, int64_t H, int64_t W,
-           int64_t reversed, int64_t transposed, int64_t K, bool merge) {
-  // image: the (batch, C, H*W) view of x (scan) or of the merged output (merge)
-  const char* op = merge ? "cross_merge" : "cross_scan";
+           int64_t reversed, int64_t transposed, int64_t K, int64_t mode) {
+  const char* op = mode == ssops::kCrossScan ? "cross_scan" : "cross_merge";
   const c10::cuda::CUDAGuard guard(src.device());
   check_cuda(op, "output", dst, src);
-  TORCH_CHECK(src.scalar_type() == dst.scalar_type(), "ssops cuda ", op, ": dtype mismatch");
+  const Tensor& routed = mode == ssops::kCrossScan ? dst : src;
+  TORCH_CHECK(image.dim() == 4 && (image.size(1) == 1 || image.size(1) == K) &&
+                  routed.is_contiguous() && routed.dim() == 4 && routed.size(1) == K &&
+                  routed.size(0) == image.size(0) && routed.size(2) == image.size(2) &&
+                  routed.size(3) == image.size(3) && image.size(3) == H * W &&
+                  (mode != ssops::kCrossUnroute || image.size(1) == K),
+              "ssops cuda ", op, ": bad image / route views");
+  TORCH_CHECK(src.scalar_type() == dst.scalar_type() || src.scalar_type() == at::kFloat ||
+                  dst.scalar_type() == at::kFloat,
+              "ssops cuda ", op, ": the source or the destination must be float32 where their "
+              "dtypes differ");
   ssops::CrossParams p{};
-  p.batch = static_cast<int>(image.size(0)), p.C = static_cast<int>(image.size(1));
-  p.L = static_cast<int>(image.size(2)), p.H = static_cast<int>(H), p.W = static_cast<int>(W);
-  p.K = static_cast<int>(K), p.reversed = static_cast<unsigned>(reversed);
-  p.transposed = static_cast<unsigned>(transposed), p.merge = merge;
-  p.sx_b = image.stride(0), p.sx_c = image.stride(1), p.sx_l = image.stride(2);
+  p.batch = static_cast<int>(image.size(0)), p.C = static_cast<int>(image.size(2));
+  p.L = static_cast<int>(image.size(3)), p.H = static_cast<int>(H), p.W = static_cast<int>(W);
+  p.K = static_cast<int>(K), p.mode = static_cast<int>(mode);
+  p.reversed = static_cast<unsigned>(reversed), p.transposed = static_cast<unsigned>(transposed);
+  p.sx_b = image.stride(0), p.sx_k = image.size(1) == 1 ? 0 : image.stride(1);
+  p.sx_c = image.stride(2), p.sx_l = image.stride(3);
   p.channel_fast = p.sx_c == 1 && p.C > 1;
   p.src = src.data_ptr(), p.dst = dst.data_ptr();
   if (static_cast<int64_t>(p.batch) * p.C * p.L == 0) return;
-  ssops::launch_cross(p, dtype_code(src), c10::cuda::getCurrentCUDAStream());
+  ssops::launch_cross(p, dtype_code(src), dtype_code(dst), c10::cuda::getCurrentCUDAStream());
   const cudaError_t err = cudaGetLastError();
   TORCH_CHECK(err == cudaSuccess, "ssops cuda ", op, " (batch=", p.batch, ", C=", p.C, ", H=", H,
               ", W=", W, "): ", cudaGetErrorString(err));
@@ -467,5 +479,5 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("scan_bwd", &scan_bwd, "one route of the selective scan, backward");
   m.def("fused_fwd", &fused_fwd, "every route of whole sequences in one block, forward");
   m.def("fused_bwd", &fused_bwd, "every route of whole sequences in one block, backward");
-  m.def("cross", &cross, "cross_scan (merge=False) or cross_merge (merge=True)");
+  m.def("cross", &cross, "between images and routes (csrc/scan.h CrossMode)");
 }

@@ -84,13 +84,19 @@ struct ScanParams {
 
 namespace ssops {
 
-// cross_scan / cross_merge: dst[b, k, c, s] = x[b, c, pos_k(s)] and its adjoint; x (or the merged
-// output) is addressed through (b, c, position) strides, so either layout is a view.
+// Between images and VMamba's routes over them.  The image side is x, the merged output or
+// per-route images (batch, Ki, C, L) in natural (row-major) positions, addressed through strides
+// (Ki = 1 or K: route stride sx_k, 0 where the routes share one image); the route side is
+// contiguous (batch, K, C, L), each route's steps in its scan order.  Modes:
+//   kCrossScan     route[b, k, c, s] = image[b, k, c, pos_k(s)]       (cross_scan, to_routes)
+//   kCrossMerge    image[b, c, p]    = sum_k route[b, k, c, step_k(p)] (its adjoint)
+//   kCrossUnroute  image[b, k, c, p] = route[b, k, c, step_k(p)]       (from_routes)
+enum CrossMode { kCrossScan = 0, kCrossMerge = 1, kCrossUnroute = 2 };
 struct CrossParams {
-  int batch, C, L, H, W, K;
+  int batch, C, L, H, W, K, mode;
   unsigned reversed, transposed;  // bit k: route k walks backwards / column-major
-  bool merge, channel_fast;       // thread order of the merge: channels or positions fastest
-  int64_t sx_b, sx_c, sx_l;
+  bool channel_fast;              // gathers: channels next to each other in the image
+  int64_t sx_b, sx_k, sx_c, sx_l;
   const void* src;
   void* dst;
 };
@@ -146,7 +152,7 @@ void launch_fused_bf16(const FusedParams& p, bool backward, cudaStream_t stream)
 void launch_scan_fp32(const ScanParams& p, int ns, bool backward, cudaStream_t stream);
 void launch_scan_fp16(const ScanParams& p, int ns, bool backward, cudaStream_t stream);
 void launch_scan_bf16(const ScanParams& p, int ns, bool backward, cudaStream_t stream);
-// dtype: 0 float32, 1 float16, 2 bfloat16
-void launch_cross(const CrossParams& p, int dtype, cudaStream_t stream);
+// dtype: 0 float32, 1 float16, 2 bfloat16 (of the source and of the destination)
+void launch_cross(const CrossParams& p, int src_dtype, int dst_dtype, cudaStream_t stream);
 
 }  // namespace ssops

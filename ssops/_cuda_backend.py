@@ -551,8 +551,101 @@ def _cross_fused(x, delta, A, B, C, D, delta_bias, layout, routes, backward):
     return plan, (u, d4, _f32(A).view(K, c, -1), per_route(D), per_route(delta_bias))
 
 
+# The SS2D core at N = 1 on the states-on-lanes kernels: every route's copy of x, delta, B and
+# C in its scan order (csrc/cross_scan.cu's tiled copies), one flat selective scan over the
+# K x C channels (K times the channels of one route: enough warps to fill the GPU), and its
+# float32 outputs merged back.  The backward runs the same way round: dy routed, one flat
+# backward with float32 du, du merged and ddelta / dB / dC put back in position order.
+def _cross_lanes(x, delta, A, B, C, layout):
+    """The lane split of the SS2D core's flat scan, or None where it does not run on the
+    states-on-lanes kernels (shapes and dtypes only)."""
+    if layout != "bchw" or A.shape[-1] != 1 or delta.dtype != x.dtype:
+        return None
+    batch, K, c, L = delta.shape
+    u = torch.empty(batch, K * c, L, device="meta", dtype=x.dtype)
+    BC = [torch.empty(M.shape, device="meta", dtype=M.dtype) for M in (B, C)]
+    return _lane_split(u, u, *BC, 1)
+
+
+def _cross(src, dst, image, H, W, routes, mode):
+    """csrc/cross_scan.cu: image is the image side, (batch, 1 or K, C, H * W)."""
+    _ext().cross(src, dst, image, H, W, *_route_masks(routes), mode)
+
+
+CROSS_SCAN, CROSS_MERGE, CROSS_UNROUTE = 0, 1, 2  # csrc/scan.h CrossMode
+
+
+def _to_routes(t, H, W, routes, dtype=None):
+    """(batch, K, C, H * W) in position order -> each route's slice in its scan order."""
+    t = t.contiguous()
+    out = torch.empty(t.shape, device=t.device, dtype=dtype or t.dtype)
+    _cross(t, out, t, H, W, routes, CROSS_SCAN)
+    return out
+
+
+def _from_routes(t, H, W, routes, dtype):
+    out = torch.empty(t.shape, device=t.device, dtype=dtype)
+    _cross(t, out, out, H, W, routes, CROSS_UNROUTE)
+    return out
+
+
+def _merged(t, H, W, routes, dtype):
+    """(batch, K, C, H * W) routes -> their sum at each position, (batch, C, H, W)."""
+    batch, _, c, L = t.shape
+    out = torch.empty(batch, c, H, W, device=t.device, dtype=dtype)
+    _cross(t, out, out.view(batch, 1, c, L), H, W, routes, CROSS_MERGE)
+    return out
+
+
+def _routed_x(x, routes, dtype=None):
+    """x (batch, C, H, W) -> (batch, K, C, H * W), each route in its scan order."""
+    batch, c, H, W = x.shape
+    out = torch.empty(batch, len(ROUTE_FLAGS[routes]), c, H * W, device=x.device,
+                      dtype=dtype or x.dtype)
+    _cross(x, out, x.view(batch, 1, c, H * W), H, W, routes, CROSS_SCAN)
+    return out
+
+
+def _cross_lanes_inputs(x, delta, B, C, routes):
+    """The flat scan's u, delta (batch, K * C, L) and B, C (batch, K, N, L), in scan order."""
+    H, W = x.shape[2:]
+    to = functools.partial(_to_routes, H=H, W=W, routes=routes)
+    return _routed_x(x, routes).flatten(1, 2), to(delta).flatten(1, 2), to(B), to(C)
+
+
+def _cross_lanes_fwd(x, delta, A, B, C, D, bias, softplus, routes, out_dtype):
+    u, d, Bs, Cs = _cross_lanes_inputs(x, delta, B, C, routes)
+    ys = torch.empty(u.shape, device=u.device, dtype=torch.float32)
+    last = torch.empty(*u.shape[:2], 1, device=u.device, dtype=torch.float32)
+    scan_fwd(u, d, A, Bs, Cs, D, None, bias, softplus, ys, last)
+    return _merged(ys.view(delta.shape), *x.shape[2:], routes, out_dtype)
+
+
+def _cross_lanes_bwd(split, dy, x, delta, A, B, C, D, bias, softplus, routes):
+    H, W = x.shape[2:]
+    f32 = dict(device=x.device, dtype=torch.float32)
+    u, d, Bs, Cs = _cross_lanes_inputs(x, delta, B, C, routes)
+    dys = _routed_x(dy, routes, None if dy.dtype == x.dtype else torch.float32).flatten(1, 2)
+    A, D, bias = _f32(A), _f32(D), _f32(bias)
+    states = torch.empty(_states_numel(u.shape, 1), **f32)
+    if states.numel():  # the forward again, for the state entering each chunk
+        scan_fwd(u, d, A, Bs, Cs, D, None, bias, softplus, None,
+                 torch.empty(*u.shape[:2], 1, **f32), states=states)
+    du, dd = torch.empty(u.shape, **f32), torch.empty_like(d)
+    dA, dB, dC, dD, dbias = _lane_grads(split, states, None, dys, None, u, d, A, Bs, Cs, D, None,
+                                        bias, softplus, du, dd, None, False)
+    back = functools.partial(_from_routes, H=H, W=W, routes=routes)
+    return (_merged(du.view(delta.shape), H, W, routes, x.dtype),
+            back(dd.view(delta.shape), dtype=delta.dtype), dA, back(dB, dtype=B.dtype),
+            back(dC, dtype=C.dtype), dD, dbias)
+
+
 def cross_selective_scan_fwd(x, delta, A, B, C, D, delta_bias, delta_softplus, layout, routes,
                              out_dtype):
+    if _cross_lanes(x, delta, A, B, C, layout):
+        x, delta, A, B, C, D, delta_bias = _routes.cross_inputs(x, delta, A, B, C, D, delta_bias)
+        return _cross_lanes_fwd(x, delta, A, B, C, D, delta_bias, delta_softplus, routes,
+                                out_dtype)
     plan, views = _cross_fused(x, delta, A, B, C, D, delta_bias, layout, routes, False)
     if plan is None:
         return _routes.cross_selective_scan_fwd(_this, x, delta, A, B, C, D, delta_bias,
@@ -566,6 +659,13 @@ def cross_selective_scan_fwd(x, delta, A, B, C, D, delta_bias, delta_softplus, l
 
 def cross_selective_scan_bwd(dy, x, delta, A, B, C, D, delta_bias, delta_softplus, layout,
                              routes):
+    split = _cross_lanes(x, delta, A, B, C, layout)
+    if split:
+        x, delta, A, B, C, D, delta_bias = _routes.cross_inputs(x, delta, A, B, C, D, delta_bias)
+        dx, ddelta, dA, dB, dC, dD, dbias = _cross_lanes_bwd(
+            split, dy.contiguous(), x, delta, A, B, C, D, delta_bias, delta_softplus, routes)
+        return (dx, ddelta, _routes.cast(dA.view(A.shape), A), dB, dC, _routes.cast(dD, D),
+                _routes.cast(dbias, delta_bias))
     plan, views = _cross_fused(x, delta, A, B, C, D, delta_bias, layout, routes, True)
     if plan is None:
         return _routes.cross_selective_scan_bwd(_this, dy, x, delta, A, B, C, D, delta_bias,
@@ -588,11 +688,11 @@ def _route_masks(routes):
 
 def cross_scan(x, layout, routes):
     x, H, W, image, out = _routes.cross_scan_buffers(x, layout, routes)
-    _ext().cross(x, out, image, H, W, *_route_masks(routes), False)
+    _cross(x, out, image.unsqueeze(1), H, W, routes, CROSS_SCAN)
     return out
 
 
 def cross_merge(y, H, W, layout, routes):
     y, out, image = _routes.cross_merge_buffers(y, H, W, layout)
-    _ext().cross(y, out, image, H, W, *_route_masks(routes), True)
+    _cross(y, out, image.unsqueeze(1), H, W, routes, CROSS_MERGE)
     return out

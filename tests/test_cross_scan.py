@@ -68,3 +68,47 @@ def test_backends_agree_hypothesis(backend, case):
     y = ssops.cross_scan(x, layout=layout, routes=routes, backend="reference")
     testing.assert_backends_agree("cross_merge", y, H, W, backends=[backend], layout=layout,
                                   routes=routes)
+
+
+# grids for csrc/cross_scan.cu's tiles: 8 x 8 (32 images a block, the last block partial),
+# 16 x 16 (8 a block), 32 x 32 (2 a block) and several tiles an image, ragged at both edges
+CUDA_TILED_GRIDS = [(7, 7), (3, 13), (14, 14), (28, 28), (40, 70), (70, 33)]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("H,W", CUDA_TILED_GRIDS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_cuda_tiled_routes(H, W, dtype):
+    """The cuda backend's tiled cross_scan / cross_merge (channel-first images) against the
+    reference: exact copies, and merges of exactly representable values."""
+    if ssops.available_backends()["cuda"] is not None:
+        pytest.skip(f"cuda: {ssops.available_backends()['cuda']}")
+    x = testing.make_cross_scan_inputs(3, 11, H, W, dtype=dtype, device="cuda", seed=H * W)
+    for routes in ("unidi", "bidi", "cross"):
+        xs = ssops.cross_scan(x, routes=routes, backend="cuda")
+        torch.testing.assert_close(xs, ssops.cross_scan(x, routes=routes, backend="reference"),
+                                   rtol=0, atol=0)
+        y = torch.randint(-64, 64, xs.shape, device="cuda").to(dtype)  # sums exact in any dtype
+        torch.testing.assert_close(ssops.cross_merge(y, H, W, routes=routes, backend="cuda"),
+                                   ssops.cross_merge(y, H, W, routes=routes, backend="reference"),
+                                   rtol=0, atol=0)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("H,W", CUDA_TILED_GRIDS)
+def test_cuda_per_route_copies(H, W):
+    """The SS2D core's copies (ssops._cuda_backend): each route's own image to and from its scan
+    order, with a dtype change, and a merge into another dtype."""
+    if ssops.available_backends()["cuda"] is not None:
+        pytest.skip(f"cuda: {ssops.available_backends()['cuda']}")
+    from ssops import _cuda_backend as cuda
+    from ssops.reference.cross_scan import from_routes, to_routes
+    t = torch.randn(2, 4, 5, H * W, device="cuda")
+    routed = to_routes(t, H, W, "cross")
+    torch.testing.assert_close(cuda._to_routes(t, H, W, "cross"), routed, rtol=0, atol=0)
+    torch.testing.assert_close(cuda._from_routes(routed, H, W, "cross", torch.float16),
+                               t.half(), rtol=0, atol=0)
+    y = torch.randint(-64, 64, routed.shape, device="cuda", dtype=torch.float32)
+    torch.testing.assert_close(cuda._merged(y, H, W, "cross", torch.bfloat16),
+                               ssops.cross_merge(y, H, W, backend="reference").bfloat16(),
+                               rtol=0, atol=0)
