@@ -44,7 +44,7 @@ __global__ void cross_gather_kernel(const CrossParams p) {
   if constexpr (MODE == kCrossMerge) dst[cross_rows(p, b, c, 0).image + pos * p.sx_l] = from_f<D>(acc);
 }
 
-constexpr int kTileElems = 2048, kTileThreads = 256;
+constexpr int kTileElems = 2048, kTileThreads = 256, kMaxRoutes = 4;
 
 // The tiled kernels: element j of this thread in a tile of I images x T x T positions, walked
 // with columns fastest (`down` false: along image rows, a row-major route's steps) or rows fastest
@@ -60,10 +60,15 @@ struct TileElem {
   }
 };
 
+// A row-major route visits a tile's positions in image order (or reversed): each thread moves
+// its elements straight between the two sides, in registers.  A column-major route visits
+// them down the columns: its values pass through a shared-memory tile (one per column route
+// with its own image), written one way and read the other after the kernel's one barrier.
+// Every load of a thread is issued before that barrier (K x PER in flight).
 template <typename S, typename D, int T, int MODE>
-__global__ void __launch_bounds__(kTileThreads, 4) cross_tiled_kernel(const CrossParams p) {
+__global__ void __launch_bounds__(kTileThreads, 2) cross_tiled_kernel(const CrossParams p) {
   constexpr int I = kTileElems / (T * T), PER = kTileElems / kTileThreads;
-  __shared__ float tile[I][T][T + 1];  // (+1: a column walk hits distinct banks)
+  __shared__ float tile[2][I][T][T + 1];  // (+1: a column walk hits distinct banks)
   __shared__ int64_t image_row[I], route_row[I];  // route 0's offsets of the block's images
   const int64_t img0 = static_cast<int64_t>(blockIdx.x) * I;
   const int64_t left = static_cast<int64_t>(p.batch) * p.C - img0;
@@ -78,54 +83,105 @@ __global__ void __launch_bounds__(kTileThreads, 4) cross_tiled_kernel(const Cros
   const int64_t route_k = static_cast<int64_t>(p.C) * p.L;  // route stride of the route side
   const S* src = static_cast<const S*>(p.src);
   D* dst = static_cast<D*>(p.dst);
-  // a tile element's image-side position and route k's step, where it is a real element
   const auto on = [&](const TileElem<T>& e) {
     return e.i < images && h0 + e.r < p.H && w0 + e.c < p.W;
   };
   const auto pos = [&](const TileElem<T>& e) { return (h0 + e.r) * p.W + w0 + e.c; };
-  const auto step = [&](const TileElem<T>& e, int k) {
-    const int s = (p.transposed >> k) & 1 ? (w0 + e.c) * p.H + h0 + e.r : pos(e);
+  const auto tr = [&](int k) { return (p.transposed >> k) & 1; };
+  const auto step = [&](const TileElem<T>& e, int k) {  // route k's step at e
+    const int s = tr(k) ? (w0 + e.c) * p.H + h0 + e.r : pos(e);
     return (p.reversed >> k) & 1 ? p.L - 1 - s : s;
   };
-  __syncthreads();
+  const auto routed = [&](const TileElem<T>& e, int k) { return route_row[e.i] + k * route_k + step(e, k); };
+  const auto image = [&](const TileElem<T>& e, int k) { return image_row[e.i] + k * p.sx_k + pos(e); };
+  // the tile slot of column route k: one per route with its own image, else one for all
+  const auto slot = [&](int k) {
+    return MODE == kCrossMerge || (MODE == kCrossScan && p.sx_k == 0)
+               ? 0 : __popc(p.transposed & ((1u << k) - 1));
+  };
+  __syncthreads();  // (the image offsets)
+  float v[kMaxRoutes][PER];  // each route's values, in its own walk order
   if constexpr (MODE == kCrossScan) {
-    for (int k = 0; k < p.K; ++k) {
-      if (k == 0 || p.sx_k != 0) {  // this route's image into the tile (once where shared)
-        if (k) __syncthreads();
 #pragma unroll
-        for (int j = 0; j < PER; ++j) {
-          const TileElem<T> e(j, false);
-          if (on(e)) tile[e.i][e.r][e.c] = to_f(src[image_row[e.i] + k * p.sx_k + pos(e)]);
-        }
-        __syncthreads();
+    for (int k = 0; k < kMaxRoutes; ++k) {
+      if (k >= p.K) break;
+#pragma unroll
+      for (int j = 0; j < PER; ++j) {  // (a shared image is loaded once)
+        const TileElem<T> e(j, false);
+        v[k][j] = k && p.sx_k == 0 ? v[0][j] : on(e) ? to_f(src[image(e, k)]) : 0.f;
       }
-      const bool down = (p.transposed >> k) & 1;
+    }
+#pragma unroll
+    for (int k = 0; k < kMaxRoutes; ++k) {
+      if (k >= p.K) break;
 #pragma unroll
       for (int j = 0; j < PER; ++j) {
-        const TileElem<T> e(j, down);
-        if (on(e)) dst[route_row[e.i] + k * route_k + step(e, k)] = from_f<D>(tile[e.i][e.r][e.c]);
+        const TileElem<T> e(j, false);
+        if (!on(e)) continue;
+        if (tr(k)) tile[slot(k)][e.i][e.r][e.c] = v[k][j];
+        else dst[routed(e, k)] = from_f<D>(v[k][j]);
+      }
+    }
+    if (!p.transposed) return;
+    __syncthreads();
+#pragma unroll
+    for (int k = 0; k < kMaxRoutes; ++k) {
+      if (k >= p.K) break;
+      if (!tr(k)) continue;
+#pragma unroll
+      for (int j = 0; j < PER; ++j) {
+        const TileElem<T> e(j, true);
+        if (on(e)) dst[routed(e, k)] = from_f<D>(tile[slot(k)][e.i][e.r][e.c]);
       }
     }
   } else {
-    for (int k = 0; k < p.K; ++k) {
-      const bool down = (p.transposed >> k) & 1;
 #pragma unroll
-      for (int j = 0; j < PER; ++j) {  // route k's steps of the tile, read in its scan order
-        const TileElem<T> e(j, down);
-        if (!on(e)) continue;
-        const float v = to_f(src[route_row[e.i] + k * route_k + step(e, k)]);
-        float& t = tile[e.i][e.r][e.c];
-        t = MODE == kCrossMerge && k ? t + v : v;
+    for (int k = 0; k < kMaxRoutes; ++k) {  // every route's values, in its walk order
+      if (k >= p.K) break;
+#pragma unroll
+      for (int j = 0; j < PER; ++j) {
+        const TileElem<T> e(j, tr(k));
+        v[k][j] = on(e) ? to_f(src[routed(e, k)]) : 0.f;
       }
-      __syncthreads();
-      if (MODE == kCrossUnroute || k == p.K - 1) {
-        const int64_t kk = MODE == kCrossUnroute ? k * p.sx_k : 0;
+    }
+    float row[PER];  // merge: the row routes' sum, by image order
+#pragma unroll
+    for (int j = 0; j < PER; ++j) row[j] = 0.f;
+#pragma unroll
+    for (int k = 0; k < kMaxRoutes; ++k) {
+      if (k >= p.K) break;
+#pragma unroll
+      for (int j = 0; j < PER; ++j) {
+        const TileElem<T> e(j, tr(k));
+        if (!on(e)) continue;
+        if (tr(k)) {
+          float& t = tile[slot(k)][e.i][e.r][e.c];
+          t = MODE == kCrossMerge && (p.transposed & ((1u << k) - 1)) ? t + v[k][j] : v[k][j];
+        } else if (MODE == kCrossMerge) {
+          row[j] += v[k][j];
+        } else {
+          dst[image(e, k)] = from_f<D>(v[k][j]);
+        }
+      }
+    }
+    if (p.transposed) __syncthreads();
+    if constexpr (MODE == kCrossMerge) {
+#pragma unroll
+      for (int j = 0; j < PER; ++j) {
+        const TileElem<T> e(j, false);
+        if (on(e))
+          dst[image(e, 0)] = from_f<D>(p.transposed ? row[j] + tile[0][e.i][e.r][e.c] : row[j]);
+      }
+    } else {
+#pragma unroll
+      for (int k = 0; k < kMaxRoutes; ++k) {
+        if (k >= p.K) break;
+        if (!tr(k)) continue;
 #pragma unroll
         for (int j = 0; j < PER; ++j) {
           const TileElem<T> e(j, false);
-          if (on(e)) dst[image_row[e.i] + kk + pos(e)] = from_f<D>(tile[e.i][e.r][e.c]);
+          if (on(e)) dst[image(e, k)] = from_f<D>(tile[slot(k)][e.i][e.r][e.c]);
         }
-        __syncthreads();
       }
     }
   }
@@ -137,7 +193,7 @@ void launch_cross_mode(const CrossParams& p, cudaStream_t stream) {
   const int side = std::max(p.H, p.W);
   const int T = side > 16 ? 32 : side > 8 ? 16 : 8;
   const int64_t tiles = static_cast<int64_t>((p.H + T - 1) / T) * ((p.W + T - 1) / T);
-  if (p.sx_l != 1 || tiles > 65535) {
+  if (p.sx_l != 1 || tiles > 65535 || p.K > kMaxRoutes || __builtin_popcount(p.transposed) > 2) {
     const int64_t n = images * p.L;
     cross_gather_kernel<S, D, MODE><<<static_cast<unsigned>((n + 255) / 256), 256, 0, stream>>>(p);
     return;
