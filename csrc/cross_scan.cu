@@ -44,11 +44,22 @@ __global__ void cross_gather_kernel(const CrossParams p) {
   if constexpr (MODE == kCrossMerge) dst[cross_rows(p, b, c, 0).image + pos * p.sx_l] = from_f<D>(acc);
 }
 
-constexpr int kTileElems = 2048, kTileThreads = 256, kMaxRoutes = 4;
+constexpr int kTileElems = 2048, kTileThreads = 256;
 
-// The tiled kernels: element j of this thread in a tile of I images x T x T positions, walked
-// with columns fastest (`down` false: along image rows, a row-major route's steps) or rows fastest
-// (a column-major route's steps).
+// The route sets of the tiled kernels, as compile-time flags (ssops/_routes.py ROUTE_FLAGS):
+// K routes, bit k of REV / TR: route k walks backwards / column by column.
+template <int K_, unsigned REV_, unsigned TR_>
+struct RouteSet {
+  static constexpr int K = K_;
+  static constexpr unsigned REV = REV_, TR = TR_;
+};
+using Unidi = RouteSet<1, 0u, 0u>;
+using Bidi = RouteSet<2, 0b10u, 0u>;
+using Cross = RouteSet<4, 0b1100u, 0b1010u>;
+
+// Element j of this thread in a tile of I images x T x T positions, walked with columns fastest
+// (`down` false: along image rows, a row-major route's steps) or rows fastest (a column-major
+// route's steps).
 template <int T>
 struct TileElem {
   int i, r, c;
@@ -64,11 +75,13 @@ struct TileElem {
 // its elements straight between the two sides, in registers.  A column-major route visits
 // them down the columns: its values pass through a shared-memory tile (one per column route
 // with its own image), written one way and read the other after the kernel's one barrier.
-// Every load of a thread is issued before that barrier (K x PER in flight).
-template <typename S, typename D, int T, int MODE>
+// Every load of a thread is issued before that barrier (K x PER in flight).  Positions and steps
+// are 32-bit, worked out once per element and walk order; the route flags are compile-time.
+template <typename S, typename D, int T, int MODE, typename R>
 __global__ void __launch_bounds__(kTileThreads, 2) cross_tiled_kernel(const CrossParams p) {
-  constexpr int I = kTileElems / (T * T), PER = kTileElems / kTileThreads;
-  __shared__ float tile[2][I][T][T + 1];  // (+1: a column walk hits distinct banks)
+  constexpr int I = kTileElems / (T * T), PER = kTileElems / kTileThreads, K = R::K;
+  constexpr bool ANY_TR = R::TR != 0;
+  __shared__ float tile[ANY_TR ? 2 : 1][I][T][T + 1];  // (+1: a column walk hits distinct banks)
   __shared__ int64_t image_row[I], route_row[I];  // route 0's offsets of the block's images
   const int64_t img0 = static_cast<int64_t>(blockIdx.x) * I;
   const int64_t left = static_cast<int64_t>(p.batch) * p.C - img0;
@@ -83,108 +96,120 @@ __global__ void __launch_bounds__(kTileThreads, 2) cross_tiled_kernel(const Cros
   const int64_t route_k = static_cast<int64_t>(p.C) * p.L;  // route stride of the route side
   const S* src = static_cast<const S*>(p.src);
   D* dst = static_cast<D*>(p.dst);
-  const auto on = [&](const TileElem<T>& e) {
-    return e.i < images && h0 + e.r < p.H && w0 + e.c < p.W;
+  __syncthreads();  // (the image offsets)
+  // per element: in image order (row) and down the columns (col): real or not, the position
+  // (row) or the column-major step (col); and its image's offsets (both walks of element j
+  // stay in one image)
+  bool on_row[PER], on_col[PER];
+  int pos[PER], col_step[PER];
+  int64_t image_at[PER], route_at[PER];
+#pragma unroll
+  for (int j = 0; j < PER; ++j) {
+    const TileElem<T> a(j, false), b(j, true);
+    on_row[j] = a.i < images && h0 + a.r < p.H && w0 + a.c < p.W;
+    on_col[j] = b.i < images && h0 + b.r < p.H && w0 + b.c < p.W;
+    pos[j] = (h0 + a.r) * p.W + w0 + a.c;
+    col_step[j] = (w0 + b.c) * p.H + h0 + b.r;
+    const int i = a.i < images ? a.i : 0;
+    image_at[j] = image_row[i], route_at[j] = route_row[i];
+  }
+  const auto step = [&](int j, int k) {  // route k's step of element j in its own walk order
+    const int s = (R::TR >> k) & 1 ? col_step[j] : pos[j];
+    return (R::REV >> k) & 1 ? p.L - 1 - s : s;
   };
-  const auto pos = [&](const TileElem<T>& e) { return (h0 + e.r) * p.W + w0 + e.c; };
-  const auto tr = [&](int k) { return (p.transposed >> k) & 1; };
-  const auto step = [&](const TileElem<T>& e, int k) {  // route k's step at e
-    const int s = tr(k) ? (w0 + e.c) * p.H + h0 + e.r : pos(e);
-    return (p.reversed >> k) & 1 ? p.L - 1 - s : s;
-  };
-  const auto routed = [&](const TileElem<T>& e, int k) { return route_row[e.i] + k * route_k + step(e, k); };
-  const auto image = [&](const TileElem<T>& e, int k) { return image_row[e.i] + k * p.sx_k + pos(e); };
+  const auto routed = [&](int j, int k) { return route_at[j] + k * route_k + step(j, k); };
+  const auto image = [&](int j, int k) { return image_at[j] + k * p.sx_k + pos[j]; };
   // the tile slot of column route k: one per route with its own image, else one for all
   const auto slot = [&](int k) {
     return MODE == kCrossMerge || (MODE == kCrossScan && p.sx_k == 0)
-               ? 0 : __popc(p.transposed & ((1u << k) - 1));
+               ? 0 : __popc(R::TR & ((1u << k) - 1));
   };
-  __syncthreads();  // (the image offsets)
-  float v[kMaxRoutes][PER];  // each route's values, in its own walk order
+  float v[K][PER];  // each route's values, in its own walk order
   if constexpr (MODE == kCrossScan) {
 #pragma unroll
-    for (int k = 0; k < kMaxRoutes; ++k) {
-      if (k >= p.K) break;
+    for (int k = 0; k < K; ++k)
 #pragma unroll
-      for (int j = 0; j < PER; ++j) {  // (a shared image is loaded once)
-        const TileElem<T> e(j, false);
-        v[k][j] = k && p.sx_k == 0 ? v[0][j] : on(e) ? to_f(src[image(e, k)]) : 0.f;
-      }
-    }
+      for (int j = 0; j < PER; ++j)  // (a shared image is loaded once)
+        v[k][j] = k && p.sx_k == 0 ? v[0][j] : on_row[j] ? to_f(src[image(j, k)]) : 0.f;
 #pragma unroll
-    for (int k = 0; k < kMaxRoutes; ++k) {
-      if (k >= p.K) break;
+    for (int k = 0; k < K; ++k) {
 #pragma unroll
       for (int j = 0; j < PER; ++j) {
+        if (!on_row[j]) continue;
         const TileElem<T> e(j, false);
-        if (!on(e)) continue;
-        if (tr(k)) tile[slot(k)][e.i][e.r][e.c] = v[k][j];
-        else dst[routed(e, k)] = from_f<D>(v[k][j]);
+        if ((R::TR >> k) & 1) tile[slot(k)][e.i][e.r][e.c] = v[k][j];
+        else dst[routed(j, k)] = from_f<D>(v[k][j]);
       }
     }
-    if (!p.transposed) return;
-    __syncthreads();
+    if constexpr (ANY_TR) {
+      __syncthreads();
 #pragma unroll
-    for (int k = 0; k < kMaxRoutes; ++k) {
-      if (k >= p.K) break;
-      if (!tr(k)) continue;
+      for (int k = 0; k < K; ++k) {
+        if (!((R::TR >> k) & 1)) continue;
 #pragma unroll
-      for (int j = 0; j < PER; ++j) {
-        const TileElem<T> e(j, true);
-        if (on(e)) dst[routed(e, k)] = from_f<D>(tile[slot(k)][e.i][e.r][e.c]);
+        for (int j = 0; j < PER; ++j) {
+          const TileElem<T> e(j, true);
+          if (on_col[j]) dst[routed(j, k)] = from_f<D>(tile[slot(k)][e.i][e.r][e.c]);
+        }
       }
     }
   } else {
 #pragma unroll
-    for (int k = 0; k < kMaxRoutes; ++k) {  // every route's values, in its walk order
-      if (k >= p.K) break;
+    for (int k = 0; k < K; ++k)  // every route's values, in its walk order
 #pragma unroll
       for (int j = 0; j < PER; ++j) {
-        const TileElem<T> e(j, tr(k));
-        v[k][j] = on(e) ? to_f(src[routed(e, k)]) : 0.f;
+        const bool on = (R::TR >> k) & 1 ? on_col[j] : on_row[j];
+        v[k][j] = on ? to_f(src[routed(j, k)]) : 0.f;
       }
-    }
-    float row[PER];  // merge: the row routes' sum, by image order
+    float row[PER];  // merge: the row routes' sum, in image order
 #pragma unroll
     for (int j = 0; j < PER; ++j) row[j] = 0.f;
 #pragma unroll
-    for (int k = 0; k < kMaxRoutes; ++k) {
-      if (k >= p.K) break;
+    for (int k = 0; k < K; ++k) {
 #pragma unroll
       for (int j = 0; j < PER; ++j) {
-        const TileElem<T> e(j, tr(k));
-        if (!on(e)) continue;
-        if (tr(k)) {
+        if ((R::TR >> k) & 1) {
+          if (!on_col[j]) continue;
+          const TileElem<T> e(j, true);
           float& t = tile[slot(k)][e.i][e.r][e.c];
-          t = MODE == kCrossMerge && (p.transposed & ((1u << k) - 1)) ? t + v[k][j] : v[k][j];
+          t = MODE == kCrossMerge && (R::TR & ((1u << k) - 1)) ? t + v[k][j] : v[k][j];
         } else if (MODE == kCrossMerge) {
           row[j] += v[k][j];
-        } else {
-          dst[image(e, k)] = from_f<D>(v[k][j]);
+        } else if (on_row[j]) {
+          dst[image(j, k)] = from_f<D>(v[k][j]);
         }
       }
     }
-    if (p.transposed) __syncthreads();
+    if constexpr (ANY_TR) __syncthreads();
     if constexpr (MODE == kCrossMerge) {
 #pragma unroll
       for (int j = 0; j < PER; ++j) {
         const TileElem<T> e(j, false);
-        if (on(e))
-          dst[image(e, 0)] = from_f<D>(p.transposed ? row[j] + tile[0][e.i][e.r][e.c] : row[j]);
+        if (on_row[j])
+          dst[image(j, 0)] = from_f<D>(ANY_TR ? row[j] + tile[0][e.i][e.r][e.c] : row[j]);
       }
     } else {
 #pragma unroll
-      for (int k = 0; k < kMaxRoutes; ++k) {
-        if (k >= p.K) break;
-        if (!tr(k)) continue;
+      for (int k = 0; k < K; ++k) {
+        if (!((R::TR >> k) & 1)) continue;
 #pragma unroll
         for (int j = 0; j < PER; ++j) {
           const TileElem<T> e(j, false);
-          if (on(e)) dst[image(e, k)] = from_f<D>(tile[slot(k)][e.i][e.r][e.c]);
+          if (on_row[j]) dst[image(j, k)] = from_f<D>(tile[slot(k)][e.i][e.r][e.c]);
         }
       }
     }
   }
+}
+
+template <typename S, typename D, int MODE, typename R>
+void launch_tiled(const CrossParams& p, int T, dim3 grid, cudaStream_t stream) {
+  if (T == 32)
+    cross_tiled_kernel<S, D, 32, MODE, R><<<grid, kTileThreads, 0, stream>>>(p);
+  else if (T == 16)
+    cross_tiled_kernel<S, D, 16, MODE, R><<<grid, kTileThreads, 0, stream>>>(p);
+  else
+    cross_tiled_kernel<S, D, 8, MODE, R><<<grid, kTileThreads, 0, stream>>>(p);
 }
 
 template <typename S, typename D, int MODE>
@@ -193,21 +218,21 @@ void launch_cross_mode(const CrossParams& p, cudaStream_t stream) {
   const int side = std::max(p.H, p.W);
   const int T = side > 16 ? 32 : side > 8 ? 16 : 8;
   const int64_t tiles = static_cast<int64_t>((p.H + T - 1) / T) * ((p.W + T - 1) / T);
-  if (p.sx_l != 1 || tiles > 65535 || p.K > kMaxRoutes || __builtin_popcount(p.transposed) > 2) {
+  const auto is = [&](auto set) {
+    using R = decltype(set);
+    return p.K == R::K && p.reversed == R::REV && p.transposed == R::TR;
+  };
+  const bool known = is(Unidi{}) || is(Bidi{}) || is(Cross{});
+  if (p.sx_l != 1 || tiles > 65535 || !known) {
     const int64_t n = images * p.L;
     cross_gather_kernel<S, D, MODE><<<static_cast<unsigned>((n + 255) / 256), 256, 0, stream>>>(p);
     return;
   }
-  const auto grid = [&](int t) {
-    return dim3(static_cast<unsigned>((images * t * t + kTileElems - 1) / kTileElems),
-                static_cast<unsigned>(tiles));
-  };
-  if (T == 32)
-    cross_tiled_kernel<S, D, 32, MODE><<<grid(32), kTileThreads, 0, stream>>>(p);
-  else if (T == 16)
-    cross_tiled_kernel<S, D, 16, MODE><<<grid(16), kTileThreads, 0, stream>>>(p);
-  else
-    cross_tiled_kernel<S, D, 8, MODE><<<grid(8), kTileThreads, 0, stream>>>(p);
+  const dim3 grid(static_cast<unsigned>((images * T * T + kTileElems - 1) / kTileElems),
+                  static_cast<unsigned>(tiles));
+  if (is(Cross{})) return launch_tiled<S, D, MODE, Cross>(p, T, grid, stream);
+  if (is(Bidi{})) return launch_tiled<S, D, MODE, Bidi>(p, T, grid, stream);
+  launch_tiled<S, D, MODE, Unidi>(p, T, grid, stream);
 }
 
 template <typename S, typename D>
