@@ -551,13 +551,15 @@ def _cross_fused(x, delta, A, B, C, D, delta_bias, layout, routes, backward):
     return plan, (u, d4, _f32(A).view(K, c, -1), per_route(D), per_route(delta_bias))
 
 
-# The SS2D core at N = 1 on the states-on-lanes kernels: every route's copy of x, delta, B and
-# C in its scan order (csrc/cross_scan.cu's tiled copies), one flat selective scan over the
-# K x C channels (K times the channels of one route: enough warps to fill the GPU), and its
-# float32 outputs merged back.  The backward runs the same way round: dy routed, one flat
-# backward with float32 du, du merged and ddelta / dB / dC put back in position order.
+# The SS2D core's backward at N = 1 on the states-on-lanes kernels: every route's copy of x,
+# delta, B, C and dy in its scan order (csrc/cross_scan.cu's tiled copies), one flat backward
+# over the K x C channels (K times one route's channels: enough warps to fill the GPU) with
+# float32 du, then du merged and ddelta / dB / dC put back in position order.  Measured on an
+# H200 (bench/NOTES.md) faster than the fused backward at VMamba-T's four stages; the forward
+# the same way round was slower than the fused forward (its copies run at ~1 TB/s), so the
+# forward stays fused.
 def _cross_lanes(x, delta, A, B, C, layout):
-    """The lane split of the SS2D core's flat scan, or None where it does not run on the
+    """The lane split of the SS2D core's flat backward, or None where it does not run on the
     states-on-lanes kernels (shapes and dtypes only)."""
     if layout != "bchw" or A.shape[-1] != 1 or delta.dtype != x.dtype:
         return None
@@ -613,14 +615,6 @@ def _cross_lanes_inputs(x, delta, B, C, routes):
     return _routed_x(x, routes).flatten(1, 2), to(delta).flatten(1, 2), to(B), to(C)
 
 
-def _cross_lanes_fwd(x, delta, A, B, C, D, bias, softplus, routes, out_dtype):
-    u, d, Bs, Cs = _cross_lanes_inputs(x, delta, B, C, routes)
-    ys = torch.empty(u.shape, device=u.device, dtype=torch.float32)
-    last = torch.empty(*u.shape[:2], 1, device=u.device, dtype=torch.float32)
-    scan_fwd(u, d, A, Bs, Cs, D, None, bias, softplus, ys, last)
-    return _merged(ys.view(delta.shape), *x.shape[2:], routes, out_dtype)
-
-
 def _cross_lanes_bwd(split, dy, x, delta, A, B, C, D, bias, softplus, routes):
     H, W = x.shape[2:]
     f32 = dict(device=x.device, dtype=torch.float32)
@@ -642,10 +636,6 @@ def _cross_lanes_bwd(split, dy, x, delta, A, B, C, D, bias, softplus, routes):
 
 def cross_selective_scan_fwd(x, delta, A, B, C, D, delta_bias, delta_softplus, layout, routes,
                              out_dtype):
-    if _cross_lanes(x, delta, A, B, C, layout):
-        x, delta, A, B, C, D, delta_bias = _routes.cross_inputs(x, delta, A, B, C, D, delta_bias)
-        return _cross_lanes_fwd(x, delta, A, B, C, D, delta_bias, delta_softplus, routes,
-                                out_dtype)
     plan, views = _cross_fused(x, delta, A, B, C, D, delta_bias, layout, routes, False)
     if plan is None:
         return _routes.cross_selective_scan_fwd(_this, x, delta, A, B, C, D, delta_bias,
