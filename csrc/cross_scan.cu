@@ -1,9 +1,9 @@
 // Images <-> VMamba's routes (CrossParams in scan.h): cross_scan, cross_merge and the per-route
-// copies of the SS2D core.  Row-major images (unit position stride, BCHW) go through shared
-// memory tiles, so that both sides are read and written along their contiguous axis: a block
-// holds a tile of T x T positions of kTileElems / (T * T) images, loaded row by row, and walks it
-// row by row for the row-major routes and column by column for the column-major ones.  Other
-// layouts (channels last) take one gather per element.
+// copies of the SS2D core.  Merges and per-route images of row-major layout (unit position
+// stride, BCHW) go through shared-memory tiles, so that both sides are read and written along
+// their contiguous axis: a block holds a tile of T x T positions of kTileElems / (T * T) images.
+// cross_scan of one shared image and other layouts (channels last) take one gather per element
+// (for cross_scan, the column routes' strided reads of x are served by the caches).
 #include "scan_kernels.cuh"
 
 namespace ssops {
@@ -119,18 +119,14 @@ __global__ void __launch_bounds__(kTileThreads, 2) cross_tiled_kernel(const Cros
   };
   const auto routed = [&](int j, int k) { return route_at[j] + k * route_k + step(j, k); };
   const auto image = [&](int j, int k) { return image_at[j] + k * p.sx_k + pos[j]; };
-  // the tile slot of column route k: one per route with its own image, else one for all
-  const auto slot = [&](int k) {
-    return MODE == kCrossMerge || (MODE == kCrossScan && p.sx_k == 0)
-               ? 0 : __popc(R::TR & ((1u << k) - 1));
-  };
+  // the tile slot of column route k: one per route (merge: one, summed over the routes)
+  const auto slot = [&](int k) { return MODE == kCrossMerge ? 0 : __popc(R::TR & ((1u << k) - 1)); };
   float v[K][PER];  // each route's values, in its own walk order
   if constexpr (MODE == kCrossScan) {
 #pragma unroll
     for (int k = 0; k < K; ++k)
 #pragma unroll
-      for (int j = 0; j < PER; ++j)  // (a shared image is loaded once)
-        v[k][j] = k && p.sx_k == 0 ? v[0][j] : on_row[j] ? to_f(src[image(j, k)]) : 0.f;
+      for (int j = 0; j < PER; ++j) v[k][j] = on_row[j] ? to_f(src[image(j, k)]) : 0.f;
 #pragma unroll
     for (int k = 0; k < K; ++k) {
 #pragma unroll
@@ -223,7 +219,9 @@ void launch_cross_mode(const CrossParams& p, cudaStream_t stream) {
     return p.K == R::K && p.reversed == R::REV && p.transposed == R::TR;
   };
   const bool known = is(Unidi{}) || is(Bidi{}) || is(Cross{});
-  if (p.sx_l != 1 || tiles > 65535 || !known) {
+  // (cross_scan of one shared image: the gathers were as fast or faster, bench/NOTES.md)
+  const bool shared = MODE == kCrossScan && p.sx_k == 0;
+  if (p.sx_l != 1 || tiles > 65535 || !known || shared) {
     const int64_t n = images * p.L;
     cross_gather_kernel<S, D, MODE><<<static_cast<unsigned>((n + 255) / 256), 256, 0, stream>>>(p);
     return;

@@ -70,7 +70,7 @@ def test_backends_agree_hypothesis(backend, case):
                                   routes=routes)
 
 
-# grids for csrc/cross_scan.cu's tiles: 8 x 8 (32 images a block, the last block partial),
+# grids for csrc/cross_scan.cu's tiles (merges, per-route copies): 8 x 8 (32 images a block, the last block partial),
 # 16 x 16 (8 a block), 32 x 32 (2 a block) and several tiles an image, ragged at both edges
 CUDA_TILED_GRIDS = [(7, 7), (3, 13), (14, 14), (28, 28), (40, 70), (70, 33)]
 
@@ -79,7 +79,7 @@ CUDA_TILED_GRIDS = [(7, 7), (3, 13), (14, 14), (28, 28), (40, 70), (70, 33)]
 @pytest.mark.parametrize("H,W", CUDA_TILED_GRIDS)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
 def test_cuda_tiled_routes(H, W, dtype):
-    """The cuda backend's tiled cross_scan / cross_merge (channel-first images) against the
+    """The cuda backend's cross_scan and tiled cross_merge (channel-first images) against the
     reference: exact copies, and merges of exactly representable values."""
     if ssops.available_backends()["cuda"] is not None:
         pytest.skip(f"cuda: {ssops.available_backends()['cuda']}")

@@ -146,4 +146,5 @@ def test_cuda_ss2d_backward_on_lanes(lane_cuda, H, W, dtype, out_dtype):
                                                         device=DEVICE)
     testing.assert_backends_agree("cross_selective_scan", *args, backends=["cuda"],
                                   out_dtype=out_dtype, **kw)
-    assert lane_cuda == {"fwd": 1, "bwd": 1}  # (the backward's pass for its chunk states)
+    # (the forward is fused, or per route below the fused size: its row routes on the lanes)
+    assert lane_cuda["bwd"] == 1
