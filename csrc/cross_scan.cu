@@ -34,14 +34,16 @@ __global__ void cross_gather_kernel(const CrossParams p) {
     const bool rev = (p.reversed >> k) & 1, tr = (p.transposed >> k) & 1;
     const CrossRows r = cross_rows(p, b, c, k);
     if constexpr (MODE == kCrossScan) {
-      dst[r.route + pos] = from_f<D>(to_f(src[r.image + route_pos(pos, p.L, p.H, p.W, rev, tr) * p.sx_l]));
+      const int at = route_pos(pos, p.L, p.H, p.W, rev, tr);
+      dst[r.route + pos] = from_f<D>(to_f(src[r.image + at * p.sx_l]));
     } else {
       const float v = to_f(src[r.route + route_step(pos, p.L, p.H, p.W, rev, tr)]);
       if constexpr (MODE == kCrossMerge) acc += v;
       else dst[r.image + pos * p.sx_l] = from_f<D>(v);
     }
   }
-  if constexpr (MODE == kCrossMerge) dst[cross_rows(p, b, c, 0).image + pos * p.sx_l] = from_f<D>(acc);
+  if constexpr (MODE == kCrossMerge)
+    dst[cross_rows(p, b, c, 0).image + pos * p.sx_l] = from_f<D>(acc);
 }
 
 constexpr int kTileElems = 2048, kTileThreads = 256;
@@ -120,7 +122,9 @@ __global__ void __launch_bounds__(kTileThreads, 2) cross_tiled_kernel(const Cros
   const auto routed = [&](int j, int k) { return route_at[j] + k * route_k + step(j, k); };
   const auto image = [&](int j, int k) { return image_at[j] + k * p.sx_k + pos[j]; };
   // the tile slot of column route k: one per route (merge: one, summed over the routes)
-  const auto slot = [&](int k) { return MODE == kCrossMerge ? 0 : __popc(R::TR & ((1u << k) - 1)); };
+  const auto slot = [&](int k) {
+    return MODE == kCrossMerge ? 0 : __popc(R::TR & ((1u << k) - 1));
+  };
   float v[K][PER];  // each route's values, in its own walk order
   if constexpr (MODE == kCrossScan) {
 #pragma unroll

@@ -70,8 +70,9 @@ def test_backends_agree_hypothesis(backend, case):
                                   routes=routes)
 
 
-# grids for csrc/cross_scan.cu's tiles (merges, per-route copies): 8 x 8 (32 images a block, the last block partial),
-# 16 x 16 (8 a block), 32 x 32 (2 a block) and several tiles an image, ragged at both edges
+# grids for csrc/cross_scan.cu's tiles (merges, per-route copies): 8 x 8 (32 images a block,
+# the last block partial), 16 x 16 (8 a block), 32 x 32 (2 a block) and several tiles an image,
+# ragged at both edges
 CUDA_TILED_GRIDS = [(7, 7), (3, 13), (14, 14), (28, 28), (40, 70), (70, 33)]
 
 
