@@ -578,9 +578,11 @@ CROSS_SCAN, CROSS_MERGE, CROSS_UNROUTE = 0, 1, 2  # csrc/scan.h CrossMode
 
 
 def _to_routes(t, H, W, routes, dtype=None):
-    """(batch, K, C, H * W) in position order -> each route's slice in its scan order."""
+    """(batch, K or 1, C, H * W) in position order (one image per route, or one for all) ->
+    (batch, K, C, H * W), each route's in its scan order."""
     t = t.contiguous()
-    out = torch.empty(t.shape, device=t.device, dtype=dtype or t.dtype)
+    out = torch.empty(t.shape[0], len(ROUTE_FLAGS[routes]), *t.shape[2:], device=t.device,
+                      dtype=dtype or t.dtype)
     _cross(t, out, t, H, W, routes, CROSS_SCAN)
     return out
 
@@ -599,27 +601,19 @@ def _merged(t, H, W, routes, dtype):
     return out
 
 
-def _routed_x(x, routes, dtype=None):
-    """x (batch, C, H, W) -> (batch, K, C, H * W), each route in its scan order."""
-    batch, c, H, W = x.shape
-    out = torch.empty(batch, len(ROUTE_FLAGS[routes]), c, H * W, device=x.device,
-                      dtype=dtype or x.dtype)
-    _cross(x, out, x.view(batch, 1, c, H * W), H, W, routes, CROSS_SCAN)
-    return out
-
-
 def _cross_lanes_inputs(x, delta, B, C, routes):
     """The flat scan's u, delta (batch, K * C, L) and B, C (batch, K, N, L), in scan order."""
     H, W = x.shape[2:]
     to = functools.partial(_to_routes, H=H, W=W, routes=routes)
-    return _routed_x(x, routes).flatten(1, 2), to(delta).flatten(1, 2), to(B), to(C)
+    return to(x.flatten(2)[:, None]).flatten(1, 2), to(delta).flatten(1, 2), to(B), to(C)
 
 
 def _cross_lanes_bwd(split, dy, x, delta, A, B, C, D, bias, softplus, routes):
     H, W = x.shape[2:]
     f32 = dict(device=x.device, dtype=torch.float32)
     u, d, Bs, Cs = _cross_lanes_inputs(x, delta, B, C, routes)
-    dys = _routed_x(dy, routes, None if dy.dtype == x.dtype else torch.float32).flatten(1, 2)
+    dys = _to_routes(dy.flatten(2)[:, None], H, W, routes,
+                     None if dy.dtype == x.dtype else torch.float32).flatten(1, 2)
     A, D, bias = _f32(A), _f32(D), _f32(bias)
     states = torch.empty(_states_numel(u.shape, 1), **f32)
     if states.numel():  # the forward again, for the state entering each chunk
@@ -654,7 +648,7 @@ def cross_selective_scan_bwd(dy, x, delta, A, B, C, D, delta_bias, delta_softplu
         x, delta, A, B, C, D, delta_bias = _routes.cross_inputs(x, delta, A, B, C, D, delta_bias)
         dx, ddelta, dA, dB, dC, dD, dbias = _cross_lanes_bwd(
             split, dy.contiguous(), x, delta, A, B, C, D, delta_bias, delta_softplus, routes)
-        return (dx, ddelta, _routes.cast(dA.view(A.shape), A), dB, dC, _routes.cast(dD, D),
+        return (dx, ddelta, _routes.cast(dA, A), dB, dC, _routes.cast(dD, D),
                 _routes.cast(dbias, delta_bias))
     plan, views = _cross_fused(x, delta, A, B, C, D, delta_bias, layout, routes, True)
     if plan is None:
