@@ -355,6 +355,20 @@ void cross(const Tensor& src, const Tensor& dst, const Tensor& image, int64_t H,
 // Canonical views (ssops/_cuda_backend.py): u (1 or K, batch, dim, L), delta (K, batch, dim, L),
 // B / C (K, batch, G, N, L), A (K, dim, N), D / delta_bias (K, dim), z and y / dy
 // (batch, dim, L), all with unit stride along L.  split = (items, wpc, cpb).
+// Elements per row load of the line kernel: the widest (up to 16 bytes) that divides W and
+// that every row of u, delta, B and C is aligned to.
+int line_vec(const Tensor& u, const Tensor& delta, const Tensor& B, const Tensor& C, int W) {
+  for (int v = 16 / static_cast<int>(u.element_size()); v > 1; v /= 2) {
+    bool ok = W % v == 0;
+    for (const Tensor* t : {&u, &delta, &B, &C}) {
+      ok = ok && reinterpret_cast<uintptr_t>(t->data_ptr()) % (v * t->element_size()) == 0;
+      for (int i = 0; i + 1 < t->dim(); ++i) ok = ok && t->stride(i) % v == 0;
+    }
+    if (ok) return v;
+  }
+  return 1;
+}
+
 ssops::FusedParams make_fused(const char* op, const Tensor& u, const Tensor& delta,
                               const Tensor& A, const Tensor& B, const Tensor& C,
                               const OptTensor& D, const OptTensor& bias, const OptTensor& z,
@@ -374,6 +388,7 @@ ssops::FusedParams make_fused(const char* op, const Tensor& u, const Tensor& del
   p.reversed = static_cast<unsigned>(reversed), p.transposed = static_cast<unsigned>(transposed);
   p.items = static_cast<int>(split.at(0)), p.wpc = static_cast<int>(split.at(1));
   p.cpb = static_cast<int>(split.at(2)), p.preload = split.at(3) != 0;
+  p.lines = split.size() > 4 && split[4] != 0;
   const int dpg = p.dim / p.G;
   TORCH_CHECK(static_cast<int64_t>(p.H) * p.W == p.L && (u.size(0) == 1 || u.size(0) == p.K) &&
                   u.size(1) == p.batch && u.size(2) == p.dim && u.size(3) == p.L &&
@@ -381,9 +396,17 @@ ssops::FusedParams make_fused(const char* op, const Tensor& u, const Tensor& del
                   B.size(3) == p.N && B.size(4) == p.L && p.dim % p.G == 0 &&
                   dpg % p.cpb == 0 && A.dim() == 3 && A.size(0) == p.K && A.size(1) == p.dim,
               "ssops cuda ", op, ": inconsistent shapes");
-  TORCH_CHECK(static_cast<int64_t>(p.items) * 32 * p.wpc >= p.L &&
-                  32 * p.wpc * p.cpb <= 512 && (p.items & (p.items - 1)) == 0 && p.items <= 16,
-              "ssops cuda ", op, ": inconsistent work split");
+  if (p.lines) {
+    TORCH_CHECK(p.N == 1 && !z && u.size(0) == 1 && p.cpb > 0 &&
+                    ssops::line_threads(p) <= ssops::kLineMaxThreads &&
+                    ssops::line_smem_bytes(p) <= 200 * 1024,
+                "ssops cuda ", op, ": inconsistent work split (lines)");
+  } else {
+    TORCH_CHECK(static_cast<int64_t>(p.items) * 32 * p.wpc >= p.L &&
+                    32 * p.wpc * p.cpb <= 512 && (p.items & (p.items - 1)) == 0 &&
+                    p.items <= 16,
+                "ssops cuda ", op, ": inconsistent work split");
+  }
   for (const Tensor& t : {u, delta, B, C, y})
     TORCH_CHECK(t.stride(-1) == 1, "ssops cuda ", op, ": tensors need unit stride along L");
   TORCH_CHECK(delta.scalar_type() == u.scalar_type() && B.scalar_type() == C.scalar_type() &&
@@ -403,6 +426,7 @@ ssops::FusedParams make_fused(const char* op, const Tensor& u, const Tensor& del
   TORCH_CHECK(y.dim() == 3 && y.size(0) == p.batch && y.size(1) == p.dim && y.size(2) == p.L,
               "ssops cuda ", op, ": y / dy must be (batch, dim, L)");
   p.sy_b = y.stride(0), p.sy_d = y.stride(1);
+  if (p.lines) p.vec = line_vec(u, delta, B, C, p.W);
   if (z) {
     check_cuda(op, "z", *z, u);
     TORCH_CHECK(z->sizes() == y.sizes() && z->stride(2) == 1 &&

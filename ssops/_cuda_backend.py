@@ -378,6 +378,9 @@ FUSED_PRELOAD_SMEM = 48 * 1024  # every route's inputs loaded up front when they
 # The SS2D core below this many pixels runs one launch per route: faster there on the H100
 # (VMamba-T stages 3-4; bench/NOTES.md, "CUDA fused multi-route kernels").
 FUSED_CROSS_MIN_L = 512
+# The SS2D forward at N = 1 runs on the line kernel (csrc/line_scan.cuh), at every size.
+# (A switch for A/B timing against the fused kernels: bench/lane_ab.py.)
+LINE_FORWARD = True
 
 
 def _fused_smem(L, N, cpb, wpc, backward, elem_bytes, copies, ks=1, own_u=False):
@@ -411,17 +414,34 @@ def _fused_split(L, N, dpg, backward, elem_bytes, copies, K, own_u):
     return [items, wpc, cpb, int(smem(cpb=cpb, ks=K) <= FUSED_PRELOAD_SMEM)]
 
 
-def _fused_plan(u, delta, B, C, backward, routes):
+def _fused_plan(u, delta, B, C, backward, routes, grid=None):
     """(split, B, C as (K, batch, G, N, L)) for the fused kernels, or None.  u, delta: (1 or K,
-    batch, dim, L); B, C: (K, batch, [G,] N, L) views; all with unit stride along L."""
+    batch, dim, L); B, C: (K, batch, [G,] N, L) views; all with unit stride along L.  grid:
+    (H, W) of an SS2D forward at N = 1, which runs on the line kernel."""
     if (override or B.dim() < 4 or B.shape != C.shape
             or any(t.stride(-1) != 1 for t in (u, delta, B, C))):
         return None  # (a forced route split, in the tests, asks for the per-route kernels)
     B, C = (M if M.dim() == 5 else M.unsqueeze(2) for M in _weights(B, C, u.dtype))
     _, transposed, K = _route_masks(routes)
-    split = _fused_split(u.shape[-1], B.shape[3], delta.shape[2] // B.shape[2], backward,
-                         u.element_size(), 2 if transposed else 1, K, u.shape[0] > 1)
+    dpg = delta.shape[2] // B.shape[2]
+    if grid:
+        return _line_split(*grid, dpg, routes), B, C
+    split = _fused_split(u.shape[-1], B.shape[3], dpg, backward, u.element_size(),
+                         2 if transposed else 1, K, u.shape[0] > 1)
     return None if split is None else (split, B, C)
+
+
+LINE_THREADS = 256  # channels share a block of the line kernel up to this many threads
+
+
+def _line_split(H, W, dpg, routes):
+    """The line kernel's split: (0, 0, channels per block, 0, 1) (csrc/scan.h FusedParams)."""
+    transposed = [tr for _, tr in ROUTE_FLAGS[routes]]
+    per_channel = H * (not all(transposed)) + W * any(transposed)  # row and column threads
+    cpb = 1
+    while 2 * cpb * per_channel <= LINE_THREADS and dpg % (2 * cpb) == 0:
+        cpb *= 2
+    return [0, 0, cpb, 0, 1]
 
 
 def _fused_fwd(plan, u, delta, A, D, bias, z, y, softplus, H, W, masks, scale):
@@ -542,11 +562,13 @@ def _cross_fused(x, delta, A, B, C, D, delta_bias, layout, routes, backward):
     B / C with the route axis first, A (K, C, N), D / delta_bias (K, C)."""
     x, delta, A, B, C, D, delta_bias = _routes.cross_inputs(x, delta, A, B, C, D, delta_bias)
     batch, c, L = x.shape[0], x.shape[1], x.shape[2] * x.shape[3]
-    if layout != "bchw" or L < FUSED_CROSS_MIN_L:  # (bhwc: a channel's pixels are strided)
-        return None, None
+    lines = LINE_FORWARD and not backward and A.shape[-1] == 1
+    if layout != "bchw" or (L < FUSED_CROSS_MIN_L and not lines):
+        return None, None  # (bhwc: a channel's pixels are strided)
     K = delta.shape[1]
     u, d4 = x.view(1, batch, c, L), delta.transpose(0, 1)
-    plan = _fused_plan(u, d4, B.transpose(0, 1), C.transpose(0, 1), backward, routes)
+    plan = _fused_plan(u, d4, B.transpose(0, 1), C.transpose(0, 1), backward, routes,
+                       x.shape[2:] if lines else None)
     per_route = lambda t: None if t is None else _f32(t).view(K, c)  # noqa: E731
     return plan, (u, d4, _f32(A).view(K, c, -1), per_route(D), per_route(delta_bias))
 

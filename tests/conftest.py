@@ -105,6 +105,7 @@ def fused_cuda(monkeypatch):
     SS2D core takes them at every image size."""
     _cuda_backend = _cuda_backend_or_skip()
     monkeypatch.setattr(_cuda_backend, "FUSED_CROSS_MIN_L", 0)
+    monkeypatch.setattr(_cuda_backend, "LINE_FORWARD", False)
     calls = {"fwd": 0, "bwd": 0}
     for kind in calls:
         real = getattr(_cuda_backend, f"_fused_{kind}")
@@ -113,6 +114,20 @@ def fused_cuda(monkeypatch):
             calls[_kind] += 1
             return _real(*args)
         monkeypatch.setattr(_cuda_backend, f"_fused_{kind}", counted)
+    return calls
+
+
+@pytest.fixture
+def line_cuda(monkeypatch):
+    """The cuda backend, counting the SS2D forwards that run on the line kernel."""
+    _cuda_backend = _cuda_backend_or_skip()
+    calls = {"fwd": 0}
+    real = _cuda_backend._fused_fwd
+
+    def counted(plan, *args):
+        calls["fwd"] += len(plan[0]) > 4 and plan[0][4] == 1
+        return real(plan, *args)
+    monkeypatch.setattr(_cuda_backend, "_fused_fwd", counted)
     return calls
 
 

@@ -134,6 +134,36 @@ def test_cuda_fused(fused_cuda, H, W, N, dtype, fused_bwd):
     assert fused_cuda == {"fwd": 1, "bwd": int(fused_bwd)}
 
 
+@pytest.mark.parametrize("H,W,channels,routes,dtype,out_dtype", [
+    (8, 16, 32, "cross", torch.float16, None),         # 16-byte row loads, 4 channels a block
+    (7, 7, 48, "cross", torch.bfloat16, torch.float32),  # element rows, column tails, 16 a block
+    (28, 28, 4, "cross", torch.float16, None),        # VMamba-T stage 2's grid, 8-byte rows
+    (37, 11, 3, "cross", torch.float32, None),        # odd sides, one channel a block
+    (12, 20, 8, "bidi", torch.float32, None),         # row threads only
+    (5, 14, 6, "unidi", torch.float16, None),         # one route, 4-byte rows
+])
+def test_cuda_line_forward(line_cuda, H, W, channels, routes, dtype, out_dtype):
+    """N = 1, channel-first: the forward on one thread per grid line (csrc/line_scan.cuh)."""
+    args, kw = testing.make_cross_selective_scan_inputs(2, channels, H, W, N=1, routes=routes,
+                                                        dtype=dtype, device=DEVICE)
+    testing.assert_backends_agree("cross_selective_scan", *args, backends=["cuda"],
+                                  out_dtype=out_dtype, grads=False, **kw)
+    assert line_cuda["fwd"] == 1
+
+
+def test_cuda_line_forward_unaligned_rows(line_cuda):
+    """x and delta at an odd element offset (contiguous views one element into a buffer), B / C
+    float32 beside a float16 x: the rows are read element by element."""
+    (x, delta, A, B, C), kw = testing.make_cross_selective_scan_inputs(
+        2, 4, 8, 16, N=1, dtype=torch.float16, device=DEVICE)
+
+    def shifted(t):
+        return torch.empty(t.numel() + 1, device=DEVICE, dtype=t.dtype)[1:].view_as(t).copy_(t)
+    testing.assert_backends_agree("cross_selective_scan", shifted(x), shifted(delta), A,
+                                  B.float(), C.float(), backends=["cuda"], grads=False, **kw)
+    assert line_cuda["fwd"] == 1
+
+
 @pytest.mark.parametrize("H,W,dtype,out_dtype", [
     (8, 8, torch.float16, None),              # whole 16-step chunks, 16-byte rows
     (7, 9, torch.bfloat16, torch.float32),    # a tail chunk, element rows; dy float32
@@ -146,5 +176,4 @@ def test_cuda_ss2d_backward_on_lanes(lane_cuda, H, W, dtype, out_dtype):
                                                         device=DEVICE)
     testing.assert_backends_agree("cross_selective_scan", *args, backends=["cuda"],
                                   out_dtype=out_dtype, **kw)
-    # (the forward is fused, or per route below the fused size: its row routes on the lanes)
     assert lane_cuda["bwd"] == 1
