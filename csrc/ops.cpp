@@ -355,10 +355,10 @@ void cross(const Tensor& src, const Tensor& dst, const Tensor& image, int64_t H,
 // Canonical views (ssops/_cuda_backend.py): u (1 or K, batch, dim, L), delta (K, batch, dim, L),
 // B / C (K, batch, G, N, L), A (K, dim, N), D / delta_bias (K, dim), z and y / dy
 // (batch, dim, L), all with unit stride along L.  split = (items, wpc, cpb).
-// Elements per row load of the line kernel: the widest (up to 16 bytes) that divides W and
-// that every row of u, delta, B and C is aligned to.
+// Elements per row load of the line kernel: the most (up to 4) that divide W and that every
+// row of u, delta, B and C is aligned to.
 int line_vec(const Tensor& u, const Tensor& delta, const Tensor& B, const Tensor& C, int W) {
-  for (int v = 16 / static_cast<int>(u.element_size()); v > 1; v /= 2) {
+  for (int v = 4; v > 1; v /= 2) {
     bool ok = W % v == 0;
     for (const Tensor* t : {&u, &delta, &B, &C}) {
       ok = ok && reinterpret_cast<uintptr_t>(t->data_ptr()) % (v * t->element_size()) == 0;
@@ -397,9 +397,9 @@ ssops::FusedParams make_fused(const char* op, const Tensor& u, const Tensor& del
                   dpg % p.cpb == 0 && A.dim() == 3 && A.size(0) == p.K && A.size(1) == p.dim,
               "ssops cuda ", op, ": inconsistent shapes");
   if (p.lines) {
-    TORCH_CHECK(p.N == 1 && !z && u.size(0) == 1 && p.cpb > 0 &&
-                    ssops::line_threads(p) <= ssops::kLineMaxThreads &&
-                    ssops::line_smem_bytes(p) <= 200 * 1024,
+    TORCH_CHECK(p.N == 1 && !z && u.size(0) == 1 && p.cpb > 0 && dpg % p.cpb == 0 &&
+                    std::max(p.H, p.W) * p.cpb <= ssops::kLineMaxThreads &&
+                    ssops::line_smem_bytes(p, p.W > p.H) <= 200 * 1024,
                 "ssops cuda ", op, ": inconsistent work split (lines)");
   } else {
     TORCH_CHECK(static_cast<int64_t>(p.items) * 32 * p.wpc >= p.L &&
@@ -459,6 +459,11 @@ void fused_fwd(const Tensor& u, const Tensor& delta, const Tensor& A, const Tens
   ssops::FusedParams p = make_fused(op, u, delta, A, B, C, D, bias, z, y, softplus, H, W,
                                     reversed, transposed, y_scale, split);
   p.y = y.data_ptr();
+  Tensor partial;  // the line kernels' sum of the routes over columns
+  if (p.lines && p.transposed) {
+    partial = at::empty({p.batch, p.dim, p.L}, u.options().dtype(at::kFloat));
+    p.partial = partial.data_ptr<float>();
+  }
   launch_fused(op, p, dtype_code(u), false);
 }
 

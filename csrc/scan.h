@@ -111,7 +111,8 @@ struct CrossParams {
 // thread `items` consecutive steps of a route.
 //
 // lines: the SS2D forward at N = 1 on csrc/line_scan.cuh instead (one thread per grid line of
-// cpb channels; items and wpc unused), vec elements per row load.
+// cpb channels; items and wpc unused), vec elements per row load, partial: float32
+// (batch, dim, L) scratch for the routes over columns.
 struct FusedParams {
   int batch, dim, L, N, H, W, K, G;
   unsigned reversed, transposed;  // bit k: route k walks backwards / column-major
@@ -119,6 +120,7 @@ struct FusedParams {
   bool preload;                   // every route's inputs loaded up front (short sequences)
   bool lines;
   int vec;
+  float* partial;
   bool softplus, bc_f32, y_f32;   // B / C float32; y / dy float32 where the inputs are not
   float y_scale;                  // y = (sum over routes) * y_scale, then * silu(z)
   const void *u, *delta, *z, *B, *C, *dy;
@@ -147,24 +149,22 @@ SSOPS_HOST_DEVICE inline size_t fused_smem_bytes(int L, int N, int cpb, int wpc,
          elem_bytes * ((own_u ? kr : cr) + kr);
 }
 
-// The line kernel (csrc/line_scan.cuh): its threads and shared memory.
-constexpr int kLineMaxThreads = 512;
+// The line kernels (csrc/line_scan.cuh): threads and shared memory of a block of one
+// orientation (columns: COL).
+constexpr int kLineMaxThreads = 256;
 
-// Row stride of an output plane in shared memory: odd, so that row threads (one row each)
-// and column threads (neighbouring columns) both hit distinct banks.
+// Row stride of a plane in shared memory: odd, so that row threads (one row each) and column
+// threads (neighbouring columns) both hit distinct banks.
 SSOPS_HOST_DEVICE constexpr int line_plane_row(int W) { return W | 1; }
-SSOPS_HOST_DEVICE inline int line_threads(const FusedParams& p) {
-  const bool rows = p.transposed != (1u << p.K) - 1, cols = p.transposed != 0;
-  return p.cpb * ((rows ? p.H : 0) + (cols ? p.W : 0));
+SSOPS_HOST_DEVICE inline int line_threads(const FusedParams& p, bool col) {
+  return p.cpb * (col ? p.W : p.H);
 }
-// Shared memory: an output plane per orientation and plane, then the lines' maps
-// [cpb][K][longest side] (float2, hence the even offset).
+// A plane per channel, then the lines' maps [cpb][K][lines] (float2: an even offset).
 SSOPS_HOST_DEVICE inline int line_maps_offset(const FusedParams& p) {
-  return (2 * p.cpb * p.H * line_plane_row(p.W) + 1) & ~1;
+  return (p.cpb * p.H * line_plane_row(p.W) + 1) & ~1;
 }
-SSOPS_HOST_DEVICE inline size_t line_smem_bytes(const FusedParams& p) {
-  const int longest = p.H > p.W ? p.H : p.W;
-  return sizeof(float) * line_maps_offset(p) + sizeof(float2) * p.cpb * p.K * longest;
+SSOPS_HOST_DEVICE inline size_t line_smem_bytes(const FusedParams& p, bool col) {
+  return sizeof(float) * line_maps_offset(p) + sizeof(float2) * line_threads(p, col) * p.K;
 }
 
 void launch_fused_fp32(const FusedParams& p, bool backward, cudaStream_t stream);

@@ -414,32 +414,40 @@ def _fused_split(L, N, dpg, backward, elem_bytes, copies, K, own_u):
     return [items, wpc, cpb, int(smem(cpb=cpb, ks=K) <= FUSED_PRELOAD_SMEM)]
 
 
-def _fused_plan(u, delta, B, C, backward, routes, grid=None):
+def _fused_plan(u, delta, B, C, backward, routes, split=None):
     """(split, B, C as (K, batch, G, N, L)) for the fused kernels, or None.  u, delta: (1 or K,
-    batch, dim, L); B, C: (K, batch, [G,] N, L) views; all with unit stride along L.  grid:
-    (H, W) of an SS2D forward at N = 1, which runs on the line kernel."""
+    batch, dim, L); B, C: (K, batch, [G,] N, L) views; all with unit stride along L.  split:
+    given (the line kernels'), or chosen here."""
     if (override or B.dim() < 4 or B.shape != C.shape
             or any(t.stride(-1) != 1 for t in (u, delta, B, C))):
         return None  # (a forced route split, in the tests, asks for the per-route kernels)
     B, C = (M if M.dim() == 5 else M.unsqueeze(2) for M in _weights(B, C, u.dtype))
     _, transposed, K = _route_masks(routes)
-    dpg = delta.shape[2] // B.shape[2]
-    if grid:
-        return _line_split(*grid, dpg, routes), B, C
-    split = _fused_split(u.shape[-1], B.shape[3], dpg, backward, u.element_size(),
-                         2 if transposed else 1, K, u.shape[0] > 1)
+    split = split or _fused_split(u.shape[-1], B.shape[3], delta.shape[2] // B.shape[2],
+                                  backward, u.element_size(), 2 if transposed else 1, K,
+                                  u.shape[0] > 1)
     return None if split is None else (split, B, C)
 
 
-LINE_THREADS = 256  # channels share a block of the line kernel up to this many threads
+# Channels share a block of the line kernels up to this many threads (csrc/scan.h
+# kLineMaxThreads at most); small blocks, for their shared-memory planes (4 bytes a pixel).
+LINE_THREADS = 128
 
 
-def _line_split(H, W, dpg, routes):
-    """The line kernel's split: (0, 0, channels per block, 0, 1) (csrc/scan.h FusedParams)."""
-    transposed = [tr for _, tr in ROUTE_FLAGS[routes]]
-    per_channel = H * (not all(transposed)) + W * any(transposed)  # row and column threads
+LINE_MAX_THREADS = 256  # csrc/scan.h kLineMaxThreads
+
+
+def _line_split(H, W, K, dpg):
+    """The line kernels' split (0, 0, channels per block, 0, 1) (csrc/scan.h FusedParams), or
+    None where a grid's lines outnumber a block's threads or its plane overflows shared
+    memory."""
+    lines = max(H, W)  # a block's threads: its channels' rows, or their columns
+    smem = lambda cpb: 4 * cpb * H * (W | 1) + 8 * cpb * lines * K + 4  # noqa: E731
+    if lines > LINE_MAX_THREADS or smem(1) > FUSED_MAX_SMEM:
+        return None
     cpb = 1
-    while 2 * cpb * per_channel <= LINE_THREADS and dpg % (2 * cpb) == 0:
+    while (2 * cpb * lines <= LINE_THREADS and dpg % (2 * cpb) == 0
+           and smem(2 * cpb) <= FUSED_MAX_SMEM):
         cpb *= 2
     return [0, 0, cpb, 0, 1]
 
@@ -561,14 +569,16 @@ def _cross_fused(x, delta, A, B, C, D, delta_bias, layout, routes, backward):
     """(plan, views) of the SS2D core for the fused kernels: x as (1, batch, C, L), delta and
     B / C with the route axis first, A (K, C, N), D / delta_bias (K, C)."""
     x, delta, A, B, C, D, delta_bias = _routes.cross_inputs(x, delta, A, B, C, D, delta_bias)
-    batch, c, L = x.shape[0], x.shape[1], x.shape[2] * x.shape[3]
-    lines = LINE_FORWARD and not backward and A.shape[-1] == 1
-    if layout != "bchw" or (L < FUSED_CROSS_MIN_L and not lines):
-        return None, None  # (bhwc: a channel's pixels are strided)
-    K = delta.shape[1]
+    if layout != "bchw":  # (bhwc: a channel's pixels are strided)
+        return None, None
+    batch, c, H, W = x.shape
+    K, L = delta.shape[1], H * W
+    lines = LINE_FORWARD and not backward and A.shape[-1] == 1 and _line_split(H, W, K, c)
+    if L < FUSED_CROSS_MIN_L and not lines:
+        return None, None
     u, d4 = x.view(1, batch, c, L), delta.transpose(0, 1)
     plan = _fused_plan(u, d4, B.transpose(0, 1), C.transpose(0, 1), backward, routes,
-                       x.shape[2:] if lines else None)
+                       lines or None)
     per_route = lambda t: None if t is None else _f32(t).view(K, c)  # noqa: E731
     return plan, (u, d4, _f32(A).view(K, c, -1), per_route(D), per_route(delta_bias))
 

@@ -134,21 +134,23 @@ def test_cuda_fused(fused_cuda, H, W, N, dtype, fused_bwd):
     assert fused_cuda == {"fwd": 1, "bwd": int(fused_bwd)}
 
 
-@pytest.mark.parametrize("H,W,channels,routes,dtype,out_dtype", [
-    (8, 16, 32, "cross", torch.float16, None),         # 16-byte row loads, 4 channels a block
-    (7, 7, 48, "cross", torch.bfloat16, torch.float32),  # element rows, column tails, 16 a block
-    (28, 28, 4, "cross", torch.float16, None),        # VMamba-T stage 2's grid, 8-byte rows
-    (37, 11, 3, "cross", torch.float32, None),        # odd sides, one channel a block
-    (12, 20, 8, "bidi", torch.float32, None),         # row threads only
-    (5, 14, 6, "unidi", torch.float16, None),         # one route, 4-byte rows
+@pytest.mark.parametrize("H,W,channels,routes,dtype,out_dtype,lines", [
+    (8, 16, 32, "cross", torch.float16, None, 1),          # 4-step row loads, 8 channels a block
+    (7, 7, 48, "cross", torch.bfloat16, torch.float32, 1),  # element rows, column tails, 16 a block
+    (28, 28, 4, "cross", torch.float16, None, 1),          # VMamba-T stage 2's grid
+    (37, 11, 3, "cross", torch.float32, None, 1),          # odd sides, one channel a block
+    (12, 20, 8, "bidi", torch.float32, None, 1),           # rows only
+    (5, 14, 6, "unidi", torch.float16, None, 1),           # one route, 2-step row loads
+    (2, 300, 2, "cross", torch.float32, None, 0),  # 300 columns: over a block's threads
 ])
-def test_cuda_line_forward(line_cuda, H, W, channels, routes, dtype, out_dtype):
-    """N = 1, channel-first: the forward on one thread per grid line (csrc/line_scan.cuh)."""
+def test_cuda_line_forward(line_cuda, H, W, channels, routes, dtype, out_dtype, lines):
+    """N = 1, channel-first: the forward on one thread per grid line (csrc/line_scan.cuh), or
+    on the fused / per-route kernels where a block can't hold a channel's lines."""
     args, kw = testing.make_cross_selective_scan_inputs(2, channels, H, W, N=1, routes=routes,
                                                         dtype=dtype, device=DEVICE)
     testing.assert_backends_agree("cross_selective_scan", *args, backends=["cuda"],
                                   out_dtype=out_dtype, grads=False, **kw)
-    assert line_cuda["fwd"] == 1
+    assert line_cuda["fwd"] == lines
 
 
 def test_cuda_line_forward_unaligned_rows(line_cuda):
