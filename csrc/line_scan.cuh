@@ -5,28 +5,18 @@
 // it, h, to P h + S (P: the product of its decays, S: its end state from zero).  So a thread
 // per line walks its line once for (P, S), stores them in shared memory, folds the maps of
 // the lines the route walks before its own into its entering state, and walks its line
-// again from there, now producing C h.  One launch per orientation, a block holding cpb
-// channels' lines: first the columns (neighbouring columns in neighbouring threads, one
-// element per step: coalesced), whose routes' sum goes to a float32 buffer in position order;
-// then the rows (each row read with vector loads), which add their routes, that buffer and
-// (sum_k D_k) u, and write y.  A thread sums its routes in a shared-memory plane of its
-// block's lines, which it alone touches.  No copy of x or of the routes' inputs is made.
+// again from there, now producing C h.  One launch per orientation, a block holding the lines
+// of cpb channels: first the columns (neighbouring columns in neighbouring threads, one
+// element per step: coalesced), which sum their routes into a float32 buffer in position
+// order; then the rows (each row read with vector loads), which add their routes and
+// (sum_k D_k) u to that sum and write y.  A thread adds its routes' outputs into a
+// shared-memory plane of its block's channels, in its own line, which no other thread of the
+// block touches.  No copy of x or of the routes' inputs is made.
 #pragma once
 
 #include "scan_kernels.cuh"
 
 namespace ssops {
-
-// V elements of T from `at` (aligned to V elements), in walk order (REV: the last first).
-template <int V, bool REV, typename T>
-__device__ __forceinline__ void load_run(float (&v)[V], const T* at) {
-  Packed<V, T> raw;
-#pragma unroll
-  for (int i = 0; i < Vec<V, T>::count; ++i)
-    raw.vec[i] = reinterpret_cast<const typename Vec<V, T>::type*>(at)[i];
-#pragma unroll
-  for (int k = 0; k < V; ++k) v[k] = to_f(raw.e[REV ? V - 1 - k : k]);
-}
 
 // This thread's line: channel d of batch b (slot `plane` of the block), line `line` of its
 // orientation, n steps long, its first element at grid offset `first`, `step` apart.
@@ -55,37 +45,52 @@ struct Line {
   }
 };
 
-enum LinePass { kMap, kPlane, kFinal };
+enum LinePass { kMap, kPlane, kSum };
+
+// V elements of T from `at` (aligned to V elements), read whole and kept packed until read in
+// walk order (REV: the last first).
+template <int V, bool REV, typename T>
+struct PackedRun {
+  Packed<V, T> raw;
+  __device__ explicit PackedRun(const T* at) {
+#pragma unroll
+    for (int i = 0; i < Vec<V, T>::count; ++i)
+      raw.vec[i] = reinterpret_cast<const typename Vec<V, T>::type*>(at)[i];
+  }
+  __device__ float operator[](int j) const { return to_f(raw.e[REV ? V - 1 - j : j]); }
+};
+template <int V, bool REV, typename T>
+__device__ __forceinline__ void load_floats(float (&v)[V], const T* at) {
+  const PackedRun<V, REV, T> run(at);
+#pragma unroll
+  for (int j = 0; j < V; ++j) v[j] = run[j];
+}
 
 // One route k over this thread's line, walked in the route's direction.  kMap returns the
-// line's map (P, S).  kPlane starts from h and stores (first) or adds C h into the thread's
-// row or column of `plane`; kFinal adds C h to the plane (unless first), to sum_k D_k u
-// (rows, first) and to the columns' float32 sum (rows), then writes y (rows) or that sum
-// (columns).
+// line's map (P, S).  kPlane starts from h and adds (`add`, else stores) C h + Dsum u into the
+// thread's row or column of `plane`; kSum (columns) writes that plus the plane, the columns'
+// float32 sum, to p.partial.
 template <typename T, int V, bool REV, bool COL, LinePass PASS>
 __device__ __forceinline__ float2 walk_line(const FusedParams& p, const Line<COL>& ln, int k,
-                                            float h, float* plane, bool first) {
+                                            float h, float* plane, bool add, float Dsum) {
   const int row = k * p.dim + ln.d;
   const float a2 = p.A[row] * kLog2e, bias = p.bias ? p.bias[row] : 0.f;
-  float Dsum = 0.f;
-  if (PASS != kMap && !COL && first && p.D)
-    for (int j = 0; j < p.K; ++j) Dsum += p.D[j * p.dim + ln.d];
   const T* u = static_cast<const T*>(p.u) + ln.b * p.su_b + ln.d * p.su_d + ln.first;
   const T* dl = static_cast<const T*>(p.delta) + k * p.sd_k + ln.b * p.sd_b + ln.d * p.sd_d +
                 ln.first;
   const int64_t g = ln.d / (p.dim / p.G);
   const int64_t bo = k * p.sB_k + ln.b * p.sB_b + g * p.sB_g + ln.first;
   const int64_t co = k * p.sC_k + ln.b * p.sC_b + g * p.sC_g + ln.first;
-  const int64_t flat = (static_cast<int64_t>(ln.b) * p.dim + ln.d) * p.L + ln.first;
-  float* sum = p.partial ? p.partial + flat : nullptr;  // the columns' float32 sum
+  float* sum = PASS == kSum
+                   ? p.partial + (static_cast<int64_t>(ln.b) * p.dim + ln.d) * p.L + ln.first
+                   : nullptr;
   const int pr = line_plane_row(p.W);
   float* mine = plane + (COL ? ln.line : ln.line * pr);
   const int mine_step = COL ? pr : 1;
   float prod = 1.f;
   // Column lines take V steps at a time too (loads in flight), one element each, stride W.
   for (int c = 0; c < ln.n; c += V) {
-    const int i0 = REV ? ln.n - V - c : c;  // this chunk's first element along the line
-    float uv[V], dv[V], bv[V], cv[V], sv[V];
+    float uv[V], dv[V], bv[V], cv[V];
     if constexpr (COL) {
 #pragma unroll
       for (int j = 0; j < V; ++j) {
@@ -98,16 +103,18 @@ __device__ __forceinline__ float2 walk_line(const FusedParams& p, const Line<COL
         if constexpr (PASS != kMap) cv[j] = in ? load_w<T>(p.C, co + at, p.bc_f32) : 0.f;
       }
     } else {  // whole aligned runs of V (the launch checks W % V == 0)
-      load_run<V, REV>(uv, u + i0);
-      load_run<V, REV>(dv, dl + i0);
+      const int i0 = REV ? ln.n - V - c : c;  // this run's first element along the line
+      load_floats<V, REV>(uv, u + i0);
+      load_floats<V, REV>(dv, dl + i0);
       if (p.bc_f32) {
-        load_run<V, REV>(bv, static_cast<const float*>(p.B) + bo + i0);
-        if constexpr (PASS != kMap) load_run<V, REV>(cv, static_cast<const float*>(p.C) + co + i0);
+        const float *B = static_cast<const float*>(p.B), *C = static_cast<const float*>(p.C);
+        load_floats<V, REV>(bv, B + bo + i0);
+        if constexpr (PASS != kMap) load_floats<V, REV>(cv, C + co + i0);
       } else {
-        load_run<V, REV>(bv, static_cast<const T*>(p.B) + bo + i0);
-        if constexpr (PASS != kMap) load_run<V, REV>(cv, static_cast<const T*>(p.C) + co + i0);
+        const T *B = static_cast<const T*>(p.B), *C = static_cast<const T*>(p.C);
+        load_floats<V, REV>(bv, B + bo + i0);
+        if constexpr (PASS != kMap) load_floats<V, REV>(cv, C + co + i0);
       }
-      if (PASS == kFinal && sum) load_run<V, REV>(sv, sum + i0);
     }
 #pragma unroll
     for (int j = 0; j < V; ++j) {
@@ -120,19 +127,10 @@ __device__ __forceinline__ float2 walk_line(const FusedParams& p, const Line<COL
         prod *= a;
       } else if (in) {
         const int i = REV ? ln.n - 1 - c - j : c + j;
-        float y = fmaf(Dsum, uv[j], cv[j] * h);
-        if (!first) y += mine[i * mine_step];
-        if constexpr (PASS == kPlane) {
-          mine[i * mine_step] = y;
-        } else if constexpr (COL) {
-          sum[i * ln.step] = y;
-        } else {
-          if (sum) y += sv[j];
-          y *= p.y_scale;
-          const int64_t o = ln.b * p.sy_b + ln.d * p.sy_d + ln.first + i;
-          if (p.y_f32) static_cast<float*>(p.y)[o] = y;
-          else static_cast<T*>(p.y)[o] = from_f<T>(y);
-        }
+        float& o = mine[i * mine_step];
+        const float y = fmaf(Dsum, uv[j], cv[j] * h) + (add ? o : 0.f);
+        if constexpr (PASS == kSum) sum[i * ln.step] = y;
+        else o = y;
       }
     }
   }
@@ -141,38 +139,69 @@ __device__ __forceinline__ float2 walk_line(const FusedParams& p, const Line<COL
 
 template <typename T, int V, bool COL, LinePass PASS>
 __device__ __forceinline__ float2 walk_route(const FusedParams& p, const Line<COL>& ln, int k,
-                                             float h, float* plane, bool first) {
-  return (p.reversed >> k) & 1 ? walk_line<T, V, true, COL, PASS>(p, ln, k, h, plane, first)
-                               : walk_line<T, V, false, COL, PASS>(p, ln, k, h, plane, first);
+                                             float h, float* plane, bool add, float Dsum) {
+  return (p.reversed >> k) & 1
+             ? walk_line<T, V, true, COL, PASS>(p, ln, k, h, plane, add, Dsum)
+             : walk_line<T, V, false, COL, PASS>(p, ln, k, h, plane, add, Dsum);
 }
 
-// (4 blocks of the most threads: at most 64 registers, which fit 4 steps a load without
-// spilling; wider runs spill)
+// A block's planes [cpb][H][line_plane_row(W)] and its lines' maps [cpb][K][lines].  Columns
+// sum their routes in the plane and write the last into p.partial; rows start from
+// p.partial (or zero), add their routes and sum_k D_k u, and the block writes y from the
+// planes, coalesced (a row thread's own stores would each touch another row).
+// (4 blocks of the most threads: at most 64 registers.)
 template <typename T, int V, bool COL>
 __global__ void __launch_bounds__(kLineMaxThreads, 4) line_fwd_kernel(const FusedParams p) {
   extern __shared__ float4 line_smem_[];
-  float* planes = reinterpret_cast<float*>(line_smem_);  // [cpb][H][line_plane_row(W)]
-  float2* maps = reinterpret_cast<float2*>(planes + line_maps_offset(p));  // [cpb][K][lines]
+  float* planes = reinterpret_cast<float*>(line_smem_);
+  float2* maps = reinterpret_cast<float2*>(planes + line_maps_offset(p));
   const Line<COL> ln(p);
-  float* plane = planes + ln.plane * p.H * line_plane_row(p.W);
+  const int pr = line_plane_row(p.W), plane_size = p.H * pr;
+  const int64_t first_channel = (blockIdx.x % p.batch) * static_cast<int64_t>(p.dim) +
+                                (blockIdx.x / p.batch) * p.cpb;  // b * dim + d0
+  // f(plane offset, flat offset, channel slot, position) for the block's pixels in order
+  const auto each_pixel = [&](auto&& f) {
+    for (int i = threadIdx.x; i < p.cpb * p.L; i += blockDim.x) {
+      const int c = i / p.L, pos = i - c * p.L, r = pos / p.W;
+      f(c * plane_size + r * pr + pos - r * p.W, (first_channel + c) * p.L + pos, c, pos);
+    }
+  };
+  if (!COL)
+    each_pixel([&](int at, int64_t flat, int, int) {
+      planes[at] = p.partial ? p.partial[flat] : 0.f;
+    });
+  float* plane = planes + ln.plane * plane_size;
   if (ln.active(p))
     for (int k = 0; k < p.K; ++k)
       if (ln.walks(p, k))
-        maps[ln.slot(p, k)] = walk_route<T, V, COL, kMap>(p, ln, k, 0.f, plane, true);
+        maps[ln.slot(p, k)] = walk_route<T, V, COL, kMap>(p, ln, k, 0.f, plane, false, 0.f);
   __syncthreads();
-  if (!ln.active(p)) return;
-  int last = -1;
-  for (int k = 0; k < p.K; ++k) last = ln.walks(p, k) ? k : last;
-  bool first = true;
-  for (int k = 0; k < p.K; ++k) {
-    if (!ln.walks(p, k)) continue;
-    float h = 0.f;
-    const int at = ln.slot(p, k);
-    for (int s = at - ln.rank(p, k); s < at; ++s) h = fmaf(maps[s].x, h, maps[s].y);
-    if (k == last) walk_route<T, V, COL, kFinal>(p, ln, k, h, plane, first);
-    else walk_route<T, V, COL, kPlane>(p, ln, k, h, plane, first);
-    first = false;
+  if (ln.active(p)) {
+    int last = -1;
+    for (int k = 0; k < p.K; ++k) last = ln.walks(p, k) ? k : last;
+    float Dsum = 0.f;  // sum_k D_k u: added by the rows' first route
+    if (!COL && p.D)
+      for (int k = 0; k < p.K; ++k) Dsum += p.D[k * p.dim + ln.d];
+    bool add = !COL;
+    for (int k = 0; k < p.K; ++k) {
+      if (!ln.walks(p, k)) continue;
+      float h = 0.f;
+      const int at = ln.slot(p, k);
+      for (int s = at - ln.rank(p, k); s < at; ++s) h = fmaf(maps[s].x, h, maps[s].y);
+      if (COL && k == last) walk_route<T, V, COL, kSum>(p, ln, k, h, plane, add, 0.f);
+      else walk_route<T, V, COL, kPlane>(p, ln, k, h, plane, add, Dsum);
+      add = true, Dsum = 0.f;
+    }
   }
+  if (COL) return;
+  __syncthreads();
+  each_pixel([&](int at, int64_t, int c, int pos) {
+    const float y = planes[at] * p.y_scale;
+    const int64_t o = (blockIdx.x % p.batch) * p.sy_b +
+                      ((blockIdx.x / p.batch) * p.cpb + c) * p.sy_d + pos;
+    if (p.y_f32) static_cast<float*>(p.y)[o] = y;
+    else static_cast<T*>(p.y)[o] = from_f<T>(y);
+  });
 }
 
 template <typename T, int V, bool COL>
@@ -192,6 +221,9 @@ template <typename T>
 void launch_line_fwd(const FusedParams& p, cudaStream_t stream) {
   if (p.transposed) launch_line_orientation<T, 4, true>(p, stream);
   switch (p.vec) {
+    case 8:
+      if constexpr (sizeof(T) == 2) return launch_line_orientation<T, 8, false>(p, stream);
+      [[fallthrough]];
     case 4: return launch_line_orientation<T, 4, false>(p, stream);
     case 2: return launch_line_orientation<T, 2, false>(p, stream);
     default: return launch_line_orientation<T, 1, false>(p, stream);

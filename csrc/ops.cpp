@@ -355,10 +355,10 @@ void cross(const Tensor& src, const Tensor& dst, const Tensor& image, int64_t H,
 // Canonical views (ssops/_cuda_backend.py): u (1 or K, batch, dim, L), delta (K, batch, dim, L),
 // B / C (K, batch, G, N, L), A (K, dim, N), D / delta_bias (K, dim), z and y / dy
 // (batch, dim, L), all with unit stride along L.  split = (items, wpc, cpb).
-// Elements per row load of the line kernel: the most (up to 4) that divide W and that every
-// row of u, delta, B and C is aligned to.
+// Elements per row load of the line kernels: the most (up to 16 bytes) that divide W and that
+// every row of u, delta, B and C is aligned to.
 int line_vec(const Tensor& u, const Tensor& delta, const Tensor& B, const Tensor& C, int W) {
-  for (int v = 4; v > 1; v /= 2) {
+  for (int v = 16 / static_cast<int>(u.element_size()); v > 1; v /= 2) {
     bool ok = W % v == 0;
     for (const Tensor* t : {&u, &delta, &B, &C}) {
       ok = ok && reinterpret_cast<uintptr_t>(t->data_ptr()) % (v * t->element_size()) == 0;
