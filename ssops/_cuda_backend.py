@@ -252,7 +252,10 @@ def fast_path(op, tensors, backward):
     lane per channel (N = 1; bench/NOTES.md): its forward reads rows that do not start 8-byte
     aligned element by element (VMamba-T stage 4, L = 49: Triton is faster), and its backward
     holds 8 warps an SM (255 registers), so under two waves of them the last leaves SMs idle
-    (stage 1: Triton is faster)."""
+    (stage 1: Triton is faster).  And the SS2D core's forward on the line kernels, up to
+    32 x 32 grids (faster than Triton's at VMamba-T's stages 2-4, slower at 56 x 56)."""
+    if op == "cross_selective_scan":
+        return not backward and _lines_forward(tensors)
     if not _takes_lanes(op, tensors):
         return False
     u = tensors["u"]
@@ -261,6 +264,22 @@ def fast_path(op, tensors, backward):
     if backward:
         return u.shape[-3] * u.shape[-2] // 32 >= 2 * 132 * 8
     return u.shape[-1] * u.element_size() % 8 == 0
+
+
+LINE_FAST_SIDE = 32  # the line kernels' forward is auto's first choice up to this grid side
+
+
+def _lines_forward(tensors):
+    """Whether the SS2D forward runs on the line kernels and they are auto's first choice:
+    channel-first x (the layout is not among the tensors: x's channels and pixels against
+    delta's), N = 1, every side at most LINE_FAST_SIDE."""
+    x, delta, A = (tensors[k] for k in ("x", "delta", "A"))
+    if why_not("cross_selective_scan", tensors) or x.dim() != 4 or A.shape[-1] != 1:
+        return False
+    batch, K, c, L = delta.shape
+    H, W = x.shape[2:]
+    return (x.shape[1] == c and H * W == L and max(H, W) <= LINE_FAST_SIDE
+            and _line_split(H, W, K, c) is not None)
 
 
 LANE_STEPS = 16  # csrc/scan.h kLaneSteps: steps per chunk of the states-on-lanes kernels
@@ -429,12 +448,10 @@ def _fused_plan(u, delta, B, C, backward, routes, split=None):
     return None if split is None else (split, B, C)
 
 
-# Channels share a block of the line kernels up to this many threads (csrc/scan.h
-# kLineMaxThreads at most); small blocks, for their shared-memory planes (4 bytes a pixel).
-LINE_THREADS = 128
-
-
-LINE_MAX_THREADS = 256  # csrc/scan.h kLineMaxThreads
+# Channels share a block of the line kernels up to this many threads and channels; measured on
+# an H200 at VMamba-T's stages against 64 / 128 threads (bench/NOTES.md).
+LINE_THREADS = 256  # csrc/scan.h kLineMaxThreads
+LINE_CHANNELS = 16
 
 
 def _line_split(H, W, K, dpg):
@@ -443,10 +460,10 @@ def _line_split(H, W, K, dpg):
     memory."""
     lines = max(H, W)  # a block's threads: its channels' rows, or their columns
     smem = lambda cpb: 4 * cpb * H * (W | 1) + 8 * cpb * lines * K + 4  # noqa: E731
-    if lines > LINE_MAX_THREADS or smem(1) > FUSED_MAX_SMEM:
+    if lines > LINE_THREADS or smem(1) > FUSED_MAX_SMEM:
         return None
     cpb = 1
-    while (2 * cpb * lines <= LINE_THREADS and dpg % (2 * cpb) == 0
+    while (2 * cpb * lines <= LINE_THREADS and 2 * cpb <= LINE_CHANNELS and dpg % (2 * cpb) == 0
            and smem(2 * cpb) <= FUSED_MAX_SMEM):
         cpb *= 2
     return [0, 0, cpb, 0, 1]

@@ -189,7 +189,26 @@ def test_cuda_fast_path_is_the_lane_kernels(monkeypatch):
     assert not cuda.fast_path("selective_scan", tensors(1, 64, 2048, 16), False)
     assert cuda.fast_path("bidirectional_scan", tensors(64, 768, 197, 16, lead=(2,)), False)
     assert cuda.fast_path("bidirectional_scan", tensors(64, 768, 197, 16, lead=(2,)), True)
-    assert not cuda.fast_path("cross_selective_scan", tensors(8, 1536, 2048, 16), False)
+
+
+def test_cuda_fast_path_of_the_ss2d_forward(monkeypatch):
+    """The SS2D core's forward on the line kernels up to 32 x 32 grids (VMamba-T's stages 2-4),
+    channel-first and N = 1 only; never its backward."""
+    from ssops import _cuda_backend as cuda
+    monkeypatch.setattr(cuda, "why_not", lambda op, tensors: None)  # meta tensors stand in
+
+    def tensors(c, H, W, N=1, layout="bchw"):
+        e = lambda *shape: torch.empty(*shape, device="meta", dtype=torch.float16)  # noqa: E731
+        x = e(128, c, H, W) if layout == "bchw" else e(128, H, W, c)
+        return dict(x=x, delta=e(128, 4, c, H * W), B=e(128, 4, N, H * W),
+                    C=e(128, 4, N, H * W), A=torch.empty(4 * c, N, device="meta"))
+
+    for c, side in ((192, 28), (384, 14), (768, 7)):
+        assert cuda.fast_path("cross_selective_scan", tensors(c, side, side), False)
+        assert not cuda.fast_path("cross_selective_scan", tensors(c, side, side), True)
+    assert not cuda.fast_path("cross_selective_scan", tensors(96, 56, 56), False)
+    assert not cuda.fast_path("cross_selective_scan", tensors(192, 28, 28, N=16), False)
+    assert not cuda.fast_path("cross_selective_scan", tensors(192, 28, 28, layout="bhwc"), False)
 
 
 def test_the_forward_keeps_states_only_when_asked_and_a_backward_follows(monkeypatch):
