@@ -352,9 +352,6 @@ void cross(const Tensor& src, const Tensor& dst, const Tensor& image, int64_t H,
 }
 
 // ------------------------------------------------------------------------ fused multi-route
-// Canonical views (ssops/_cuda_backend.py): u (1 or K, batch, dim, L), delta (K, batch, dim, L),
-// B / C (K, batch, G, N, L), A (K, dim, N), D / delta_bias (K, dim), z and y / dy
-// (batch, dim, L), all with unit stride along L.  split = (items, wpc, cpb).
 // Elements per row load of the line kernels: the most (up to 16 bytes) that divide W and that
 // every row of u, delta, B and C is aligned to.
 int line_vec(const Tensor& u, const Tensor& delta, const Tensor& B, const Tensor& C, int W) {
@@ -369,6 +366,9 @@ int line_vec(const Tensor& u, const Tensor& delta, const Tensor& B, const Tensor
   return 1;
 }
 
+// Canonical views (ssops/_cuda_backend.py): u (1 or K, batch, dim, L), delta (K, batch, dim, L),
+// B / C (K, batch, G, N, L), A (K, dim, N), D / delta_bias (K, dim), z and y / dy
+// (batch, dim, L), all with unit stride along L.  split = (items, wpc, cpb, preload[, lines]).
 ssops::FusedParams make_fused(const char* op, const Tensor& u, const Tensor& delta,
                               const Tensor& A, const Tensor& B, const Tensor& C,
                               const OptTensor& D, const OptTensor& bias, const OptTensor& z,

@@ -397,8 +397,9 @@ FUSED_PRELOAD_SMEM = 48 * 1024  # every route's inputs loaded up front when they
 # The SS2D core below this many pixels runs one launch per route: faster there on the H100
 # (VMamba-T stages 3-4; bench/NOTES.md, "CUDA fused multi-route kernels").
 FUSED_CROSS_MIN_L = 512
-# The SS2D forward at N = 1 runs on the line kernel (csrc/line_scan.cuh), at every size.
-# (A switch for A/B timing against the fused kernels: bench/lane_ab.py.)
+# The SS2D forward at N = 1 runs on the line kernels (csrc/line_scan.cuh) wherever a block
+# holds a channel's lines (a switch for timing them against the fused kernels:
+# bench/ss2d_forward.py).
 LINE_FORWARD = True
 
 
@@ -459,7 +460,7 @@ def _line_split(H, W, K, dpg):
     None where a grid's lines outnumber a block's threads or its plane overflows shared
     memory."""
     lines = max(H, W)  # a block's threads: its channels' rows, or their columns
-    smem = lambda cpb: 4 * cpb * H * (W | 1) + 8 * cpb * lines * K + 4  # noqa: E731
+    smem = lambda cpb: 4 * cpb * H * (W | 1) + 8 * cpb * lines * K + 4  # noqa: E731 (scan.h)
     if lines > LINE_THREADS or smem(1) > FUSED_MAX_SMEM:
         return None
     cpb = 1
@@ -604,9 +605,9 @@ def _cross_fused(x, delta, A, B, C, D, delta_bias, layout, routes, backward):
 # delta, B, C and dy in its scan order (csrc/cross_scan.cu's tiled copies), one flat backward
 # over the K x C channels (K times one route's channels: enough warps to fill the GPU) with
 # float32 du, then du merged and ddelta / dB / dC put back in position order.  Measured on an
-# H200 (bench/NOTES.md) faster than the fused backward at VMamba-T's four stages; the forward
-# the same way round was slower than the fused forward (its copies run at ~1 TB/s), so the
-# forward stays fused.
+# H200 (bench/NOTES.md) faster than the fused backward at VMamba-T's four stages.  (The
+# forward the same way round was slower than the fused forward, its copies running at
+# ~1 TB/s; it runs on the line kernels, which make no copies.)
 def _cross_lanes(x, delta, A, B, C, layout):
     """The lane split of the SS2D core's flat backward, or None where it does not run on the
     states-on-lanes kernels (shapes and dtypes only)."""

@@ -135,7 +135,7 @@ def test_cuda_fused(fused_cuda, H, W, N, dtype, fused_bwd):
 
 
 @pytest.mark.parametrize("H,W,channels,routes,dtype,out_dtype,lines", [
-    (8, 16, 32, "cross", torch.float16, None, 1),          # 4-step row loads, 8 channels a block
+    (8, 16, 32, "cross", torch.float16, None, 1),          # 16-byte rows, 16 channels a block
     (7, 7, 48, "cross", torch.bfloat16, torch.float32, 1),  # element rows, column tails, 16 a block
     (28, 28, 4, "cross", torch.float16, None, 1),          # VMamba-T stage 2's grid
     (37, 11, 3, "cross", torch.float32, None, 1),          # odd sides, one channel a block
