@@ -70,7 +70,7 @@ __device__ __forceinline__ void load_floats(float (&v)[V], const T* at) {
 // line's map (P, S).  kPlane starts from h and adds (`add`, else stores) C h + Dsum u into the
 // thread's row or column of `plane`; kSum (columns) writes that plus the plane, the columns'
 // float32 sum, to p.partial.
-template <typename T, int V, bool REV, bool COL, LinePass PASS>
+template <typename T, int V, bool TAIL, bool REV, bool COL, LinePass PASS>
 __device__ __forceinline__ float2 walk_line(const FusedParams& p, const Line<COL>& ln, int k,
                                             float h, float* plane, bool add, float Dsum) {
   const int row = k * p.dim + ln.d;
@@ -81,44 +81,46 @@ __device__ __forceinline__ float2 walk_line(const FusedParams& p, const Line<COL
   const int64_t g = ln.d / (p.dim / p.G);
   const int64_t bo = k * p.sB_k + ln.b * p.sB_b + g * p.sB_g + ln.first;
   const int64_t co = k * p.sC_k + ln.b * p.sC_b + g * p.sC_g + ln.first;
+  const float *Bf = static_cast<const float*>(p.B) + bo, *Cf = static_cast<const float*>(p.C) + co;
+  const T *Bt = static_cast<const T*>(p.B) + bo, *Ct = static_cast<const T*>(p.C) + co;
   float* sum = PASS == kSum
                    ? p.partial + (static_cast<int64_t>(ln.b) * p.dim + ln.d) * p.L + ln.first
                    : nullptr;
   const int pr = line_plane_row(p.W);
   float* mine = plane + (COL ? ln.line : ln.line * pr);
-  const int mine_step = COL ? pr : 1;
+  // offsets of the walk's next element along the line: in the grid (elements) and in the plane
+  const int grid_step = REV ? -static_cast<int>(ln.step) : static_cast<int>(ln.step);
+  const int plane_step = REV ? -(COL ? pr : 1) : (COL ? pr : 1);
+  int at = REV ? (ln.n - 1) * static_cast<int>(ln.step) : 0;
+  int in_plane = REV ? (ln.n - 1) * (COL ? pr : 1) : 0;
   float prod = 1.f;
-  // Column lines take V steps at a time too (loads in flight), one element each, stride W.
+  // Column lines take V steps at a time too (loads in flight), one element each, stride W;
+  // TAIL: the line's length is not a multiple of V (the last run's extra steps are skipped).
   for (int c = 0; c < ln.n; c += V) {
     float uv[V], dv[V], bv[V], cv[V];
     if constexpr (COL) {
 #pragma unroll
       for (int j = 0; j < V; ++j) {
-        const int i = REV ? ln.n - 1 - c - j : c + j;
-        const bool in = c + j < ln.n;
-        const int64_t at = static_cast<int64_t>(in ? i : 0) * ln.step;
-        uv[j] = in ? to_f(u[at]) : 0.f;
-        dv[j] = in ? to_f(dl[at]) : 0.f;
-        bv[j] = in ? load_w<T>(p.B, bo + at, p.bc_f32) : 0.f;
-        if constexpr (PASS != kMap) cv[j] = in ? load_w<T>(p.C, co + at, p.bc_f32) : 0.f;
+        const int o = !TAIL || c + j < ln.n ? at + j * grid_step : 0;
+        uv[j] = to_f(u[o]), dv[j] = to_f(dl[o]);
+        bv[j] = p.bc_f32 ? Bf[o] : to_f(Bt[o]);
+        if constexpr (PASS != kMap) cv[j] = p.bc_f32 ? Cf[o] : to_f(Ct[o]);
       }
     } else {  // whole aligned runs of V (the launch checks W % V == 0)
       const int i0 = REV ? ln.n - V - c : c;  // this run's first element along the line
       load_floats<V, REV>(uv, u + i0);
       load_floats<V, REV>(dv, dl + i0);
       if (p.bc_f32) {
-        const float *B = static_cast<const float*>(p.B), *C = static_cast<const float*>(p.C);
-        load_floats<V, REV>(bv, B + bo + i0);
-        if constexpr (PASS != kMap) load_floats<V, REV>(cv, C + co + i0);
+        load_floats<V, REV>(bv, Bf + i0);
+        if constexpr (PASS != kMap) load_floats<V, REV>(cv, Cf + i0);
       } else {
-        const T *B = static_cast<const T*>(p.B), *C = static_cast<const T*>(p.C);
-        load_floats<V, REV>(bv, B + bo + i0);
-        if constexpr (PASS != kMap) load_floats<V, REV>(cv, C + co + i0);
+        load_floats<V, REV>(bv, Bt + i0);
+        if constexpr (PASS != kMap) load_floats<V, REV>(cv, Ct + i0);
       }
     }
 #pragma unroll
     for (int j = 0; j < V; ++j) {
-      const bool in = !COL || c + j < ln.n;  // past the end: the identity step (dt = u = 0)
+      const bool in = !TAIL || c + j < ln.n;  // past the end: the identity step (dt = u = 0)
       const float raw = dv[j] + bias;
       const float dt = in ? (p.softplus ? softplus(raw) : raw) : 0.f;
       const float a = exp2_approx(dt * a2);
@@ -126,23 +128,23 @@ __device__ __forceinline__ float2 walk_line(const FusedParams& p, const Line<COL
       if constexpr (PASS == kMap) {
         prod *= a;
       } else if (in) {
-        const int i = REV ? ln.n - 1 - c - j : c + j;
-        float& o = mine[i * mine_step];
+        float& o = mine[in_plane + j * plane_step];
         const float y = fmaf(Dsum, uv[j], cv[j] * h) + (add ? o : 0.f);
-        if constexpr (PASS == kSum) sum[i * ln.step] = y;
+        if constexpr (PASS == kSum) sum[at + j * grid_step] = y;
         else o = y;
       }
     }
+    at += V * grid_step, in_plane += V * plane_step;
   }
   return make_float2(prod, h);
 }
 
-template <typename T, int V, bool COL, LinePass PASS>
+template <typename T, int V, bool TAIL, bool COL, LinePass PASS>
 __device__ __forceinline__ float2 walk_route(const FusedParams& p, const Line<COL>& ln, int k,
                                              float h, float* plane, bool add, float Dsum) {
   return (p.reversed >> k) & 1
-             ? walk_line<T, V, true, COL, PASS>(p, ln, k, h, plane, add, Dsum)
-             : walk_line<T, V, false, COL, PASS>(p, ln, k, h, plane, add, Dsum);
+             ? walk_line<T, V, TAIL, true, COL, PASS>(p, ln, k, h, plane, add, Dsum)
+             : walk_line<T, V, TAIL, false, COL, PASS>(p, ln, k, h, plane, add, Dsum);
 }
 
 // A block's planes [cpb][H][line_plane_row(W)] and its lines' maps [cpb][K][lines].  Columns
@@ -150,7 +152,7 @@ __device__ __forceinline__ float2 walk_route(const FusedParams& p, const Line<CO
 // p.partial (or zero), add their routes and sum_k D_k u, and the block writes y from the
 // planes, coalesced (a row thread's own stores would each touch another row).
 // (4 blocks of the most threads: at most 64 registers.)
-template <typename T, int V, bool COL>
+template <typename T, int V, bool TAIL, bool COL>
 __global__ void __launch_bounds__(kLineMaxThreads, 4) line_fwd_kernel(const FusedParams p) {
   extern __shared__ float4 line_smem_[];
   float* planes = reinterpret_cast<float*>(line_smem_);
@@ -174,7 +176,7 @@ __global__ void __launch_bounds__(kLineMaxThreads, 4) line_fwd_kernel(const Fuse
   if (ln.active(p))
     for (int k = 0; k < p.K; ++k)
       if (ln.walks(p, k))
-        maps[ln.slot(p, k)] = walk_route<T, V, COL, kMap>(p, ln, k, 0.f, plane, false, 0.f);
+        maps[ln.slot(p, k)] = walk_route<T, V, TAIL, COL, kMap>(p, ln, k, 0.f, plane, false, 0.f);
   __syncthreads();
   if (ln.active(p)) {
     int last = -1;
@@ -188,8 +190,8 @@ __global__ void __launch_bounds__(kLineMaxThreads, 4) line_fwd_kernel(const Fuse
       float h = 0.f;
       const int at = ln.slot(p, k);
       for (int s = at - ln.rank(p, k); s < at; ++s) h = fmaf(maps[s].x, h, maps[s].y);
-      if (COL && k == last) walk_route<T, V, COL, kSum>(p, ln, k, h, plane, add, 0.f);
-      else walk_route<T, V, COL, kPlane>(p, ln, k, h, plane, add, Dsum);
+      if (COL && k == last) walk_route<T, V, TAIL, COL, kSum>(p, ln, k, h, plane, add, 0.f);
+      else walk_route<T, V, TAIL, COL, kPlane>(p, ln, k, h, plane, add, Dsum);
       add = true, Dsum = 0.f;
     }
   }
@@ -204,10 +206,10 @@ __global__ void __launch_bounds__(kLineMaxThreads, 4) line_fwd_kernel(const Fuse
   });
 }
 
-template <typename T, int V, bool COL>
+template <typename T, int V, bool COL, bool TAIL = false>
 void launch_line_orientation(const FusedParams& p, cudaStream_t stream) {
   const size_t smem = line_smem_bytes(p, COL);
-  const auto kernel = line_fwd_kernel<T, V, COL>;
+  const auto kernel = line_fwd_kernel<T, V, TAIL, COL>;
   if (smem > 48 * 1024)
     cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                          static_cast<int>(smem));
@@ -219,7 +221,10 @@ void launch_line_orientation(const FusedParams& p, cudaStream_t stream) {
 // row load, the widest that every row's alignment allows (ops.cpp).
 template <typename T>
 void launch_line_fwd(const FusedParams& p, cudaStream_t stream) {
-  if (p.transposed) launch_line_orientation<T, 4, true>(p, stream);
+  if (p.transposed) {
+    if (p.H % 4) launch_line_orientation<T, 4, true, true>(p, stream);
+    else launch_line_orientation<T, 4, true>(p, stream);
+  }
   switch (p.vec) {
     case 8:
       if constexpr (sizeof(T) == 2) return launch_line_orientation<T, 8, false>(p, stream);
