@@ -253,7 +253,7 @@ def fast_path(op, tensors, backward):
     aligned element by element (VMamba-T stage 4, L = 49: Triton is faster), and its backward
     holds 8 warps an SM (255 registers), so under two waves of them the last leaves SMs idle
     (stage 1: Triton is faster).  And the SS2D core's forward on the line kernels, up to
-    32 x 32 grids (faster than Triton's at VMamba-T's stages 2-4, slower at 56 x 56)."""
+    64 x 64 grids (faster than Triton's at VMamba-T's four stages, 28 x 28 to 56 x 56)."""
     if op == "cross_selective_scan":
         return not backward and _lines_forward(tensors)
     if not _takes_lanes(op, tensors):
@@ -266,7 +266,7 @@ def fast_path(op, tensors, backward):
     return u.shape[-1] * u.element_size() % 8 == 0
 
 
-LINE_FAST_SIDE = 32  # the line kernels' forward is auto's first choice up to this grid side
+LINE_FAST_SIDE = 64  # the line kernels' forward is auto's first choice up to this grid side
 
 
 def _lines_forward(tensors):

@@ -192,7 +192,7 @@ def test_cuda_fast_path_is_the_lane_kernels(monkeypatch):
 
 
 def test_cuda_fast_path_of_the_ss2d_forward(monkeypatch):
-    """The SS2D core's forward on the line kernels up to 32 x 32 grids (VMamba-T's stages 2-4),
+    """The SS2D core's forward on the line kernels up to 64 x 64 grids (VMamba-T's stages),
     channel-first and N = 1 only; never its backward."""
     from ssops import _cuda_backend as cuda
     monkeypatch.setattr(cuda, "why_not", lambda op, tensors: None)  # meta tensors stand in
@@ -203,10 +203,10 @@ def test_cuda_fast_path_of_the_ss2d_forward(monkeypatch):
         return dict(x=x, delta=e(128, 4, c, H * W), B=e(128, 4, N, H * W),
                     C=e(128, 4, N, H * W), A=torch.empty(4 * c, N, device="meta"))
 
-    for c, side in ((192, 28), (384, 14), (768, 7)):
+    for c, side in ((96, 56), (192, 28), (384, 14), (768, 7)):
         assert cuda.fast_path("cross_selective_scan", tensors(c, side, side), False)
         assert not cuda.fast_path("cross_selective_scan", tensors(c, side, side), True)
-    assert not cuda.fast_path("cross_selective_scan", tensors(96, 56, 56), False)
+    assert not cuda.fast_path("cross_selective_scan", tensors(96, 96, 96), False)
     assert not cuda.fast_path("cross_selective_scan", tensors(192, 28, 28, N=16), False)
     assert not cuda.fast_path("cross_selective_scan", tensors(192, 28, 28, layout="bhwc"), False)
 
