@@ -47,23 +47,16 @@ struct Line {
 
 enum LinePass { kMap, kPlane, kSum };
 
-// V elements of T from `at` (aligned to V elements), read whole and kept packed until read in
-// walk order (REV: the last first).
-template <int V, bool REV, typename T>
-struct PackedRun {
-  Packed<V, T> raw;
-  __device__ explicit PackedRun(const T* at) {
-#pragma unroll
-    for (int i = 0; i < Vec<V, T>::count; ++i)
-      raw.vec[i] = reinterpret_cast<const typename Vec<V, T>::type*>(at)[i];
-  }
-  __device__ float operator[](int j) const { return to_f(raw.e[REV ? V - 1 - j : j]); }
-};
+// V elements of T from `at` (aligned to V elements, whole vector loads), in walk order (REV:
+// the last first).
 template <int V, bool REV, typename T>
 __device__ __forceinline__ void load_floats(float (&v)[V], const T* at) {
-  const PackedRun<V, REV, T> run(at);
+  Packed<V, T> raw;
 #pragma unroll
-  for (int j = 0; j < V; ++j) v[j] = run[j];
+  for (int i = 0; i < Vec<V, T>::count; ++i)
+    raw.vec[i] = reinterpret_cast<const typename Vec<V, T>::type*>(at)[i];
+#pragma unroll
+  for (int j = 0; j < V; ++j) v[j] = to_f(raw.e[REV ? V - 1 - j : j]);
 }
 
 // One route k over this thread's line, walked in the route's direction.  kMap returns the
