@@ -36,14 +36,14 @@ def main():
         call = (x, delta, A, B, C, D, bias, True, "bchw", "cross", dtype)
         nbytes = sum(t.numel() * t.element_size() for t in (x, delta, B, C)) + x.numel() * 2
 
-        def fused():
+        def fused():  # the fused kernels at every size
+            saved = cuda.LINE_FORWARD, cuda.FUSED_CROSS_MIN_L
             cuda.LINE_FORWARD, cuda.FUSED_CROSS_MIN_L = False, 0
             try:
                 return cuda.cross_selective_scan_fwd(*call)
             finally:
-                cuda.LINE_FORWARD, cuda.FUSED_CROSS_MIN_L = True, fused_min_l
+                cuda.LINE_FORWARD, cuda.FUSED_CROSS_MIN_L = saved
 
-        fused_min_l = cuda.FUSED_CROSS_MIN_L
         ways = {
             "cuda lines": lambda: cuda.cross_selective_scan_fwd(*call),
             "cuda fused": fused,
