@@ -5,7 +5,7 @@ from hypothesis import given
 
 import ssops
 from ssops import testing
-from conftest import DEVICE
+from conftest import DEVICE, _cuda_backend_or_skip
 
 
 def vmamba_cross_scan(x):
@@ -82,8 +82,7 @@ CUDA_TILED_GRIDS = [(7, 7), (3, 13), (14, 14), (28, 28), (40, 70), (70, 33)]
 def test_cuda_tiled_routes(H, W, dtype):
     """The cuda backend's cross_scan and tiled cross_merge (channel-first images) against the
     reference: exact copies, and merges of exactly representable values."""
-    if ssops.available_backends()["cuda"] is not None:
-        pytest.skip(f"cuda: {ssops.available_backends()['cuda']}")
+    _cuda_backend_or_skip()
     x = testing.make_cross_scan_inputs(3, 11, H, W, dtype=dtype, device="cuda", seed=H * W)
     for routes in ("unidi", "bidi", "cross"):
         xs = ssops.cross_scan(x, routes=routes, backend="cuda")
@@ -100,9 +99,7 @@ def test_cuda_tiled_routes(H, W, dtype):
 def test_cuda_per_route_copies(H, W):
     """The SS2D core's copies (ssops._cuda_backend): each route's own image to and from its scan
     order, with a dtype change, and a merge into another dtype."""
-    if ssops.available_backends()["cuda"] is not None:
-        pytest.skip(f"cuda: {ssops.available_backends()['cuda']}")
-    from ssops import _cuda_backend as cuda
+    cuda = _cuda_backend_or_skip()
     from ssops.reference.cross_scan import from_routes, to_routes
     t = torch.randn(2, 4, 5, H * W, device="cuda")
     routed = to_routes(t, H, W, "cross")
