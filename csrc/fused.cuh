@@ -627,7 +627,7 @@ void launch_fused_items(const FusedParams& p, bool backward, cudaStream_t stream
 
 template <typename T>
 void launch_fused_typed(const FusedParams& p, bool backward, cudaStream_t stream) {
-  if (p.lines && !backward) return launch_line_fwd<T>(p, stream);
+  if (p.lines) return backward ? launch_line_bwd<T>(p, stream) : launch_line_fwd<T>(p, stream);
   switch (p.items) {
     case 2: return launch_fused_items<T, 2>(p, backward, stream);
     case 4: return launch_fused_items<T, 4>(p, backward, stream);

@@ -228,4 +228,285 @@ void launch_line_fwd(const FusedParams& p, cudaStream_t stream) {
   }
 }
 
+// ---------------------------------------------------------------------------- the backward
+// The adjoint g_t = dL/dh_t = C_t dy_t + a_{t+1} g_{t+1} runs against the route: what crosses
+// from a line to the line walked before it is the carry a g of the line's first step, and a
+// line maps the carry entering it to P carry + S', with S' = sum_j q_j C_j dy_j (q_j: the
+// product of the decays up to step j).  So a thread walks its line once for (P, S, S') and the
+// states (from zero) before each chunk of kLineChunk steps; folds the earlier lines' maps into
+// its entering state and the later lines' into its entering carry; then walks its chunks last
+// to first, recomputing each chunk's states in registers and stepping the adjoint back through
+// them.  du sums its routes in the thread's own line of the block's planes (as the forward's
+// y); dB / dC sum the block's channels in shared memory, added to the float32 outputs after
+// each route.
+
+// Route k over this thread's line: its inputs, its ddelta and its parameters.
+template <typename T, bool COL>
+struct LineRoute {
+  const T *u, *dl;
+  const void *B, *C, *dy;
+  T* ddelta;
+  float a2, A, bias;
+  __device__ LineRoute(const FusedParams& p, const Line<COL>& ln, int k) {
+    const int row = k * p.dim + ln.d;
+    const int64_t g = ln.d / (p.dim / p.G), dlo = k * p.sd_k + ln.b * p.sd_b + ln.d * p.sd_d;
+    const size_t bc_size = p.bc_f32 ? sizeof(float) : sizeof(T);
+    A = p.A[row], a2 = A * kLog2e, bias = p.bias ? p.bias[row] : 0.f;
+    u = static_cast<const T*>(p.u) + ln.b * p.su_b + ln.d * p.su_d + ln.first;
+    dl = static_cast<const T*>(p.delta) + dlo + ln.first;
+    ddelta = static_cast<T*>(p.ddelta) + dlo + ln.first;
+    B = static_cast<const char*>(p.B) + (k * p.sB_k + ln.b * p.sB_b + g * p.sB_g + ln.first) * bc_size;
+    C = static_cast<const char*>(p.C) + (k * p.sC_k + ln.b * p.sC_b + g * p.sC_g + ln.first) * bc_size;
+    dy = static_cast<const char*>(p.dy) + (ln.b * p.sy_b + ln.d * p.sy_d + ln.first) *
+                                              (p.y_f32 ? sizeof(float) : sizeof(T));
+  }
+};
+
+// Steps c .. c + kLineChunk - 1 of the walk: u, delta before its bias, B, C and dy (scaled by
+// y_scale).  Columns and rows with a tail element by element (past the end: the line's first
+// element, masked by the caller); other rows in whole aligned runs of V.
+template <typename T, int V, bool TAIL, bool REV, bool COL>
+__device__ __forceinline__ void load_line_chunk(const FusedParams& p, const Line<COL>& ln,
+                                                const LineRoute<T, COL>& r, int c,
+                                                float (&u)[kLineChunk], float (&dl)[kLineChunk],
+                                                float (&b)[kLineChunk], float (&cc)[kLineChunk],
+                                                float (&dy)[kLineChunk]) {
+  const float *Bf = static_cast<const float*>(r.B), *Cf = static_cast<const float*>(r.C);
+  const T *Bt = static_cast<const T*>(r.B), *Ct = static_cast<const T*>(r.C);
+  const float* dyf = static_cast<const float*>(r.dy);
+  const T* dyt = static_cast<const T*>(r.dy);
+  if constexpr (COL || TAIL) {
+#pragma unroll
+    for (int j = 0; j < kLineChunk; ++j) {
+      const int i = c + j;
+      const int o = !TAIL || i < ln.n ? (REV ? ln.n - 1 - i : i) * static_cast<int>(ln.step) : 0;
+      u[j] = to_f(r.u[o]), dl[j] = to_f(r.dl[o]);
+      b[j] = p.bc_f32 ? Bf[o] : to_f(Bt[o]);
+      cc[j] = p.bc_f32 ? Cf[o] : to_f(Ct[o]);
+      dy[j] = p.y_f32 ? dyf[o] : to_f(dyt[o]);
+    }
+  } else {
+#pragma unroll
+    for (int m = 0; m < kLineChunk / V; ++m) {
+      const int i0 = REV ? ln.n - c - (m + 1) * V : c + m * V;  // the run's first element
+      float(&uv)[V] = *reinterpret_cast<float(*)[V]>(u + m * V);
+      float(&dv)[V] = *reinterpret_cast<float(*)[V]>(dl + m * V);
+      float(&bv)[V] = *reinterpret_cast<float(*)[V]>(b + m * V);
+      float(&cv)[V] = *reinterpret_cast<float(*)[V]>(cc + m * V);
+      float(&yv)[V] = *reinterpret_cast<float(*)[V]>(dy + m * V);
+      load_floats<V, REV>(uv, r.u + i0);
+      load_floats<V, REV>(dv, r.dl + i0);
+      if (p.bc_f32) load_floats<V, REV>(bv, Bf + i0), load_floats<V, REV>(cv, Cf + i0);
+      else load_floats<V, REV>(bv, Bt + i0), load_floats<V, REV>(cv, Ct + i0);
+      if (p.y_f32) load_floats<V, REV>(yv, dyf + i0);
+      else load_floats<V, REV>(yv, dyt + i0);
+    }
+  }
+#pragma unroll
+  for (int j = 0; j < kLineChunk; ++j) dy[j] *= p.y_scale;
+}
+
+// dt = softplus(raw) (or raw) and its derivative, from one exponential
+__device__ __forceinline__ float2 dt_and_slope(float raw, bool softplus) {
+  if (!softplus) return make_float2(raw, 1.f);
+  const float e = __expf(fminf(raw, 20.f));
+  return raw > 20.f ? make_float2(raw, 1.f) : make_float2(__logf(1.f + e), __fdividef(e, 1.f + e));
+}
+
+// The first walk: the line's (P, S, S') and, at checkpoints[(i - 1) * stride], the (product of
+// decays, state from zero) before chunk i > 0.
+template <typename T, int V, bool TAIL, bool REV, bool COL>
+__device__ __forceinline__ float3 line_bwd_map(const FusedParams& p, const Line<COL>& ln,
+                                               const LineRoute<T, COL>& r, float2* checkpoints,
+                                               int stride) {
+  float P = 1.f, h = 0.f, S2 = 0.f;
+  for (int c = 0; c < ln.n; c += kLineChunk) {
+    if (c) *checkpoints = make_float2(P, h), checkpoints += stride;
+    float u[kLineChunk], dl[kLineChunk], b[kLineChunk], cc[kLineChunk], dy[kLineChunk];
+    load_line_chunk<T, V, TAIL, REV, COL>(p, ln, r, c, u, dl, b, cc, dy);
+#pragma unroll
+    for (int j = 0; j < kLineChunk; ++j) {
+      const bool in = !TAIL || c + j < ln.n;
+      const float dt = in ? dt_and_slope(dl[j] + r.bias, p.softplus).x : 0.f;
+      const float a = exp2_approx(dt * r.a2);
+      h = fmaf(a, h, dt * u[j] * b[j]);
+      P *= a;
+      if (in) S2 = fmaf(P, cc[j] * dy[j], S2);
+    }
+  }
+  return make_float3(P, h, S2);
+}
+
+// The second walk, chunks last to first, from the line's entering state h_in and carry.  mine:
+// this thread's line in its channel's du plane, bc its line in the dB plane (the dC plane
+// follows at plane_size); sums: its channel's (dA, ddelta_bias) of route k, dD (with_dD: the
+// first route over rows adds (sum_k D_k) dy to du and sums dy u for dD).
+template <typename T, int V, bool TAIL, bool REV, bool COL>
+__device__ __forceinline__ void line_bwd_walk(const FusedParams& p, const Line<COL>& ln,
+                                              const LineRoute<T, COL>& r,
+                                              const float2* checkpoints, int stride, float h_in,
+                                              float carry, float* mine, float* bc, int plane_size,
+                                              float* sums, float* dD, float Dsum, bool with_dD) {
+  const int cell_step = COL ? line_plane_row(p.W) : 1;
+  float dA = 0.f, dbias = 0.f, dDu = 0.f;
+  for (int ci = (ln.n - 1) / kLineChunk; ci >= 0; --ci) {
+    const int c = ci * kLineChunk;
+    const float2 ck = ci ? checkpoints[(ci - 1) * stride] : make_float2(1.f, 0.f);
+    float u[kLineChunk], dl[kLineChunk], b[kLineChunk], cc[kLineChunk], dy[kLineChunk];
+    load_line_chunk<T, V, TAIL, REV, COL>(p, ln, r, c, u, dl, b, cc, dy);
+    float dt[kLineChunk], slope[kLineChunk], a[kLineChunk], h[kLineChunk + 1];
+    h[0] = fmaf(ck.x, h_in, ck.y);  // h[j]: the state before step j, h[j + 1] after it
+#pragma unroll
+    for (int j = 0; j < kLineChunk; ++j) {
+      const float2 ds = dt_and_slope(dl[j] + r.bias, p.softplus);
+      dt[j] = !TAIL || c + j < ln.n ? ds.x : 0.f, slope[j] = ds.y;
+      a[j] = exp2_approx(dt[j] * r.a2);
+      h[j + 1] = fmaf(a[j], h[j], dt[j] * u[j] * b[j]);
+    }
+#pragma unroll
+    for (int j = kLineChunk - 1; j >= 0; --j) {
+      if (TAIL && c + j >= ln.n) continue;
+      const int i = REV ? ln.n - 1 - (c + j) : c + j;  // along the line
+      const float g = fmaf(cc[j], dy[j], carry);
+      const float dlog = g * a[j] * h[j];  // dL/d(dt A) at this step
+      const float ddt = fmaf(dlog, r.A, g * b[j] * u[j]) * slope[j];
+      dA = fmaf(dlog, dt[j], dA), dbias += ddt;
+      r.ddelta[i * ln.step] = from_f<T>(ddt);
+      const int cell = i * cell_step;
+      mine[cell] += fmaf(g * dt[j], b[j], Dsum * dy[j]);
+      atomicAdd(bc + cell, g * dt[j] * u[j]);
+      atomicAdd(bc + plane_size + cell, dy[j] * h[j + 1]);
+      if (with_dD) dDu = fmaf(dy[j], u[j], dDu);
+      carry = a[j] * g;
+    }
+  }
+  atomicAdd(sums, dA);
+  atomicAdd(sums + 1, dbias);
+  if (with_dD) atomicAdd(dD, dDu);
+}
+
+template <typename T, int V, bool TAIL, bool COL>
+__device__ __forceinline__ float3 line_bwd_map_route(const FusedParams& p, const Line<COL>& ln,
+                                                     int k, float2* checkpoints, int stride) {
+  const LineRoute<T, COL> r(p, ln, k);
+  return (p.reversed >> k) & 1
+             ? line_bwd_map<T, V, TAIL, true, COL>(p, ln, r, checkpoints, stride)
+             : line_bwd_map<T, V, TAIL, false, COL>(p, ln, r, checkpoints, stride);
+}
+
+// One launch per orientation, as the forward: the columns' du into p.partial, then the rows'
+// (added to it) into du.  (2 blocks of the most threads: at most 128 registers, the chunk's
+// states, decays and inputs in registers.)
+template <typename T, int V, bool TAIL, bool COL>
+__global__ void __launch_bounds__(kLineMaxThreads, 2) line_bwd_kernel(const FusedParams p) {
+  extern __shared__ float4 line_smem_[];
+  const LineBwdLayout lay = line_bwd_layout(p, COL);
+  float* const smem = reinterpret_cast<float*>(line_smem_);
+  float *planes = smem, *bc = smem + lay.bc, *sums = smem + lay.sums;
+  float2* maps = reinterpret_cast<float2*>(smem + lay.maps);
+  float* adjoint = smem + lay.adjoint;
+  float2* checkpoints = reinterpret_cast<float2*>(smem + lay.checkpoints);
+  const Line<COL> ln(p);
+  const int pr = line_plane_row(p.W), plane_size = p.H * pr, threads = p.cpb * ln.nlines;
+  const int chunks = (ln.n - 1) / kLineChunk;  // with a checkpoint
+  const int b = blockIdx.x % p.batch, d0 = (blockIdx.x / p.batch) * p.cpb;
+  const int64_t first_channel = static_cast<int64_t>(b) * p.dim + d0;
+  const auto each_pixel = [&](auto&& f) {  // f(plane offset, flat offset, channel slot, position)
+    for (int i = threadIdx.x; i < p.cpb * p.L; i += blockDim.x) {
+      const int c = i / p.L, pos = i - c * p.L, row = pos / p.W;
+      f(c * plane_size + row * pr + pos - row * p.W, (first_channel + c) * p.L + pos, c, pos);
+    }
+  };
+  each_pixel([&](int at, int64_t flat, int, int) {
+    planes[at] = !COL && p.transposed ? p.partial[flat] : 0.f;
+  });
+  for (int i = threadIdx.x; i < 2 * plane_size; i += blockDim.x) bc[i] = 0.f;
+  for (int i = threadIdx.x; i < p.cpb * (2 * p.K + 1); i += blockDim.x) sums[i] = 0.f;
+  const int line_cell = COL ? ln.line : ln.line * pr;
+  if (ln.active(p))
+    for (int k = 0, o = 0; k < p.K; ++k)
+      if (ln.walks(p, k)) {
+        const float3 m = line_bwd_map_route<T, V, TAIL, COL>(
+            p, ln, k, checkpoints + o++ * chunks * threads + threadIdx.x, threads);
+        maps[ln.slot(p, k)] = make_float2(m.x, m.y), adjoint[ln.slot(p, k)] = m.z;
+      }
+  __syncthreads();
+  float Dsum = 0.f;  // sum_k D_k dy into du, by the rows' first route
+  if (!COL && p.D && ln.active(p))
+    for (int k = 0; k < p.K; ++k) Dsum += p.D[k * p.dim + ln.d];
+  bool first = !COL;
+  for (int k = 0, o = 0; k < p.K; ++k) {
+    if (!ln.walks(p, k)) continue;  // (the same for every thread of the block)
+    if (ln.active(p)) {
+      const int at = ln.slot(p, k), base = at - ln.rank(p, k);
+      float h = 0.f, carry = 0.f;
+      for (int s = base; s < at; ++s) h = fmaf(maps[s].x, h, maps[s].y);
+      for (int s = base + ln.nlines - 1; s > at; --s) carry = fmaf(maps[s].x, carry, adjoint[s]);
+      const LineRoute<T, COL> r(p, ln, k);
+      const float2* ck = checkpoints + o * chunks * threads + threadIdx.x;
+      float* mine = planes + ln.plane * plane_size + line_cell;
+      float* s = sums + (ln.plane * p.K + k) * 2;
+      float* dD = sums + 2 * p.K * p.cpb + ln.plane;
+      if ((p.reversed >> k) & 1)
+        line_bwd_walk<T, V, TAIL, true, COL>(p, ln, r, ck, threads, h, carry, mine,
+                                             bc + line_cell, plane_size, s, dD, Dsum, first);
+      else
+        line_bwd_walk<T, V, TAIL, false, COL>(p, ln, r, ck, threads, h, carry, mine,
+                                              bc + line_cell, plane_size, s, dD, Dsum, first);
+    }
+    first = false, Dsum = 0.f, ++o;
+    __syncthreads();  // route k's dB / dC, summed over the block's channels, to the outputs
+    const int64_t out = ((static_cast<int64_t>(k) * p.batch + b) * p.G + d0 / (p.dim / p.G)) * p.L;
+    for (int pos = threadIdx.x; pos < p.L; pos += blockDim.x) {
+      const int cell = pos / p.W * pr + pos % p.W;
+      atomicAdd(p.dB + out + pos, bc[cell]);
+      atomicAdd(p.dC + out + pos, bc[plane_size + cell]);
+      bc[cell] = bc[plane_size + cell] = 0.f;
+    }
+    __syncthreads();
+  }
+  for (int i = threadIdx.x; i < p.cpb * p.K; i += blockDim.x) {
+    const int c = i / p.K, k = i - c * p.K, row = k * p.dim + d0 + c;
+    if (((p.transposed >> k) & 1) == COL) {
+      atomicAdd(p.dA + row, sums[2 * i]);
+      if (p.dbias) atomicAdd(p.dbias + row, sums[2 * i + 1]);
+    }
+    if (!COL && p.dD) atomicAdd(p.dD + row, sums[2 * p.K * p.cpb + c]);
+  }
+  each_pixel([&](int at, int64_t flat, int c, int pos) {
+    if (COL) p.partial[flat] = planes[at];
+    else static_cast<T*>(p.du)[b * p.su_b + (d0 + c) * p.su_d + pos] = from_f<T>(planes[at]);
+  });
+}
+
+template <typename T, int V, bool COL, bool TAIL = false>
+void launch_line_bwd_orientation(const FusedParams& p, cudaStream_t stream) {
+  const size_t smem = line_bwd_layout(p, COL).bytes;
+  const auto kernel = line_bwd_kernel<T, V, TAIL, COL>;
+  if (smem > 48 * 1024)
+    cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                         static_cast<int>(smem));
+  const int threads = (p.cpb * (COL ? p.W : p.H) + 31) / 32 * 32;
+  kernel<<<p.batch * (p.dim / p.cpb), threads, smem, stream>>>(p);
+}
+
+// Columns (when any route walks them) into p.partial, then rows into du; rows whose length
+// is a multiple of kLineChunk in runs of p.vec elements, others element by element.
+template <typename T>
+void launch_line_bwd(const FusedParams& p, cudaStream_t stream) {
+  if (p.transposed) {
+    if (p.H % kLineChunk) launch_line_bwd_orientation<T, 1, true, true>(p, stream);
+    else launch_line_bwd_orientation<T, 1, true>(p, stream);
+  }
+  if (p.W % kLineChunk) return launch_line_bwd_orientation<T, 1, false, true>(p, stream);
+  switch (p.vec) {
+    case 8:
+      if constexpr (sizeof(T) == 2) return launch_line_bwd_orientation<T, 8, false>(p, stream);
+      [[fallthrough]];
+    case 4: return launch_line_bwd_orientation<T, 4, false>(p, stream);
+    case 2: return launch_line_bwd_orientation<T, 2, false>(p, stream);
+    default: return launch_line_bwd_orientation<T, 1, false>(p, stream);
+  }
+}
+
 }  // namespace ssops

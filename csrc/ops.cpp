@@ -353,11 +353,12 @@ void cross(const Tensor& src, const Tensor& dst, const Tensor& image, int64_t H,
 
 // ------------------------------------------------------------------------ fused multi-route
 // Elements per row load of the line kernels: the most (up to 16 bytes) that divide W and that
-// every row of u, delta, B and C is aligned to.
-int line_vec(const Tensor& u, const Tensor& delta, const Tensor& B, const Tensor& C, int W) {
+// every row of u, delta, B, C and y / dy is aligned to.
+int line_vec(const Tensor& u, const Tensor& delta, const Tensor& B, const Tensor& C,
+             const Tensor& y, int W) {
   for (int v = 16 / static_cast<int>(u.element_size()); v > 1; v /= 2) {
     bool ok = W % v == 0;
-    for (const Tensor* t : {&u, &delta, &B, &C}) {
+    for (const Tensor* t : {&u, &delta, &B, &C, &y}) {
       ok = ok && reinterpret_cast<uintptr_t>(t->data_ptr()) % (v * t->element_size()) == 0;
       for (int i = 0; i + 1 < t->dim(); ++i) ok = ok && t->stride(i) % v == 0;
     }
@@ -426,7 +427,7 @@ ssops::FusedParams make_fused(const char* op, const Tensor& u, const Tensor& del
   TORCH_CHECK(y.dim() == 3 && y.size(0) == p.batch && y.size(1) == p.dim && y.size(2) == p.L,
               "ssops cuda ", op, ": y / dy must be (batch, dim, L)");
   p.sy_b = y.stride(0), p.sy_d = y.stride(1);
-  if (p.lines) p.vec = line_vec(u, delta, B, C, p.W);
+  if (p.lines) p.vec = line_vec(u, delta, B, C, y, p.W);
   if (z) {
     check_cuda(op, "z", *z, u);
     TORCH_CHECK(z->sizes() == y.sizes() && z->stride(2) == 1 &&
@@ -490,6 +491,16 @@ void fused_bwd(const Tensor& dy, const Tensor& u, const Tensor& delta, const Ten
               "ssops cuda ", op, ": bad gradient buffers");
   TORCH_CHECK(!D == !dD && !bias == !dbias, "ssops cuda ", op, ": gradient buffers missing");
   TORCH_CHECK(p.items <= 8, "ssops cuda ", op, ": at most 8 steps per thread");
+  Tensor partial;  // the line kernels' du of the routes over columns
+  if (p.lines) {
+    TORCH_CHECK(ssops::line_bwd_layout(p, false).bytes <= 200 * 1024 &&
+                    ssops::line_bwd_layout(p, true).bytes <= 200 * 1024,
+                "ssops cuda ", op, ": inconsistent work split (lines)");
+    if (p.transposed) {
+      partial = at::empty({p.batch, p.dim, p.L}, u.options().dtype(at::kFloat));
+      p.partial = partial.data_ptr<float>();
+    }
+  }
   p.dy = dy.data_ptr(), p.du = du.data_ptr(), p.ddelta = ddelta.data_ptr();
   p.dz = dz ? dz->data_ptr() : nullptr;
   p.dA = const_cast<float*>(f32_ptr(op, "dA", dA, u));

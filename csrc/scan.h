@@ -110,9 +110,9 @@ struct CrossParams {
 // A block holds cpb channels of one batch and B / C group, 32 * wpc threads per channel, each
 // thread `items` consecutive steps of a route.
 //
-// lines: the SS2D forward at N = 1 on csrc/line_scan.cuh instead (one thread per grid line of
+// lines: the SS2D core at N = 1 on csrc/line_scan.cuh instead (one thread per grid line of
 // cpb channels; items and wpc unused), vec elements per row load, partial: float32
-// (batch, dim, L) scratch for the routes over columns.
+// (batch, dim, L) scratch for the routes over columns (their y, or their du).
 struct FusedParams {
   int batch, dim, L, N, H, W, K, G;
   unsigned reversed, transposed;  // bit k: route k walks backwards / column-major
@@ -165,6 +165,32 @@ SSOPS_HOST_DEVICE inline int line_maps_offset(const FusedParams& p) {
 }
 SSOPS_HOST_DEVICE inline size_t line_smem_bytes(const FusedParams& p, bool col) {
   return sizeof(float) * line_maps_offset(p) + sizeof(float2) * line_threads(p, col) * p.K;
+}
+
+// The backward's blocks (offsets in floats): the du planes [cpb][H][line_plane_row(W)], the
+// dB and dC planes of the route being walked (summed over the block's channels), the lines'
+// maps [cpb][K][lines] (float2: P, S), the adjoint's S' of each, the states before each chunk
+// of kLineChunk steps but the first [route of the orientation][chunk - 1][thread] (float2),
+// then the channels' sums of dA and ddelta_bias [cpb][K][2] and of dD [cpb].  (At VMamba-T's
+// first stage, 4 channels of 56 x 56, two blocks an SM: 109 KB.)
+constexpr int kLineChunk = 8;
+struct LineBwdLayout {
+  int bc, maps, adjoint, checkpoints, sums;
+  size_t bytes;
+};
+SSOPS_HOST_DEVICE inline LineBwdLayout line_bwd_layout(const FusedParams& p, bool col) {
+  const int plane = p.H * line_plane_row(p.W), lines = col ? p.W : p.H;
+  const int chunks = ((col ? p.H : p.W) + kLineChunk - 1) / kLineChunk;
+  int routes = 0;  // walking this orientation
+  for (int k = 0; k < p.K; ++k) routes += static_cast<int>(((p.transposed >> k) & 1) == col);
+  LineBwdLayout s;
+  s.bc = p.cpb * plane;
+  s.maps = (s.bc + 2 * plane + 1) & ~1;
+  s.adjoint = s.maps + 2 * p.cpb * p.K * lines;
+  s.checkpoints = (s.adjoint + p.cpb * p.K * lines + 1) & ~1;
+  s.sums = s.checkpoints + 2 * routes * (chunks - 1) * p.cpb * lines;
+  s.bytes = sizeof(float) * (s.sums + p.cpb * (2 * p.K + 1));
+  return s;
 }
 
 void launch_fused_fp32(const FusedParams& p, bool backward, cudaStream_t stream);

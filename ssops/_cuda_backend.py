@@ -253,9 +253,10 @@ def fast_path(op, tensors, backward):
     aligned element by element (VMamba-T stage 4, L = 49: Triton is faster), and its backward
     holds 8 warps an SM (255 registers), so under two waves of them the last leaves SMs idle
     (stage 1: Triton is faster).  And the SS2D core's forward on the line kernels, up to
-    64 x 64 grids (faster than Triton's at VMamba-T's four stages, 28 x 28 to 56 x 56)."""
+    64 x 64 grids (faster than Triton's at VMamba-T's four stages, 28 x 28 to 56 x 56), and its
+    backward there too."""
     if op == "cross_selective_scan":
-        return not backward and _lines_forward(tensors)
+        return _on_lines(tensors, backward)
     if not _takes_lanes(op, tensors):
         return False
     u = tensors["u"]
@@ -266,20 +267,21 @@ def fast_path(op, tensors, backward):
     return u.shape[-1] * u.element_size() % 8 == 0
 
 
-LINE_FAST_SIDE = 64  # the line kernels' forward is auto's first choice up to this grid side
+LINE_FAST_SIDE = 64  # the line kernels are auto's first choice up to this grid side
 
 
-def _lines_forward(tensors):
-    """Whether the SS2D forward runs on the line kernels and they are auto's first choice:
-    channel-first x (the layout is not among the tensors: x's channels and pixels against
-    delta's), N = 1, every side at most LINE_FAST_SIDE."""
+def _on_lines(tensors, backward):
+    """Whether the SS2D forward (backward) runs on the line kernels and they are auto's first
+    choice: channel-first x (the layout is not among the tensors: x's channels and pixels
+    against delta's), N = 1, every side at most LINE_FAST_SIDE."""
     x, delta, A = (tensors[k] for k in ("x", "delta", "A"))
     if why_not("cross_selective_scan", tensors) or x.dim() != 4 or A.shape[-1] != 1:
         return False
     batch, K, c, L = delta.shape
     H, W = x.shape[2:]
     return (x.shape[1] == c and H * W == L and max(H, W) <= LINE_FAST_SIDE
-            and _line_split(H, W, K, c) is not None)
+            and (LINE_BACKWARD if backward else LINE_FORWARD)
+            and _line_split(H, W, K, c, backward) is not None)
 
 
 LANE_STEPS = 16  # csrc/scan.h kLaneSteps: steps per chunk of the states-on-lanes kernels
@@ -397,10 +399,11 @@ FUSED_PRELOAD_SMEM = 48 * 1024  # every route's inputs loaded up front when they
 # The SS2D core below this many pixels runs one launch per route: faster there on the H100
 # (VMamba-T stages 3-4; bench/NOTES.md, "CUDA fused multi-route kernels").
 FUSED_CROSS_MIN_L = 512
-# The SS2D forward at N = 1 runs on the line kernels (csrc/line_scan.cuh) wherever a block
-# holds a channel's lines (a switch for timing them against the fused kernels:
-# bench/ss2d_forward.py).
+# The SS2D core at N = 1 runs on the line kernels (csrc/line_scan.cuh) wherever a block
+# holds a channel's lines (switches for timing them against the other kernels:
+# bench/ss2d.py).
 LINE_FORWARD = True
+LINE_BACKWARD = True
 
 
 def _fused_smem(L, N, cpb, wpc, backward, elem_bytes, copies, ks=1, own_u=False):
@@ -455,12 +458,28 @@ LINE_THREADS = 256  # csrc/scan.h kLineMaxThreads
 LINE_CHANNELS = 16
 
 
-def _line_split(H, W, K, dpg):
+def _line_smem(H, W, K, cpb, backward):
+    """csrc/scan.h line_smem_bytes, or the larger of the two orientations' line_bwd_layout."""
+    plane = H * (W | 1)
+    if not backward:
+        return 4 * cpb * plane + 8 * cpb * max(H, W) * K + 4
+    flags = next(f for f in ROUTE_FLAGS.values() if len(f) == K)
+
+    def orientation(col):
+        lines, n = (W, H) if col else (H, W)
+        routes = sum(tr == col for _, tr in flags)
+        adjoint = ((cpb * plane + 2 * plane + 1) & ~1) + 2 * cpb * K * lines
+        checkpoints = (adjoint + cpb * K * lines + 1) & ~1
+        return 4 * (checkpoints + 2 * routes * ((n - 1) // 8) * cpb * lines + cpb * (2 * K + 1))
+    return max(orientation(False), orientation(True))
+
+
+def _line_split(H, W, K, dpg, backward=False):
     """The line kernels' split (0, 0, channels per block, 0, 1) (csrc/scan.h FusedParams), or
-    None where a grid's lines outnumber a block's threads or its plane overflows shared
+    None where a grid's lines outnumber a block's threads or its planes overflow shared
     memory."""
     lines = max(H, W)  # a block's threads: its channels' rows, or their columns
-    smem = lambda cpb: 4 * cpb * H * (W | 1) + 8 * cpb * lines * K + 4  # noqa: E731 (scan.h)
+    smem = functools.partial(_line_smem, H, W, K, backward=backward)
     if lines > LINE_THREADS or smem(1) > FUSED_MAX_SMEM:
         return None
     cpb = 1
@@ -591,7 +610,8 @@ def _cross_fused(x, delta, A, B, C, D, delta_bias, layout, routes, backward):
         return None, None
     batch, c, H, W = x.shape
     K, L = delta.shape[1], H * W
-    lines = LINE_FORWARD and not backward and A.shape[-1] == 1 and _line_split(H, W, K, c)
+    lines = ((LINE_BACKWARD if backward else LINE_FORWARD) and A.shape[-1] == 1
+             and _line_split(H, W, K, c, backward))
     if L < FUSED_CROSS_MIN_L and not lines:
         return None, None
     u, d4 = x.view(1, batch, c, L), delta.transpose(0, 1)
@@ -693,14 +713,15 @@ def cross_selective_scan_fwd(x, delta, A, B, C, D, delta_bias, delta_softplus, l
 
 def cross_selective_scan_bwd(dy, x, delta, A, B, C, D, delta_bias, delta_softplus, layout,
                              routes):
-    split = _cross_lanes(x, delta, A, B, C, layout)
+    plan, views = _cross_fused(x, delta, A, B, C, D, delta_bias, layout, routes, True)
+    on_lines = plan is not None and len(plan[0]) > 4
+    split = None if on_lines else _cross_lanes(x, delta, A, B, C, layout)
     if split:
         x, delta, A, B, C, D, delta_bias = _routes.cross_inputs(x, delta, A, B, C, D, delta_bias)
         dx, ddelta, dA, dB, dC, dD, dbias = _cross_lanes_bwd(
             split, dy.contiguous(), x, delta, A, B, C, D, delta_bias, delta_softplus, routes)
         return (dx, ddelta, _routes.cast(dA, A), dB, dC, _routes.cast(dD, D),
                 _routes.cast(dbias, delta_bias))
-    plan, views = _cross_fused(x, delta, A, B, C, D, delta_bias, layout, routes, True)
     if plan is None:
         return _routes.cross_selective_scan_bwd(_this, dy, x, delta, A, B, C, D, delta_bias,
                                                 delta_softplus, layout, routes)

@@ -106,6 +106,7 @@ def fused_cuda(monkeypatch):
     _cuda_backend = _cuda_backend_or_skip()
     monkeypatch.setattr(_cuda_backend, "FUSED_CROSS_MIN_L", 0)
     monkeypatch.setattr(_cuda_backend, "LINE_FORWARD", False)
+    monkeypatch.setattr(_cuda_backend, "LINE_BACKWARD", False)
     calls = {"fwd": 0, "bwd": 0}
     for kind in calls:
         real = getattr(_cuda_backend, f"_fused_{kind}")
@@ -119,15 +120,17 @@ def fused_cuda(monkeypatch):
 
 @pytest.fixture
 def line_cuda(monkeypatch):
-    """The cuda backend, counting the SS2D forwards that run on the line kernel."""
+    """The cuda backend, counting the SS2D forwards and backwards that run on the line kernels
+    ({"fwd": n, "bwd": n})."""
     _cuda_backend = _cuda_backend_or_skip()
-    calls = {"fwd": 0}
-    real = _cuda_backend._fused_fwd
+    calls = {"fwd": 0, "bwd": 0}
+    for kind in calls:
+        real = getattr(_cuda_backend, f"_fused_{kind}")
 
-    def counted(plan, *args):
-        calls["fwd"] += len(plan[0]) > 4 and plan[0][4] == 1
-        return real(plan, *args)
-    monkeypatch.setattr(_cuda_backend, "_fused_fwd", counted)
+        def counted(plan, *args, _real=real, _kind=kind):
+            calls[_kind] += len(plan[0]) > 4 and plan[0][4] == 1
+            return _real(plan, *args)
+        monkeypatch.setattr(_cuda_backend, f"_fused_{kind}", counted)
     return calls
 
 
@@ -138,6 +141,7 @@ def lane_cuda(monkeypatch):
     a forward)."""
     _cuda_backend = _cuda_backend_or_skip()
     monkeypatch.setattr(_cuda_backend, "LANE_SCAN_MIN_WARPS", 0)
+    monkeypatch.setattr(_cuda_backend, "LINE_BACKWARD", False)
     calls = {"fwd": 0, "bwd": 0}
     ext = _cuda_backend._ext()
 

@@ -135,35 +135,38 @@ def test_cuda_fused(fused_cuda, H, W, N, dtype, fused_bwd):
 
 
 @pytest.mark.parametrize("H,W,channels,routes,dtype,out_dtype,lines", [
-    (8, 16, 32, "cross", torch.float16, None, 1),          # 16-byte rows, 16 channels a block
-    (7, 7, 48, "cross", torch.bfloat16, torch.float32, 1),  # element rows, column tails, 16 a block
-    (28, 28, 4, "cross", torch.float16, None, 1),          # VMamba-T stage 2's grid
-    (37, 11, 3, "cross", torch.float32, None, 1),          # odd sides, one channel a block
-    (12, 20, 8, "bidi", torch.float32, None, 1),           # rows only
-    (5, 14, 6, "unidi", torch.float16, None, 1),           # one route, 2-step row loads
-    (2, 300, 2, "cross", torch.float32, None, 0),  # 300 columns: over a block's threads
+    (8, 16, 32, "cross", torch.float16, None, 1),   # 16-byte rows, 16 channels a block
+    (7, 7, 48, "cross", torch.bfloat16, torch.float32, 1),  # element rows, column tails; dy f32
+    (28, 28, 4, "cross", torch.float16, None, 1),   # VMamba-T stage 2's grid
+    (37, 11, 3, "cross", torch.float32, None, 1),   # odd sides, one channel a block
+    (12, 20, 8, "bidi", torch.float32, None, 1),    # rows only
+    (5, 14, 6, "unidi", torch.float16, None, 1),    # one route, 2-step row loads (forward)
+    (16, 24, 2, "cross", torch.float16, None, 1),   # backward: 8-step chunks, no tails
+    (9, 32, 4, "cross", torch.float32, None, 1),    # backward: 4-element rows, column tails
+    (2, 300, 2, "cross", torch.float32, None, 0),   # 300 columns: over a block's threads
 ])
-def test_cuda_line_forward(line_cuda, H, W, channels, routes, dtype, out_dtype, lines):
-    """N = 1, channel-first: the forward on one thread per grid line (csrc/line_scan.cuh), or
-    on the fused / per-route kernels where a block can't hold a channel's lines."""
+def test_cuda_lines(line_cuda, H, W, channels, routes, dtype, out_dtype, lines):
+    """N = 1, channel-first: the forward and the backward on one thread per grid line
+    (csrc/line_scan.cuh), or on the other kernels where a block can't hold a channel's
+    lines."""
     args, kw = testing.make_cross_selective_scan_inputs(2, channels, H, W, N=1, routes=routes,
                                                         dtype=dtype, device=DEVICE)
     testing.assert_backends_agree("cross_selective_scan", *args, backends=["cuda"],
-                                  out_dtype=out_dtype, grads=False, **kw)
-    assert line_cuda["fwd"] == lines
+                                  out_dtype=out_dtype, **kw)
+    assert line_cuda == {"fwd": lines, "bwd": lines}
 
 
-def test_cuda_line_forward_unaligned_rows(line_cuda):
+def test_cuda_lines_unaligned_rows(line_cuda):
     """x and delta at an odd element offset (contiguous views one element into a buffer), B / C
-    float32 beside a float16 x: the rows are read element by element."""
+    float32 beside a float16 x: the rows are read element by element, forward and backward."""
     (x, delta, A, B, C), kw = testing.make_cross_selective_scan_inputs(
         2, 4, 8, 16, N=1, dtype=torch.float16, device=DEVICE)
 
     def shifted(t):
         return torch.empty(t.numel() + 1, device=DEVICE, dtype=t.dtype)[1:].view_as(t).copy_(t)
     testing.assert_backends_agree("cross_selective_scan", shifted(x), shifted(delta), A,
-                                  B.float(), C.float(), backends=["cuda"], grads=False, **kw)
-    assert line_cuda["fwd"] == 1
+                                  B.float(), C.float(), backends=["cuda"], **kw)
+    assert line_cuda == {"fwd": 1, "bwd": 1}
 
 
 @pytest.mark.parametrize("H,W,dtype,out_dtype", [

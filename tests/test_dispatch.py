@@ -191,9 +191,9 @@ def test_cuda_fast_path_is_the_lane_kernels(monkeypatch):
     assert cuda.fast_path("bidirectional_scan", tensors(64, 768, 197, 16, lead=(2,)), True)
 
 
-def test_cuda_fast_path_of_the_ss2d_forward(monkeypatch):
-    """The SS2D core's forward on the line kernels up to 64 x 64 grids (VMamba-T's stages),
-    channel-first and N = 1 only; never its backward."""
+def test_cuda_fast_path_of_the_ss2d_core(monkeypatch):
+    """The SS2D core's forward and backward on the line kernels up to 64 x 64 grids (VMamba-T's
+    stages), channel-first and N = 1 only."""
     from ssops import _cuda_backend as cuda
     monkeypatch.setattr(cuda, "why_not", lambda op, tensors: None)  # meta tensors stand in
 
@@ -205,8 +205,9 @@ def test_cuda_fast_path_of_the_ss2d_forward(monkeypatch):
 
     for c, side in ((96, 56), (192, 28), (384, 14), (768, 7)):
         assert cuda.fast_path("cross_selective_scan", tensors(c, side, side), False)
-        assert not cuda.fast_path("cross_selective_scan", tensors(c, side, side), True)
-    assert not cuda.fast_path("cross_selective_scan", tensors(96, 96, 96), False)
+        assert cuda.fast_path("cross_selective_scan", tensors(c, side, side), True)
+    for backward in (False, True):
+        assert not cuda.fast_path("cross_selective_scan", tensors(96, 96, 96), backward)
     assert not cuda.fast_path("cross_selective_scan", tensors(192, 28, 28, N=16), False)
     assert not cuda.fast_path("cross_selective_scan", tensors(192, 28, 28, layout="bhwc"), False)
 
