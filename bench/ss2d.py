@@ -3,8 +3,10 @@
 Forward: the cuda line kernels (csrc/line_scan.cuh), the cuda fused kernels (csrc/fused.cuh),
 the triton backend, and the unfused pipeline (cross_scan, one selective scan over the routes'
 channels, cross_merge) on cuda and on triton.  Backward (--backward): the cuda line kernels,
-the cuda states-on-lanes backward (the routes' copies, one flat backward, the merge), the
-triton backend, and the unfused pipeline's backward (its autograd fwd+bwd less its fwd).
+the cuda states-on-lanes backward (the routes' copies, one flat backward, the merge) and the
+triton backend.  (Not the unfused pipeline's: models.unfused_core puts delta / B / C in route
+order by torch indexing, whose backward, a scatter, would dominate; run.py compares with the
+H100 anchors of VMamba's own pipeline instead.)
 
 ms are CUDA-event medians of 30 after 5 warm-ups; GB/s count the bytes the fused op must move
 once (forward: x, delta, B, C in, y out; backward: those and dy in, dx, ddelta, dB, dC out);
@@ -51,28 +53,19 @@ def forward_ways(x, delta, A, B, C, D, bias, triton, call):
     }
 
 
-def backward_ways(x, delta, A, B, C, D, bias, triton, call):
-    dy = torch.randn_like(x)
+def backward_ways(triton, call):
+    dy = torch.randn_like(call[0])
     bwd_call = (dy, *call[:-1])
 
     def lanes():
         with switched(LINE_BACKWARD=False):
             return cuda.cross_selective_scan_bwd(*bwd_call)
 
-    def unfused(backend):
-        leaves = [t.detach().requires_grad_() for t in (x, delta, A, B, C, D, bias)]
-        fwd = lambda: unfused_core(*leaves, backend=backend)  # noqa: E731
-        both = lambda: torch.autograd.grad(fwd(), leaves, dy)  # noqa: E731
-        fwd_ms = time_ms(fwd, warmup=5, repeat=30)
-        return both, fwd_ms
-    ways = {
-        "cuda lines": (lambda: cuda.cross_selective_scan_bwd(*bwd_call), 0.0),
-        "cuda lanes": (lanes, 0.0),
-        "triton": (lambda: triton.cross_selective_scan_bwd(*bwd_call), 0.0),
-        "cuda unfused": unfused("cuda"),
-        "triton unfused": unfused("triton"),
+    return {
+        "cuda lines": lambda: cuda.cross_selective_scan_bwd(*bwd_call),
+        "cuda lanes": lanes,
+        "triton": lambda: triton.cross_selective_scan_bwd(*bwd_call),
     }
-    return ways
 
 
 def max_rel_diff(out, ref):
@@ -101,18 +94,17 @@ def main():
         call = (x, delta, A, B, C, D, bias, True, "bchw", "cross", dtype)
         once = sum(t.numel() * t.element_size() for t in (x, delta, B, C))
         if args.backward:
-            ways = backward_ways(x, delta, A, B, C, D, bias, triton, call)
+            ways = backward_ways(triton, call)
             nbytes = 2 * once + x.numel() * x.element_size()  # dy in; dx, ddelta, dB, dC out
         else:
-            ways = {k: (f, 0.0) for k, f in forward_ways(x, delta, A, B, C, D, bias, triton,
-                                                          call).items()}
+            ways = forward_ways(x, delta, A, B, C, D, bias, triton, call)
             nbytes = once + x.numel() * x.element_size()  # y out
-        ref = ways["cuda lines"][0]()
+        ref = ways["cuda lines"]()
         case = dict(batch=batch, channels=channels, H=side, W=side, N=N, dtype=str(dtype),
                     bytes=nbytes, ways={})
-        for way, (fn, less_ms) in ways.items():
+        for way, fn in ways.items():
             diff = max_rel_diff(fn(), ref)
-            ms = time_ms(fn, warmup=5, repeat=30) - less_ms
+            ms = time_ms(fn, warmup=5, repeat=30)
             case["ways"][way] = dict(ms=ms, GBps=nbytes / ms / 1e6, max_rel_diff=diff)
             print(f"{name:8} {pass_:8} {way:15} {ms:7.3f} ms {nbytes / ms / 1e6:7.0f} GB/s  "
                   f"diff {diff:.1e}", flush=True)

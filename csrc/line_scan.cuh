@@ -19,20 +19,22 @@
 namespace ssops {
 
 // This thread's line: channel d of batch b (slot `plane` of the block), line `line` of its
-// orientation, n steps long, its first element at grid offset `first`, `step` apart.
+// orientation, n steps long, its first element at grid offset `first`, `step` apart.  Threads
+// take a channel's lines in turn, or (by_channel) a line's channels in neighbouring lanes.
 template <bool COL>
 struct Line {
   int b, d, plane, line, n, nlines;
   int64_t first, step;
-  __device__ explicit Line(const FusedParams& p) {
+  __device__ explicit Line(const FusedParams& p, bool by_channel = false) {
     nlines = COL ? p.W : p.H;
-    plane = threadIdx.x / nlines, line = threadIdx.x - plane * nlines;
+    if (by_channel) line = threadIdx.x / p.cpb, plane = threadIdx.x - line * p.cpb;
+    else plane = threadIdx.x / nlines, line = threadIdx.x - plane * nlines;
     b = blockIdx.x % p.batch, d = (blockIdx.x / p.batch) * p.cpb + plane;
     n = COL ? p.H : p.W;
     first = COL ? line : static_cast<int64_t>(line) * p.W;
     step = COL ? p.W : 1;
   }
-  __device__ bool active(const FusedParams& p) const { return plane < p.cpb; }
+  __device__ bool active(const FusedParams& p) const { return plane < p.cpb && line < nlines; }
   __device__ bool walks(const FusedParams& p, int k) const {
     return ((p.transposed >> k) & 1) == COL;
   }
@@ -237,8 +239,16 @@ void launch_line_fwd(const FusedParams& p, cudaStream_t stream) {
 // its entering state and the later lines' into its entering carry; then walks its chunks last
 // to first, recomputing each chunk's states in registers and stepping the adjoint back through
 // them.  du sums its routes in the thread's own line of the block's planes (as the forward's
-// y); dB / dC sum the block's channels in shared memory, added to the float32 outputs after
-// each route.
+// y).  dB / dC are summed over the block's channels, which hold a line in neighbouring lanes,
+// by shuffles, into the line's cells of two shared planes (no atomics: shared float atomics
+// are compare-and-swap loops), added to the float32 outputs after each route.
+
+// The sum over the lanes holding this thread's line (cpb neighbours, cpb a power of 2).
+__device__ __forceinline__ float line_sum(float v, int cpb) {
+  const unsigned lanes = (0xffffffffu >> (32 - cpb)) << ((threadIdx.x & 31) & ~(cpb - 1));
+  for (int m = 1; m < cpb; m *= 2) v += __shfl_xor_sync(lanes, v, m);
+  return v;
+}
 
 // Route k over this thread's line: its inputs, its ddelta and its parameters.
 template <typename T, bool COL>
@@ -374,8 +384,8 @@ __device__ __forceinline__ void line_bwd_walk(const FusedParams& p, const Line<C
       r.ddelta[i * ln.step] = from_f<T>(ddt);
       const int cell = i * cell_step;
       mine[cell] += fmaf(g * dt[j], b[j], Dsum * dy[j]);
-      atomicAdd(bc + cell, g * dt[j] * u[j]);
-      atomicAdd(bc + plane_size + cell, dy[j] * h[j + 1]);
+      const float dB = line_sum(g * dt[j] * u[j], p.cpb), dC = line_sum(dy[j] * h[j + 1], p.cpb);
+      if (ln.plane == 0) bc[cell] += dB, bc[plane_size + cell] += dC;
       if (with_dD) dDu = fmaf(dy[j], u[j], dDu);
       carry = a[j] * g;
     }
@@ -406,7 +416,7 @@ __global__ void __launch_bounds__(kLineMaxThreads, 2) line_bwd_kernel(const Fuse
   float2* maps = reinterpret_cast<float2*>(smem + lay.maps);
   float* adjoint = smem + lay.adjoint;
   float2* checkpoints = reinterpret_cast<float2*>(smem + lay.checkpoints);
-  const Line<COL> ln(p);
+  const Line<COL> ln(p, true);
   const int pr = line_plane_row(p.W), plane_size = p.H * pr, threads = p.cpb * ln.nlines;
   const int chunks = (ln.n - 1) / kLineChunk;  // with a checkpoint
   const int b = blockIdx.x % p.batch, d0 = (blockIdx.x / p.batch) * p.cpb;
