@@ -19,22 +19,20 @@
 namespace ssops {
 
 // This thread's line: channel d of batch b (slot `plane` of the block), line `line` of its
-// orientation, n steps long, its first element at grid offset `first`, `step` apart.  Threads
-// take a channel's lines in turn, or (by_channel) a line's channels in neighbouring lanes.
+// orientation, n steps long, its first element at grid offset `first`, `step` apart.
 template <bool COL>
 struct Line {
   int b, d, plane, line, n, nlines;
   int64_t first, step;
-  __device__ explicit Line(const FusedParams& p, bool by_channel = false) {
+  __device__ explicit Line(const FusedParams& p) {
     nlines = COL ? p.W : p.H;
-    if (by_channel) line = threadIdx.x / p.cpb, plane = threadIdx.x - line * p.cpb;
-    else plane = threadIdx.x / nlines, line = threadIdx.x - plane * nlines;
+    plane = threadIdx.x / nlines, line = threadIdx.x - plane * nlines;
     b = blockIdx.x % p.batch, d = (blockIdx.x / p.batch) * p.cpb + plane;
     n = COL ? p.H : p.W;
     first = COL ? line : static_cast<int64_t>(line) * p.W;
     step = COL ? p.W : 1;
   }
-  __device__ bool active(const FusedParams& p) const { return plane < p.cpb && line < nlines; }
+  __device__ bool active(const FusedParams& p) const { return plane < p.cpb; }
   __device__ bool walks(const FusedParams& p, int k) const {
     return ((p.transposed >> k) & 1) == COL;
   }
@@ -65,6 +63,17 @@ __device__ __forceinline__ void load_floats(float (&v)[V], const T* at) {
 // line's map (P, S).  kPlane starts from h and adds (`add`, else stores) C h + Dsum u into the
 // thread's row or column of `plane`; kSum (columns) writes that plus the plane, the columns'
 // float32 sum, to p.partial.
+// V floats to `at` as T (aligned to V elements, whole vector stores), given in walk order.
+template <int V, bool REV, typename T>
+__device__ __forceinline__ void store_floats(const float (&v)[V], T* at) {
+  Packed<V, T> raw;
+#pragma unroll
+  for (int j = 0; j < V; ++j) raw.e[REV ? V - 1 - j : j] = from_f<T>(v[j]);
+#pragma unroll
+  for (int i = 0; i < Vec<V, T>::count; ++i)
+    reinterpret_cast<typename Vec<V, T>::type*>(at)[i] = raw.vec[i];
+}
+
 template <typename T, int V, bool TAIL, bool REV, bool COL, LinePass PASS>
 __device__ __forceinline__ float2 walk_line(const FusedParams& p, const Line<COL>& ln, int k,
                                             float h, float* plane, bool add, float Dsum) {
@@ -239,16 +248,8 @@ void launch_line_fwd(const FusedParams& p, cudaStream_t stream) {
 // its entering state and the later lines' into its entering carry; then walks its chunks last
 // to first, recomputing each chunk's states in registers and stepping the adjoint back through
 // them.  du sums its routes in the thread's own line of the block's planes (as the forward's
-// y).  dB / dC are summed over the block's channels, which hold a line in neighbouring lanes,
-// by shuffles, into the line's cells of two shared planes (no atomics: shared float atomics
-// are compare-and-swap loops), added to the float32 outputs after each route.
-
-// The sum over the lanes holding this thread's line (cpb neighbours, cpb a power of 2).
-__device__ __forceinline__ float line_sum(float v, int cpb) {
-  const unsigned lanes = (0xffffffffu >> (32 - cpb)) << ((threadIdx.x & 31) & ~(cpb - 1));
-  for (int m = 1; m < cpb; m *= 2) v += __shfl_xor_sync(lanes, v, m);
-  return v;
-}
+// y); dB / dC sum the block's channels in shared memory, added to the float32 outputs after
+// each route.
 
 // Route k over this thread's line: its inputs, its ddelta and its parameters.
 template <typename T, bool COL>
@@ -364,7 +365,7 @@ __device__ __forceinline__ void line_bwd_walk(const FusedParams& p, const Line<C
     const float2 ck = ci ? checkpoints[(ci - 1) * stride] : make_float2(1.f, 0.f);
     float u[kLineChunk], dl[kLineChunk], b[kLineChunk], cc[kLineChunk], dy[kLineChunk];
     load_line_chunk<T, V, TAIL, REV, COL>(p, ln, r, c, u, dl, b, cc, dy);
-    float dt[kLineChunk], slope[kLineChunk], a[kLineChunk], h[kLineChunk + 1];
+    float dt[kLineChunk], slope[kLineChunk], a[kLineChunk], h[kLineChunk + 1], dd[kLineChunk];
     h[0] = fmaf(ck.x, h_in, ck.y);  // h[j]: the state before step j, h[j + 1] after it
 #pragma unroll
     for (int j = 0; j < kLineChunk; ++j) {
@@ -380,14 +381,20 @@ __device__ __forceinline__ void line_bwd_walk(const FusedParams& p, const Line<C
       const float g = fmaf(cc[j], dy[j], carry);
       const float dlog = g * a[j] * h[j];  // dL/d(dt A) at this step
       const float ddt = fmaf(dlog, r.A, g * b[j] * u[j]) * slope[j];
-      dA = fmaf(dlog, dt[j], dA), dbias += ddt;
-      r.ddelta[i * ln.step] = from_f<T>(ddt);
+      dA = fmaf(dlog, dt[j], dA), dbias += ddt, dd[j] = ddt;
+      if constexpr (COL || TAIL) r.ddelta[i * ln.step] = from_f<T>(ddt);
       const int cell = i * cell_step;
       mine[cell] += fmaf(g * dt[j], b[j], Dsum * dy[j]);
-      const float dB = line_sum(g * dt[j] * u[j], p.cpb), dC = line_sum(dy[j] * h[j + 1], p.cpb);
-      if (ln.plane == 0) bc[cell] += dB, bc[plane_size + cell] += dC;
+      atomicAdd(bc + cell, g * dt[j] * u[j]);
+      atomicAdd(bc + plane_size + cell, dy[j] * h[j + 1]);
       if (with_dD) dDu = fmaf(dy[j], u[j], dDu);
       carry = a[j] * g;
+    }
+    if constexpr (!COL && !TAIL) {  // rows: ddelta in whole runs (a thread's stores: one row)
+#pragma unroll
+      for (int m = 0; m < kLineChunk / V; ++m)
+        store_floats<V, REV>(*reinterpret_cast<const float(*)[V]>(dd + m * V),
+                             r.ddelta + (REV ? ln.n - c - (m + 1) * V : c + m * V));
     }
   }
   atomicAdd(sums, dA);
@@ -416,7 +423,7 @@ __global__ void __launch_bounds__(kLineMaxThreads, 2) line_bwd_kernel(const Fuse
   float2* maps = reinterpret_cast<float2*>(smem + lay.maps);
   float* adjoint = smem + lay.adjoint;
   float2* checkpoints = reinterpret_cast<float2*>(smem + lay.checkpoints);
-  const Line<COL> ln(p, true);
+  const Line<COL> ln(p);
   const int pr = line_plane_row(p.W), plane_size = p.H * pr, threads = p.cpb * ln.nlines;
   const int chunks = (ln.n - 1) / kLineChunk;  // with a checkpoint
   const int b = blockIdx.x % p.batch, d0 = (blockIdx.x / p.batch) * p.cpb;

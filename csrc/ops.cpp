@@ -398,8 +398,7 @@ ssops::FusedParams make_fused(const char* op, const Tensor& u, const Tensor& del
                   dpg % p.cpb == 0 && A.dim() == 3 && A.size(0) == p.K && A.size(1) == p.dim,
               "ssops cuda ", op, ": inconsistent shapes");
   if (p.lines) {
-    TORCH_CHECK(p.N == 1 && !z && u.size(0) == 1 && p.cpb > 0 && (p.cpb & (p.cpb - 1)) == 0 &&
-                    p.cpb <= 32 &&
+    TORCH_CHECK(p.N == 1 && !z && u.size(0) == 1 && p.cpb > 0 &&
                     std::max(p.H, p.W) * p.cpb <= ssops::kLineMaxThreads &&
                     ssops::line_smem_bytes(p, p.W > p.H) <= 200 * 1024,
                 "ssops cuda ", op, ": inconsistent work split (lines)");
