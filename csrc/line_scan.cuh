@@ -59,10 +59,6 @@ __device__ __forceinline__ void load_floats(float (&v)[V], const T* at) {
   for (int j = 0; j < V; ++j) v[j] = to_f(raw.e[REV ? V - 1 - j : j]);
 }
 
-// One route k over this thread's line, walked in the route's direction.  kMap returns the
-// line's map (P, S).  kPlane starts from h and adds (`add`, else stores) C h + Dsum u into the
-// thread's row or column of `plane`; kSum (columns) writes that plus the plane, the columns'
-// float32 sum, to p.partial.
 // V floats to `at` as T (aligned to V elements, whole vector stores), given in walk order.
 template <int V, bool REV, typename T>
 __device__ __forceinline__ void store_floats(const float (&v)[V], T* at) {
@@ -74,7 +70,12 @@ __device__ __forceinline__ void store_floats(const float (&v)[V], T* at) {
     reinterpret_cast<typename Vec<V, T>::type*>(at)[i] = raw.vec[i];
 }
 
-template <typename T, int V, bool TAIL, bool REV, bool COL, LinePass PASS>
+// One route k over this thread's line, walked in the route's direction.  kMap returns the
+// line's map (P, S).  kPlane starts from h and adds (`add`, else stores) C h + Dsum u into the
+// thread's row or column of `plane`; kSum (columns) writes that plus the plane, the columns'
+// float32 sum, to p.partial.  MIXED: B / C may be float32 beside a half x (p.bc_f32; else they
+// are T, and the column loads are not issued both ways).
+template <typename T, int V, bool TAIL, bool REV, bool COL, LinePass PASS, bool MIXED>
 __device__ __forceinline__ float2 walk_line(const FusedParams& p, const Line<COL>& ln, int k,
                                             float h, float* plane, bool add, float Dsum) {
   const int row = k * p.dim + ln.d;
@@ -87,6 +88,7 @@ __device__ __forceinline__ float2 walk_line(const FusedParams& p, const Line<COL
   const int64_t co = k * p.sC_k + ln.b * p.sC_b + g * p.sC_g + ln.first;
   const float *Bf = static_cast<const float*>(p.B) + bo, *Cf = static_cast<const float*>(p.C) + co;
   const T *Bt = static_cast<const T*>(p.B) + bo, *Ct = static_cast<const T*>(p.C) + co;
+  const bool bc_f32 = MIXED && p.bc_f32;
   float* sum = PASS == kSum
                    ? p.partial + (static_cast<int64_t>(ln.b) * p.dim + ln.d) * p.L + ln.first
                    : nullptr;
@@ -107,14 +109,14 @@ __device__ __forceinline__ float2 walk_line(const FusedParams& p, const Line<COL
       for (int j = 0; j < V; ++j) {
         const int o = !TAIL || c + j < ln.n ? at + j * grid_step : 0;
         uv[j] = to_f(u[o]), dv[j] = to_f(dl[o]);
-        bv[j] = p.bc_f32 ? Bf[o] : to_f(Bt[o]);
-        if constexpr (PASS != kMap) cv[j] = p.bc_f32 ? Cf[o] : to_f(Ct[o]);
+        bv[j] = bc_f32 ? Bf[o] : to_f(Bt[o]);
+        if constexpr (PASS != kMap) cv[j] = bc_f32 ? Cf[o] : to_f(Ct[o]);
       }
     } else {  // whole aligned runs of V (the launch checks W % V == 0)
       const int i0 = REV ? ln.n - V - c : c;  // this run's first element along the line
       load_floats<V, REV>(uv, u + i0);
       load_floats<V, REV>(dv, dl + i0);
-      if (p.bc_f32) {
+      if (bc_f32) {
         load_floats<V, REV>(bv, Bf + i0);
         if constexpr (PASS != kMap) load_floats<V, REV>(cv, Cf + i0);
       } else {
@@ -143,12 +145,12 @@ __device__ __forceinline__ float2 walk_line(const FusedParams& p, const Line<COL
   return make_float2(prod, h);
 }
 
-template <typename T, int V, bool TAIL, bool COL, LinePass PASS>
+template <typename T, int V, bool TAIL, bool COL, LinePass PASS, bool MIXED>
 __device__ __forceinline__ float2 walk_route(const FusedParams& p, const Line<COL>& ln, int k,
                                              float h, float* plane, bool add, float Dsum) {
   return (p.reversed >> k) & 1
-             ? walk_line<T, V, TAIL, true, COL, PASS>(p, ln, k, h, plane, add, Dsum)
-             : walk_line<T, V, TAIL, false, COL, PASS>(p, ln, k, h, plane, add, Dsum);
+             ? walk_line<T, V, TAIL, true, COL, PASS, MIXED>(p, ln, k, h, plane, add, Dsum)
+             : walk_line<T, V, TAIL, false, COL, PASS, MIXED>(p, ln, k, h, plane, add, Dsum);
 }
 
 // A block's planes [cpb][H][line_plane_row(W)] and its lines' maps [cpb][K][lines].  Columns
@@ -156,7 +158,7 @@ __device__ __forceinline__ float2 walk_route(const FusedParams& p, const Line<CO
 // p.partial (or zero), add their routes and sum_k D_k u, and the block writes y from the
 // planes, coalesced (a row thread's own stores would each touch another row).
 // (4 blocks of the most threads: at most 64 registers.)
-template <typename T, int V, bool TAIL, bool COL>
+template <typename T, int V, bool TAIL, bool COL, bool MIXED>
 __global__ void __launch_bounds__(kLineMaxThreads, 4) line_fwd_kernel(const FusedParams p) {
   extern __shared__ float4 line_smem_[];
   float* planes = reinterpret_cast<float*>(line_smem_);
@@ -180,7 +182,8 @@ __global__ void __launch_bounds__(kLineMaxThreads, 4) line_fwd_kernel(const Fuse
   if (ln.active(p))
     for (int k = 0; k < p.K; ++k)
       if (ln.walks(p, k))
-        maps[ln.slot(p, k)] = walk_route<T, V, TAIL, COL, kMap>(p, ln, k, 0.f, plane, false, 0.f);
+        maps[ln.slot(p, k)] =
+            walk_route<T, V, TAIL, COL, kMap, MIXED>(p, ln, k, 0.f, plane, false, 0.f);
   __syncthreads();
   if (ln.active(p)) {
     int last = -1;
@@ -194,8 +197,8 @@ __global__ void __launch_bounds__(kLineMaxThreads, 4) line_fwd_kernel(const Fuse
       float h = 0.f;
       const int at = ln.slot(p, k);
       for (int s = at - ln.rank(p, k); s < at; ++s) h = fmaf(maps[s].x, h, maps[s].y);
-      if (COL && k == last) walk_route<T, V, TAIL, COL, kSum>(p, ln, k, h, plane, add, 0.f);
-      else walk_route<T, V, TAIL, COL, kPlane>(p, ln, k, h, plane, add, Dsum);
+      if (COL && k == last) walk_route<T, V, TAIL, COL, kSum, MIXED>(p, ln, k, h, plane, add, 0.f);
+      else walk_route<T, V, TAIL, COL, kPlane, MIXED>(p, ln, k, h, plane, add, Dsum);
       add = true, Dsum = 0.f;
     }
   }
@@ -213,7 +216,10 @@ __global__ void __launch_bounds__(kLineMaxThreads, 4) line_fwd_kernel(const Fuse
 template <typename T, int V, bool COL, bool TAIL = false>
 void launch_line_orientation(const FusedParams& p, cudaStream_t stream) {
   const size_t smem = line_smem_bytes(p, COL);
-  const auto kernel = line_fwd_kernel<T, V, TAIL, COL>;
+  auto kernel = line_fwd_kernel<T, V, TAIL, COL, false>;
+  if constexpr (sizeof(T) == 2) {
+    if (p.bc_f32) kernel = line_fwd_kernel<T, V, TAIL, COL, true>;
+  }
   if (smem > 48 * 1024)
     cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                          static_cast<int>(smem));
@@ -251,8 +257,10 @@ void launch_line_fwd(const FusedParams& p, cudaStream_t stream) {
 // y); dB / dC sum the block's channels in shared memory, added to the float32 outputs after
 // each route.
 
-// Route k over this thread's line: its inputs, its ddelta and its parameters.
-template <typename T, bool COL>
+// Route k over this thread's line: its inputs, its ddelta and its parameters.  MIXED: B / C or
+// dy may be float32 beside a half x (p.bc_f32, p.y_f32; else both are T, and the loads are
+// not issued both ways).
+template <typename T, bool COL, bool MIXED>
 struct LineRoute {
   const T *u, *dl;
   const void *B, *C, *dy;
@@ -261,24 +269,26 @@ struct LineRoute {
   __device__ LineRoute(const FusedParams& p, const Line<COL>& ln, int k) {
     const int row = k * p.dim + ln.d;
     const int64_t g = ln.d / (p.dim / p.G), dlo = k * p.sd_k + ln.b * p.sd_b + ln.d * p.sd_d;
-    const size_t bc_size = p.bc_f32 ? sizeof(float) : sizeof(T);
+    const size_t bc_size = MIXED && p.bc_f32 ? sizeof(float) : sizeof(T);
     A = p.A[row], a2 = A * kLog2e, bias = p.bias ? p.bias[row] : 0.f;
     u = static_cast<const T*>(p.u) + ln.b * p.su_b + ln.d * p.su_d + ln.first;
     dl = static_cast<const T*>(p.delta) + dlo + ln.first;
     ddelta = static_cast<T*>(p.ddelta) + dlo + ln.first;
-    B = static_cast<const char*>(p.B) + (k * p.sB_k + ln.b * p.sB_b + g * p.sB_g + ln.first) * bc_size;
-    C = static_cast<const char*>(p.C) + (k * p.sC_k + ln.b * p.sC_b + g * p.sC_g + ln.first) * bc_size;
+    B = static_cast<const char*>(p.B) +
+        (k * p.sB_k + ln.b * p.sB_b + g * p.sB_g + ln.first) * bc_size;
+    C = static_cast<const char*>(p.C) +
+        (k * p.sC_k + ln.b * p.sC_b + g * p.sC_g + ln.first) * bc_size;
     dy = static_cast<const char*>(p.dy) + (ln.b * p.sy_b + ln.d * p.sy_d + ln.first) *
-                                              (p.y_f32 ? sizeof(float) : sizeof(T));
+                                              (MIXED && p.y_f32 ? sizeof(float) : sizeof(T));
   }
 };
 
 // Steps c .. c + kLineChunk - 1 of the walk: u, delta before its bias, B, C and dy (scaled by
 // y_scale).  Columns and rows with a tail element by element (past the end: the line's first
 // element, masked by the caller); other rows in whole aligned runs of V.
-template <typename T, int V, bool TAIL, bool REV, bool COL>
+template <typename T, int V, bool TAIL, bool REV, bool COL, bool MIXED>
 __device__ __forceinline__ void load_line_chunk(const FusedParams& p, const Line<COL>& ln,
-                                                const LineRoute<T, COL>& r, int c,
+                                                const LineRoute<T, COL, MIXED>& r, int c,
                                                 float (&u)[kLineChunk], float (&dl)[kLineChunk],
                                                 float (&b)[kLineChunk], float (&cc)[kLineChunk],
                                                 float (&dy)[kLineChunk]) {
@@ -286,15 +296,16 @@ __device__ __forceinline__ void load_line_chunk(const FusedParams& p, const Line
   const T *Bt = static_cast<const T*>(r.B), *Ct = static_cast<const T*>(r.C);
   const float* dyf = static_cast<const float*>(r.dy);
   const T* dyt = static_cast<const T*>(r.dy);
+  const bool bc_f32 = MIXED && p.bc_f32, y_f32 = MIXED && p.y_f32;
   if constexpr (COL || TAIL) {
 #pragma unroll
     for (int j = 0; j < kLineChunk; ++j) {
       const int i = c + j;
       const int o = !TAIL || i < ln.n ? (REV ? ln.n - 1 - i : i) * static_cast<int>(ln.step) : 0;
       u[j] = to_f(r.u[o]), dl[j] = to_f(r.dl[o]);
-      b[j] = p.bc_f32 ? Bf[o] : to_f(Bt[o]);
-      cc[j] = p.bc_f32 ? Cf[o] : to_f(Ct[o]);
-      dy[j] = p.y_f32 ? dyf[o] : to_f(dyt[o]);
+      b[j] = bc_f32 ? Bf[o] : to_f(Bt[o]);
+      cc[j] = bc_f32 ? Cf[o] : to_f(Ct[o]);
+      dy[j] = y_f32 ? dyf[o] : to_f(dyt[o]);
     }
   } else {
 #pragma unroll
@@ -307,9 +318,9 @@ __device__ __forceinline__ void load_line_chunk(const FusedParams& p, const Line
       float(&yv)[V] = *reinterpret_cast<float(*)[V]>(dy + m * V);
       load_floats<V, REV>(uv, r.u + i0);
       load_floats<V, REV>(dv, r.dl + i0);
-      if (p.bc_f32) load_floats<V, REV>(bv, Bf + i0), load_floats<V, REV>(cv, Cf + i0);
+      if (bc_f32) load_floats<V, REV>(bv, Bf + i0), load_floats<V, REV>(cv, Cf + i0);
       else load_floats<V, REV>(bv, Bt + i0), load_floats<V, REV>(cv, Ct + i0);
-      if (p.y_f32) load_floats<V, REV>(yv, dyf + i0);
+      if (y_f32) load_floats<V, REV>(yv, dyf + i0);
       else load_floats<V, REV>(yv, dyt + i0);
     }
   }
@@ -326,9 +337,10 @@ __device__ __forceinline__ float2 dt_and_slope(float raw, bool softplus) {
 
 // The first walk: the line's (P, S, S') and, at checkpoints[(i - 1) * stride], the (product of
 // decays, state from zero) before chunk i > 0.
-template <typename T, int V, bool TAIL, bool REV, bool COL>
+template <typename T, int V, bool TAIL, bool REV, bool COL, bool MIXED>
 __device__ __forceinline__ float3 line_bwd_map(const FusedParams& p, const Line<COL>& ln,
-                                               const LineRoute<T, COL>& r, float2* checkpoints,
+                                               const LineRoute<T, COL, MIXED>& r,
+                                               float2* checkpoints,
                                                int stride) {
   float P = 1.f, h = 0.f, S2 = 0.f;
   for (int c = 0; c < ln.n; c += kLineChunk) {
@@ -352,9 +364,9 @@ __device__ __forceinline__ float3 line_bwd_map(const FusedParams& p, const Line<
 // this thread's line in its channel's du plane, bc its line in the dB plane (the dC plane
 // follows at plane_size); sums: its channel's (dA, ddelta_bias) of route k, dD (with_dD: the
 // first route over rows adds (sum_k D_k) dy to du and sums dy u for dD).
-template <typename T, int V, bool TAIL, bool REV, bool COL>
+template <typename T, int V, bool TAIL, bool REV, bool COL, bool MIXED>
 __device__ __forceinline__ void line_bwd_walk(const FusedParams& p, const Line<COL>& ln,
-                                              const LineRoute<T, COL>& r,
+                                              const LineRoute<T, COL, MIXED>& r,
                                               const float2* checkpoints, int stride, float h_in,
                                               float carry, float* mine, float* bc, int plane_size,
                                               float* sums, float* dD, float Dsum, bool with_dD) {
@@ -402,10 +414,10 @@ __device__ __forceinline__ void line_bwd_walk(const FusedParams& p, const Line<C
   if (with_dD) atomicAdd(dD, dDu);
 }
 
-template <typename T, int V, bool TAIL, bool COL>
+template <typename T, int V, bool TAIL, bool COL, bool MIXED>
 __device__ __forceinline__ float3 line_bwd_map_route(const FusedParams& p, const Line<COL>& ln,
                                                      int k, float2* checkpoints, int stride) {
-  const LineRoute<T, COL> r(p, ln, k);
+  const LineRoute<T, COL, MIXED> r(p, ln, k);
   return (p.reversed >> k) & 1
              ? line_bwd_map<T, V, TAIL, true, COL>(p, ln, r, checkpoints, stride)
              : line_bwd_map<T, V, TAIL, false, COL>(p, ln, r, checkpoints, stride);
@@ -414,7 +426,7 @@ __device__ __forceinline__ float3 line_bwd_map_route(const FusedParams& p, const
 // One launch per orientation, as the forward: the columns' du into p.partial, then the rows'
 // (added to it) into du.  (2 blocks of the most threads: at most 128 registers, the chunk's
 // states, decays and inputs in registers.)
-template <typename T, int V, bool TAIL, bool COL>
+template <typename T, int V, bool TAIL, bool COL, bool MIXED>
 __global__ void __launch_bounds__(kLineMaxThreads, 2) line_bwd_kernel(const FusedParams p) {
   extern __shared__ float4 line_smem_[];
   const LineBwdLayout lay = line_bwd_layout(p, COL);
@@ -443,7 +455,7 @@ __global__ void __launch_bounds__(kLineMaxThreads, 2) line_bwd_kernel(const Fuse
   if (ln.active(p))
     for (int k = 0, o = 0; k < p.K; ++k)
       if (ln.walks(p, k)) {
-        const float3 m = line_bwd_map_route<T, V, TAIL, COL>(
+        const float3 m = line_bwd_map_route<T, V, TAIL, COL, MIXED>(
             p, ln, k, checkpoints + o++ * chunks * threads + threadIdx.x, threads);
         maps[ln.slot(p, k)] = make_float2(m.x, m.y), adjoint[ln.slot(p, k)] = m.z;
       }
@@ -459,7 +471,7 @@ __global__ void __launch_bounds__(kLineMaxThreads, 2) line_bwd_kernel(const Fuse
       float h = 0.f, carry = 0.f;
       for (int s = base; s < at; ++s) h = fmaf(maps[s].x, h, maps[s].y);
       for (int s = base + ln.nlines - 1; s > at; --s) carry = fmaf(maps[s].x, carry, adjoint[s]);
-      const LineRoute<T, COL> r(p, ln, k);
+      const LineRoute<T, COL, MIXED> r(p, ln, k);
       const float2* ck = checkpoints + o * chunks * threads + threadIdx.x;
       float* mine = planes + ln.plane * plane_size + line_cell;
       float* s = sums + (ln.plane * p.K + k) * 2;
@@ -499,7 +511,10 @@ __global__ void __launch_bounds__(kLineMaxThreads, 2) line_bwd_kernel(const Fuse
 template <typename T, int V, bool COL, bool TAIL = false>
 void launch_line_bwd_orientation(const FusedParams& p, cudaStream_t stream) {
   const size_t smem = line_bwd_layout(p, COL).bytes;
-  const auto kernel = line_bwd_kernel<T, V, TAIL, COL>;
+  auto kernel = line_bwd_kernel<T, V, TAIL, COL, false>;
+  if constexpr (sizeof(T) == 2) {
+    if (p.bc_f32 || p.y_f32) kernel = line_bwd_kernel<T, V, TAIL, COL, true>;
+  }
   if (smem > 48 * 1024)
     cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                          static_cast<int>(smem));
