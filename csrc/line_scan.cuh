@@ -213,36 +213,48 @@ __global__ void __launch_bounds__(kLineMaxThreads, 4) line_fwd_kernel(const Fuse
   });
 }
 
+// One launch of a line kernel over one orientation: a block per cpb channels of a batch.
+template <typename Kernel>
+void launch_lines(Kernel kernel, size_t smem, const FusedParams& p, bool col,
+                  cudaStream_t stream) {
+  if (smem > 48 * 1024)
+    cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                         static_cast<int>(smem));
+  const int threads = (p.cpb * (col ? p.W : p.H) + 31) / 32 * 32;
+  kernel<<<p.batch * (p.dim / p.cpb), threads, smem, stream>>>(p);
+}
+
+// rows(V) with V = p.vec, elements per row load: the widest that every row's alignment allows
+// (ops.cpp), 8 for 2-byte types only (16 bytes).
+template <typename T, typename Rows>
+void with_row_vec(const FusedParams& p, Rows&& rows) {
+  switch (p.vec) {
+    case 8:
+      if constexpr (sizeof(T) == 2) return rows(std::integral_constant<int, 8>{});
+      [[fallthrough]];
+    case 4: return rows(std::integral_constant<int, 4>{});
+    case 2: return rows(std::integral_constant<int, 2>{});
+    default: return rows(std::integral_constant<int, 1>{});
+  }
+}
+
 template <typename T, int V, bool COL, bool TAIL = false>
 void launch_line_orientation(const FusedParams& p, cudaStream_t stream) {
-  const size_t smem = line_smem_bytes(p, COL);
   auto kernel = line_fwd_kernel<T, V, TAIL, COL, false>;
   if constexpr (sizeof(T) == 2) {
     if (p.bc_f32) kernel = line_fwd_kernel<T, V, TAIL, COL, true>;
   }
-  if (smem > 48 * 1024)
-    cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                         static_cast<int>(smem));
-  const int threads = (p.cpb * (COL ? p.W : p.H) + 31) / 32 * 32;
-  kernel<<<p.batch * (p.dim / p.cpb), threads, smem, stream>>>(p);
+  launch_lines(kernel, line_smem_bytes(p, COL), p, COL, stream);
 }
 
-// Columns (when any route walks them) into p.partial, then rows into y.  p.vec: elements per
-// row load, the widest that every row's alignment allows (ops.cpp).
+// Columns (when any route walks them) into p.partial, then rows into y.
 template <typename T>
 void launch_line_fwd(const FusedParams& p, cudaStream_t stream) {
   if (p.transposed) {
     if (p.H % 4) launch_line_orientation<T, 4, true, true>(p, stream);
     else launch_line_orientation<T, 4, true>(p, stream);
   }
-  switch (p.vec) {
-    case 8:
-      if constexpr (sizeof(T) == 2) return launch_line_orientation<T, 8, false>(p, stream);
-      [[fallthrough]];
-    case 4: return launch_line_orientation<T, 4, false>(p, stream);
-    case 2: return launch_line_orientation<T, 2, false>(p, stream);
-    default: return launch_line_orientation<T, 1, false>(p, stream);
-  }
+  with_row_vec<T>(p, [&](auto v) { launch_line_orientation<T, v(), false>(p, stream); });
 }
 
 // ---------------------------------------------------------------------------- the backward
@@ -255,7 +267,8 @@ void launch_line_fwd(const FusedParams& p, cudaStream_t stream) {
 // to first, recomputing each chunk's states in registers and stepping the adjoint back through
 // them.  du sums its routes in the thread's own line of the block's planes (as the forward's
 // y); dB / dC sum the block's channels in shared memory, added to the float32 outputs after
-// each route.
+// each route.  (Shared float atomics are compare-and-swap loops; summing a line's channels in
+// neighbouring lanes by shuffles instead measured slower: bench/NOTES.md.)
 
 // Route k over this thread's line: its inputs, its ddelta and its parameters.  MIXED: B / C or
 // dy may be float32 beside a half x (p.bc_f32, p.y_f32; else both are T, and the loads are
@@ -340,8 +353,7 @@ __device__ __forceinline__ float2 dt_and_slope(float raw, bool softplus) {
 template <typename T, int V, bool TAIL, bool REV, bool COL, bool MIXED>
 __device__ __forceinline__ float3 line_bwd_map(const FusedParams& p, const Line<COL>& ln,
                                                const LineRoute<T, COL, MIXED>& r,
-                                               float2* checkpoints,
-                                               int stride) {
+                                               float2* checkpoints, int stride) {
   float P = 1.f, h = 0.f, S2 = 0.f;
   for (int c = 0; c < ln.n; c += kLineChunk) {
     if (c) *checkpoints = make_float2(P, h), checkpoints += stride;
@@ -510,16 +522,11 @@ __global__ void __launch_bounds__(kLineMaxThreads, 2) line_bwd_kernel(const Fuse
 
 template <typename T, int V, bool COL, bool TAIL = false>
 void launch_line_bwd_orientation(const FusedParams& p, cudaStream_t stream) {
-  const size_t smem = line_bwd_layout(p, COL).bytes;
   auto kernel = line_bwd_kernel<T, V, TAIL, COL, false>;
   if constexpr (sizeof(T) == 2) {
     if (p.bc_f32 || p.y_f32) kernel = line_bwd_kernel<T, V, TAIL, COL, true>;
   }
-  if (smem > 48 * 1024)
-    cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                         static_cast<int>(smem));
-  const int threads = (p.cpb * (COL ? p.W : p.H) + 31) / 32 * 32;
-  kernel<<<p.batch * (p.dim / p.cpb), threads, smem, stream>>>(p);
+  launch_lines(kernel, line_bwd_layout(p, COL).bytes, p, COL, stream);
 }
 
 // Columns (when any route walks them) into p.partial, then rows into du; rows whose length
@@ -531,14 +538,7 @@ void launch_line_bwd(const FusedParams& p, cudaStream_t stream) {
     else launch_line_bwd_orientation<T, 1, true>(p, stream);
   }
   if (p.W % kLineChunk) return launch_line_bwd_orientation<T, 1, false, true>(p, stream);
-  switch (p.vec) {
-    case 8:
-      if constexpr (sizeof(T) == 2) return launch_line_bwd_orientation<T, 8, false>(p, stream);
-      [[fallthrough]];
-    case 4: return launch_line_bwd_orientation<T, 4, false>(p, stream);
-    case 2: return launch_line_bwd_orientation<T, 2, false>(p, stream);
-    default: return launch_line_bwd_orientation<T, 1, false>(p, stream);
-  }
+  with_row_vec<T>(p, [&](auto v) { launch_line_bwd_orientation<T, v(), false>(p, stream); });
 }
 
 }  // namespace ssops

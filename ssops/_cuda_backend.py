@@ -621,13 +621,12 @@ def _cross_fused(x, delta, A, B, C, D, delta_bias, layout, routes, backward):
     return plan, (u, d4, _f32(A).view(K, c, -1), per_route(D), per_route(delta_bias))
 
 
-# The SS2D core's backward at N = 1 on the states-on-lanes kernels: every route's copy of x,
-# delta, B, C and dy in its scan order (csrc/cross_scan.cu's tiled copies), one flat backward
-# over the K x C channels (K times one route's channels: enough warps to fill the GPU) with
-# float32 du, then du merged and ddelta / dB / dC put back in position order.  Measured on an
-# H200 (bench/NOTES.md) faster than the fused backward at VMamba-T's four stages.  (The
-# forward the same way round was slower than the fused forward, its copies running at
-# ~1 TB/s; it runs on the line kernels, which make no copies.)
+# The SS2D core's backward at N = 1 where the line kernels can't hold a channel's lines, on the
+# states-on-lanes kernels: every route's copy of x, delta, B, C and dy in its scan order
+# (csrc/cross_scan.cu's tiled copies), one flat backward over the K x C channels (K times one
+# route's channels: enough warps to fill the GPU) with float32 du, then du merged and ddelta /
+# dB / dC put back in position order.  Measured on an H200 (bench/NOTES.md) faster than the
+# fused backward at VMamba-T's four stages, and slower than the line kernels (no copies).
 def _cross_lanes(x, delta, A, B, C, layout):
     """The lane split of the SS2D core's flat backward, or None where it does not run on the
     states-on-lanes kernels (shapes and dtypes only)."""
