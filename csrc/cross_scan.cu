@@ -125,6 +125,20 @@ __global__ void __launch_bounds__(kTileThreads, 2) cross_tiled_kernel(const Cros
   const auto slot = [&](int k) {
     return MODE == kCrossMerge ? 0 : __popc(R::TR & ((1u << k) - 1));
   };
+  // every column route's tile to dst[at(j, k)], walked down the columns (the route side) or
+  // along the rows (the image side)
+  const auto tile_out = [&](bool down, const auto& at) {
+#pragma unroll
+    for (int k = 0; k < K; ++k) {
+      if (!((R::TR >> k) & 1)) continue;
+#pragma unroll
+      for (int j = 0; j < PER; ++j) {
+        const TileElem<T> e(j, down);
+        if (down ? on_col[j] : on_row[j])
+          dst[at(j, k)] = from_f<D>(tile[slot(k)][e.i][e.r][e.c]);
+      }
+    }
+  };
   float v[K][PER];  // each route's values, in its own walk order
   if constexpr (MODE == kCrossScan) {
 #pragma unroll
@@ -143,15 +157,7 @@ __global__ void __launch_bounds__(kTileThreads, 2) cross_tiled_kernel(const Cros
     }
     if constexpr (ANY_TR) {
       __syncthreads();
-#pragma unroll
-      for (int k = 0; k < K; ++k) {
-        if (!((R::TR >> k) & 1)) continue;
-#pragma unroll
-        for (int j = 0; j < PER; ++j) {
-          const TileElem<T> e(j, true);
-          if (on_col[j]) dst[routed(j, k)] = from_f<D>(tile[slot(k)][e.i][e.r][e.c]);
-        }
-      }
+      tile_out(true, routed);
     }
   } else {
 #pragma unroll
@@ -189,15 +195,7 @@ __global__ void __launch_bounds__(kTileThreads, 2) cross_tiled_kernel(const Cros
           dst[image(j, 0)] = from_f<D>(ANY_TR ? row[j] + tile[0][e.i][e.r][e.c] : row[j]);
       }
     } else {
-#pragma unroll
-      for (int k = 0; k < K; ++k) {
-        if (!((R::TR >> k) & 1)) continue;
-#pragma unroll
-        for (int j = 0; j < PER; ++j) {
-          const TileElem<T> e(j, false);
-          if (on_row[j]) dst[image(j, k)] = from_f<D>(tile[slot(k)][e.i][e.r][e.c]);
-        }
-      }
+      tile_out(false, image);
     }
   }
 }
