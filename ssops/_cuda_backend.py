@@ -275,13 +275,12 @@ def _on_lines(tensors, backward):
     choice: channel-first x (the layout is not among the tensors: x's channels and pixels
     against delta's), N = 1, every side at most LINE_FAST_SIDE."""
     x, delta, A = (tensors[k] for k in ("x", "delta", "A"))
-    if why_not("cross_selective_scan", tensors) or x.dim() != 4 or A.shape[-1] != 1:
+    if why_not("cross_selective_scan", tensors) or x.dim() != 4:
         return False
     batch, K, c, L = delta.shape
     H, W = x.shape[2:]
     return (x.shape[1] == c and H * W == L and max(H, W) <= LINE_FAST_SIDE
-            and (LINE_BACKWARD if backward else LINE_FORWARD)
-            and _line_split(H, W, K, c, backward) is not None)
+            and _lines(x, delta, A, "bchw", backward) is not None)
 
 
 LANE_STEPS = 16  # csrc/scan.h kLaneSteps: steps per chunk of the states-on-lanes kernels
@@ -474,6 +473,14 @@ def _line_smem(H, W, K, cpb, backward):
     return max(orientation(False), orientation(True))
 
 
+def _lines(x, delta, A, layout, backward):
+    """The line kernels' split for the SS2D core's forward (backward), or None: not at N > 1, not
+    channel-last, not where switched off or where a block can't hold a channel's lines."""
+    if layout != "bchw" or A.shape[-1] != 1 or not (LINE_BACKWARD if backward else LINE_FORWARD):
+        return None
+    return _line_split(*x.shape[2:], delta.shape[1], x.shape[1], backward)
+
+
 def _line_split(H, W, K, dpg, backward=False):
     """The line kernels' split (0, 0, channels per block, 0, 1) (csrc/scan.h FusedParams), or
     None where a grid's lines outnumber a block's threads or its planes overflow shared
@@ -610,13 +617,11 @@ def _cross_fused(x, delta, A, B, C, D, delta_bias, layout, routes, backward):
         return None, None
     batch, c, H, W = x.shape
     K, L = delta.shape[1], H * W
-    lines = ((LINE_BACKWARD if backward else LINE_FORWARD) and A.shape[-1] == 1
-             and _line_split(H, W, K, c, backward))
+    lines = _lines(x, delta, A, layout, backward)
     if L < FUSED_CROSS_MIN_L and not lines:
         return None, None
     u, d4 = x.view(1, batch, c, L), delta.transpose(0, 1)
-    plan = _fused_plan(u, d4, B.transpose(0, 1), C.transpose(0, 1), backward, routes,
-                       lines or None)
+    plan = _fused_plan(u, d4, B.transpose(0, 1), C.transpose(0, 1), backward, routes, lines)
     per_route = lambda t: None if t is None else _f32(t).view(K, c)  # noqa: E731
     return plan, (u, d4, _f32(A).view(K, c, -1), per_route(D), per_route(delta_bias))
 
