@@ -16,6 +16,7 @@ import os
 import torch
 
 from run import BIDI_CASES, CASES, SS2D_CASES
+from ss2d import switched
 from ssops import _cuda_backend as cuda, testing
 from ssops._bench import time_ms
 
@@ -30,9 +31,11 @@ def ab(name, fwd, bwd):
         if mode == "other" and os.environ.get("LANES_ONLY"):  # (knob builds: bench/lane_variants.sh)
             outs[mode], times[mode] = None, (float("nan"),) * 2
             continue
-        cuda.LANE_SCAN_MIN_WARPS = min_warps
-        outs[mode] = _flat(fwd()) + _flat(bwd())
-        times[mode] = (time_ms(fwd, warmup=5, repeat=30), time_ms(bwd, warmup=5, repeat=30))
+        # (the SS2D core: the line kernels off, which would serve it either way)
+        with switched(LANE_SCAN_MIN_WARPS=min_warps, LINE_FORWARD=False, LINE_BACKWARD=False):
+            outs[mode] = _flat(fwd()) + _flat(bwd())
+            times[mode] = (time_ms(fwd, warmup=5, repeat=30),
+                           time_ms(bwd, warmup=5, repeat=30))
     err = float("nan") if outs["other"] is None else max(
         ((a - b).abs().max() / b.abs().max().clamp_min(1e-30)).item()
         for a, b in zip(outs["other"], outs["lanes"]))
