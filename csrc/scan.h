@@ -172,7 +172,7 @@ SSOPS_HOST_DEVICE inline size_t line_smem_bytes(const FusedParams& p, bool col) 
 // maps [cpb][K][lines] (float2: P, S), the adjoint's S' of each, the states before each chunk
 // of kLineChunk steps but the first [route of the orientation][chunk - 1][thread] (float2),
 // then the channels' sums of dA and ddelta_bias [cpb][K][2] and of dD [cpb].  (At VMamba-T's
-// first stage, 4 channels of 56 x 56, two blocks an SM: 109 KB.)
+// first stage, 4 channels of 56 x 56, two blocks an SM: 106 KiB, 109,008 bytes.)
 constexpr int kLineChunk = 8;
 struct LineBwdLayout {
   int bc, maps, adjoint, checkpoints, sums;
