@@ -14,7 +14,10 @@ A backend named "<backend>+unfused" runs VMamba's SS2D core as three ops on that
 (cross_scan, one selective scan over the 4 routes' channels, cross_merge), as VMamba does,
 instead of the fused cross_selective_scan: the baseline of the fused op inside the model.
 "<backend>+keep" trains with ssops.set_keep_scan_states(True)
-(more memory, a faster backward).
+(more memory, a faster backward).  "<backend>+compile" runs the model under torch.compile
+(default mode; the ssops ops stay opaque custom ops), so the rest of the model -- norms,
+permutes, activations -- is fused by inductor in both the fused and the unfused variant.
+--profile prints, per case, where one inference step's GPU time goes (torch.profiler).
 """
 from __future__ import annotations
 
@@ -62,21 +65,24 @@ def unfused_core(x, delta, A, B, C, D=None, delta_bias=None, delta_softplus=True
                              backend=backend)
 
 
-def measure(name, backend, batch, infer_steps, train_steps):
+def measure(name, backend, batch, infer_steps, train_steps, train=True, profile=False):
     backend, *options = (backend or "").split("+")
     fused_core = ssops.functional.cross_selective_scan_core
     if "unfused" in options:
         ssops.functional.cross_selective_scan_core = unfused_core
     ssops.set_keep_scan_states("keep" in options)
     try:
-        return _measure(name, backend or None, batch, infer_steps, train_steps)
+        return _measure(name, backend or None, batch, infer_steps, train_steps if train else 0,
+                        "compile" in options, profile)
     finally:
         ssops.functional.cross_selective_scan_core = fused_core
         ssops.set_keep_scan_states(False)
 
 
-def _measure(name, backend, batch, infer_steps, train_steps):
+def _measure(name, backend, batch, infer_steps, train_steps, compile_model, profile):
     model = M.create(name, backend=backend).cuda()
+    if compile_model:
+        model = torch.compile(model)
     x = torch.randn(batch, 3, 224, 224, device="cuda")
 
     def infer():
@@ -89,6 +95,10 @@ def _measure(name, backend, batch, infer_steps, train_steps):
 
     model.eval()
     inference = images_per_s(infer, batch, 5, infer_steps)
+    if profile:
+        print_profile(infer)
+    if not train_steps:
+        return dict(infer_img_s=inference, train_img_s=float("nan"), train_peak_GB=float("nan"))
     model.train()
     training = images_per_s(train, batch, 5, train_steps)
     torch.cuda.reset_peak_memory_stats()
@@ -96,6 +106,20 @@ def _measure(name, backend, batch, infer_steps, train_steps):
     torch.cuda.synchronize()
     return dict(infer_img_s=inference, train_img_s=training,
                 train_peak_GB=torch.cuda.max_memory_allocated() / 2 ** 30)
+
+
+def print_profile(step, rows=25):
+    """The GPU kernels of two steps, by total time (the model's breakdown for NOTES)."""
+    from torch.profiler import ProfilerActivity, profile
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(2):
+            step()
+        torch.cuda.synchronize()
+    events = [e for e in prof.key_averages() if e.device_time_total > 0]
+    total = sum(e.self_device_time_total for e in events)
+    print(f"  GPU time of 2 steps: {total / 1e3:.2f} ms")
+    for e in sorted(events, key=lambda e: -e.self_device_time_total)[:rows]:
+        print(f"  {e.self_device_time_total / 1e3:8.3f} ms {e.count:5d}x  {e.key[:110]}")
 
 
 def _official(name):
@@ -111,6 +135,8 @@ def main():
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--rounds", type=int, default=1)
     p.add_argument("--out", default="bench/results")
+    p.add_argument("--no-train", action="store_true", help="inference only")
+    p.add_argument("--profile", action="store_true")
     args = p.parse_args()
     result = dict(run_info(), batch=args.batch, img_size=224, autocast="float16",
                   rounds=args.rounds, cases={})
@@ -126,7 +152,7 @@ def main():
             for backend in args.backends.split(",") if scans else ["none (no scan)"]:
                 slow = backend == "reference"  # pure PyTorch scans: fewer steps
                 r = measure(name, None if not scans else backend, args.batch, 5 if slow else 20,
-                            3 if slow else 10)
+                            3 if slow else 10, not args.no_train, args.profile)
                 runs.setdefault((name, backend), []).append(r)
                 print(f"{name:<16}{backend:<16}{r['infer_img_s']:>12.0f}"
                       f"{r['train_img_s']:>12.0f}{r['train_peak_GB']:>9.1f}   {_official(name)}",
