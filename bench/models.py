@@ -10,9 +10,10 @@ One round is the anchors' protocol.  Its numbers vary by 10-15% between identica
 configurations on a lent H200 (bench/NOTES.md), so comparisons take --rounds R: R sweeps over
 every model x backend, interleaved against drift, each case reporting its median and range.
 
-A backend named "<backend>+unfused" runs VMamba's SS2D core as three ops on that backend
-(cross_scan, one selective scan over the 4 routes' channels, cross_merge), as VMamba does,
-instead of the fused cross_selective_scan: the baseline of the fused op inside the model.
+A backend named "<backend>+unfused" computes the SS2D core as VMamba's own code does, on that
+backend's ops: cross_scan, the projections of the cross-scanned copies, one selective scan over
+the 4 routes' channels, cross_merge (`unfused_cross_selective_scan`), instead of the fused
+cross_selective_scan: the baseline of the fused op inside the model.
 "<backend>+keep" trains with ssops.set_keep_scan_states(True)
 (more memory, a faster backward).  "<backend>+compile" runs the model under torch.compile
 (default mode; the ssops ops stay opaque custom ops), so the rest of the model -- norms,
@@ -30,7 +31,6 @@ import time
 import torch
 
 import ssops
-import ssops.functional
 import ssops.models as M
 from results_io import run_info, save
 from ssops.reference.cross_scan import to_routes
@@ -65,17 +65,41 @@ def unfused_core(x, delta, A, B, C, D=None, delta_bias=None, delta_softplus=True
                              backend=backend)
 
 
+def unfused_cross_selective_scan(x, x_proj_weight, dt_projs_weight, dt_projs_bias, A_logs, Ds,
+                                 *, x_proj_bias=None, delta_softplus=True, layout="bchw",
+                                 routes="cross", out_dtype=None, backend=None):
+    """ssops.cross_selective_scan computed the way VMamba's cross_selective_scan does it
+    (MzeroMiko/VMamba, classification/models/vmamba.py, einsum path): the projections act on the
+    K cross-scanned copies, whose delta / B / C are then already in scan order."""
+    b, c, H, W = grid(x, layout)
+    K, L = x_proj_weight.shape[0], H * W
+    N, R = A_logs.shape[1], dt_projs_weight.shape[2]
+    xs = ssops.cross_scan(x, layout=layout, routes=routes, backend=backend)
+    x_dbl = torch.einsum("bkdl,kcd->bkcl", xs, x_proj_weight)
+    if x_proj_bias is not None:
+        x_dbl = x_dbl + x_proj_bias[None, :, :, None]
+    dts, Bs, Cs = torch.split(x_dbl, [R, N, N], dim=2)
+    dts = torch.einsum("bkrl,kdr->bkdl", dts, dt_projs_weight)
+    full = lambda t: t.to(torch.promote_types(t.dtype, torch.float32))  # noqa: E731
+    ys = ssops.selective_scan(xs.flatten(1, 2), dts.contiguous().flatten(1, 2),
+                              -torch.exp(full(A_logs)), Bs.contiguous(), Cs.contiguous(),
+                              full(Ds), delta_bias=full(dt_projs_bias.flatten()),
+                              delta_softplus=delta_softplus, out_dtype=out_dtype, backend=backend)
+    return ssops.cross_merge(ys.view(b, K, c, L), H, W, layout=layout, routes=routes,
+                             backend=backend)
+
+
 def measure(name, backend, batch, infer_steps, train_steps, train=True, profile=False):
     backend, *options = (backend or "").split("+")
-    fused_core = ssops.functional.cross_selective_scan_core
+    fused = ssops.cross_selective_scan
     if "unfused" in options:
-        ssops.functional.cross_selective_scan_core = unfused_core
+        ssops.cross_selective_scan = unfused_cross_selective_scan
     ssops.set_keep_scan_states("keep" in options)
     try:
         return _measure(name, backend or None, batch, infer_steps, train_steps if train else 0,
                         "compile" in options, profile)
     finally:
-        ssops.functional.cross_selective_scan_core = fused_core
+        ssops.cross_selective_scan = fused
         ssops.set_keep_scan_states(False)
 
 
@@ -108,7 +132,7 @@ def _measure(name, backend, batch, infer_steps, train_steps, compile_model, prof
                 train_peak_GB=torch.cuda.max_memory_allocated() / 2 ** 30)
 
 
-def print_profile(step, rows=25):
+def print_profile(step, rows=12):
     """The GPU kernels of two steps, by total time (the model's breakdown for NOTES)."""
     from torch.profiler import ProfilerActivity, profile
     with profile(activities=[ProfilerActivity.CUDA]) as prof:

@@ -23,3 +23,22 @@ def test_vim_baseline_is_the_bidirectional_scan(monkeypatch):
     assert run.vim_mamba_ssm_times(*args, kw["D"], kw["z"], kw["delta_bias"]) == (1.0, 0.0)
     torch.testing.assert_close(outputs[0], ssops.bidirectional_scan(*args, **kw, combine="mean"),
                                rtol=1e-12, atol=1e-12)
+
+
+def test_vmamba_unfused_baseline_is_the_fused_op():
+    """bench/models.py's "+unfused" SS2D core (VMamba's own order: cross_scan, projections of the
+    routed copies, one scan, cross_merge) gives ssops.cross_selective_scan's y, both layouts."""
+    import models  # bench/models.py (needs no GPU to import)
+    torch.manual_seed(0)
+    b, c, h, w, K, R, N = 2, 6, 5, 7, 4, 2, 1
+    x = torch.randn(b, c, h, w, dtype=torch.float64)
+    params = (torch.randn(K, R + 2 * N, c, dtype=torch.float64) * 0.5,
+              torch.randn(K, c, R, dtype=torch.float64) * 0.5,
+              torch.randn(K, c, dtype=torch.float64) * 0.5,
+              torch.randn(K * c, N, dtype=torch.float64) * 0.5,
+              torch.randn(K * c, dtype=torch.float64))
+    for layout, image in (("bchw", x), ("bhwc", x.permute(0, 2, 3, 1).contiguous())):
+        kw = dict(layout=layout, backend="reference")
+        torch.testing.assert_close(models.unfused_cross_selective_scan(image, *params, **kw),
+                                   ssops.cross_selective_scan(image, *params, **kw),
+                                   rtol=1e-12, atol=1e-12)
