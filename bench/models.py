@@ -13,7 +13,9 @@ every model x backend, interleaved against drift, each case reporting its median
 A backend named "<backend>+unfused" computes the SS2D core as VMamba's own code does, on that
 backend's ops: cross_scan, the projections of the cross-scanned copies, one selective scan over
 the 4 routes' channels, cross_merge (`unfused_cross_selective_scan`), instead of the fused
-cross_selective_scan: the baseline of the fused op inside the model.
+cross_selective_scan: the baseline of the fused op inside the model.  Its projections are
+matmuls whose results the scan reads without copies, as the fused op's are; "+unfused+einsum"
+writes them as VMamba does, einsums whose permuted results `.contiguous()` copies.
 "<backend>+keep" trains with ssops.set_keep_scan_states(True)
 (more memory, a faster backward).  "<backend>+compile" runs the model under torch.compile
 (default mode; the ssops ops stay opaque custom ops), so the rest of the model -- norms,
@@ -23,6 +25,7 @@ permutes, activations -- is fused by inductor in both the fused and the unfused 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import pathlib
 import statistics
@@ -67,19 +70,26 @@ def unfused_core(x, delta, A, B, C, D=None, delta_bias=None, delta_softplus=True
 
 def unfused_cross_selective_scan(x, x_proj_weight, dt_projs_weight, dt_projs_bias, A_logs, Ds,
                                  *, x_proj_bias=None, delta_softplus=True, layout="bchw",
-                                 routes="cross", out_dtype=None, backend=None):
+                                 routes="cross", out_dtype=None, backend=None, einsum=False):
     """ssops.cross_selective_scan computed the way VMamba's cross_selective_scan does it
-    (MzeroMiko/VMamba, classification/models/vmamba.py, einsum path): the projections act on the
-    K cross-scanned copies, whose delta / B / C are then already in scan order."""
+    (MzeroMiko/VMamba, classification/models/vmamba.py): the projections act on the K
+    cross-scanned copies, whose delta / B / C are then already in scan order.  ``einsum``: its
+    einsums as written; else matmuls giving the same values in the layout the scan reads."""
     b, c, H, W = grid(x, layout)
     K, L = x_proj_weight.shape[0], H * W
     N, R = A_logs.shape[1], dt_projs_weight.shape[2]
     xs = ssops.cross_scan(x, layout=layout, routes=routes, backend=backend)
-    x_dbl = torch.einsum("bkdl,kcd->bkcl", xs, x_proj_weight)
+    if einsum:
+        x_dbl = torch.einsum("bkdl,kcd->bkcl", xs, x_proj_weight)
+    else:
+        x_dbl = torch.matmul(x_proj_weight, xs)
     if x_proj_bias is not None:
         x_dbl = x_dbl + x_proj_bias[None, :, :, None]
     dts, Bs, Cs = torch.split(x_dbl, [R, N, N], dim=2)
-    dts = torch.einsum("bkrl,kdr->bkdl", dts, dt_projs_weight)
+    if einsum:
+        dts = torch.einsum("bkrl,kdr->bkdl", dts, dt_projs_weight)
+    else:
+        dts = torch.matmul(dt_projs_weight, dts)
     full = lambda t: t.to(torch.promote_types(t.dtype, torch.float32))  # noqa: E731
     ys = ssops.selective_scan(xs.flatten(1, 2), dts.contiguous().flatten(1, 2),
                               -torch.exp(full(A_logs)), Bs.contiguous(), Cs.contiguous(),
@@ -93,7 +103,8 @@ def measure(name, backend, batch, infer_steps, train_steps, train=True, profile=
     backend, *options = (backend or "").split("+")
     fused = ssops.cross_selective_scan
     if "unfused" in options:
-        ssops.cross_selective_scan = unfused_cross_selective_scan
+        ssops.cross_selective_scan = functools.partial(unfused_cross_selective_scan,
+                                                       einsum="einsum" in options)
     ssops.set_keep_scan_states("keep" in options)
     try:
         return _measure(name, backend or None, batch, infer_steps, train_steps if train else 0,

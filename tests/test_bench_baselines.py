@@ -39,6 +39,8 @@ def test_vmamba_unfused_baseline_is_the_fused_op():
               torch.randn(K * c, dtype=torch.float64))
     for layout, image in (("bchw", x), ("bhwc", x.permute(0, 2, 3, 1).contiguous())):
         kw = dict(layout=layout, backend="reference")
-        torch.testing.assert_close(models.unfused_cross_selective_scan(image, *params, **kw),
-                                   ssops.cross_selective_scan(image, *params, **kw),
-                                   rtol=1e-12, atol=1e-12)
+        want = ssops.cross_selective_scan(image, *params, **kw)
+        for einsum in (False, True):
+            torch.testing.assert_close(
+                models.unfused_cross_selective_scan(image, *params, **kw, einsum=einsum), want,
+                rtol=1e-12, atol=1e-12)
