@@ -171,6 +171,8 @@ def main():
     p.add_argument("--rounds", type=int, default=1)
     p.add_argument("--out", default="bench/results")
     p.add_argument("--no-train", action="store_true", help="inference only")
+    p.add_argument("--infer-steps", type=int, default=20,
+                   help="timed inference steps (the anchors' protocol: 20)")
     p.add_argument("--profile", action="store_true")
     args = p.parse_args()
     result = dict(run_info(), batch=args.batch, img_size=224, autocast="float16",
@@ -186,7 +188,8 @@ def main():
             scans = name.startswith(("vmamba", "vanilla", "vim"))
             for backend in args.backends.split(",") if scans else ["none (no scan)"]:
                 slow = backend == "reference"  # pure PyTorch scans: fewer steps
-                r = measure(name, None if not scans else backend, args.batch, 5 if slow else 20,
+                r = measure(name, None if not scans else backend, args.batch,
+                            5 if slow else args.infer_steps,
                             3 if slow else 10, not args.no_train, args.profile)
                 runs.setdefault((name, backend), []).append(r)
                 print(f"{name:<16}{backend:<16}{r['infer_img_s']:>12.0f}"
