@@ -438,10 +438,10 @@ __device__ __forceinline__ float3 line_bwd_map_route(const FusedParams& p, const
 // One launch per orientation, as the forward: the columns' du into p.partial, then the rows'
 // (added to it) into du.  (2 blocks of the most threads: at most 128 registers, the chunk's
 // states, decays and inputs in registers.)
-template <typename T, int V, bool TAIL, bool COL, bool MIXED>
-#ifndef SSOPS_LINE_BWD_MINB  // blocks an SM the registers are sized for (experiments: bench/)
+#ifndef SSOPS_LINE_BWD_MINB  // blocks an SM the registers are sized for (3 spills: NOTES)
 #define SSOPS_LINE_BWD_MINB 2
 #endif
+template <typename T, int V, bool TAIL, bool COL, bool MIXED>
 __global__ void __launch_bounds__(kLineMaxThreads, SSOPS_LINE_BWD_MINB)
 line_bwd_kernel(const FusedParams p) {
   extern __shared__ float4 line_smem_[];

@@ -6,6 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import ssops
+import ssops.functional
 from ssops import testing
 from ssops.reference.cross_scan import to_routes
 from conftest import DEVICE, budget
@@ -69,6 +70,20 @@ def test_high_level_matches_vmamba_definition():
     torch.testing.assert_close(y.flatten(2), vmamba_ss2d_core(x, *params), rtol=1e-10, atol=1e-10)
     y_hwc = ssops.cross_selective_scan(x.permute(0, 2, 3, 1), *params, layout="bhwc")
     torch.testing.assert_close(y_hwc, y.permute(0, 2, 3, 1), rtol=1e-10, atol=1e-10)
+
+
+def test_high_level_hands_the_core_a_contiguous_delta(monkeypatch):
+    """The projected delta (4x x's bytes) reaches the core contiguous, as the kernels read it
+    (an einsum's permuted result made the op copy it in every VMamba block: bench/NOTES.md)."""
+    seen = []
+    core = ssops.functional.cross_selective_scan_core
+    monkeypatch.setattr(ssops.functional, "cross_selective_scan_core",
+                        lambda x, delta, *a, **kw: seen.append(delta) or core(x, delta, *a, **kw))
+    x = testing.make_cross_scan_inputs(2, 3, 4, 5, dtype=torch.float64)
+    for image, layout in ((x, "bchw"), (x.contiguous(memory_format=torch.channels_last), "bchw"),
+                          (x.permute(0, 2, 3, 1).contiguous(), "bhwc")):
+        ssops.cross_selective_scan(image, *_ss2d_params(), layout=layout)
+    assert len(seen) == 3 and all(d.is_contiguous() for d in seen)
 
 
 def test_gradcheck_high_level():
