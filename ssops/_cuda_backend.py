@@ -455,6 +455,7 @@ def _fused_plan(u, delta, B, C, backward, routes, split=None):
 # an H200 at VMamba-T's stages against 64 / 128 threads (bench/NOTES.md).
 LINE_THREADS = 256  # csrc/scan.h kLineMaxThreads
 LINE_CHANNELS = 16
+LINE_CHUNK = 8  # csrc/scan.h kLineChunk: the backward's steps between checkpoints
 
 
 def _line_smem(H, W, K, cpb, backward):
@@ -469,7 +470,8 @@ def _line_smem(H, W, K, cpb, backward):
         routes = sum(tr == col for _, tr in flags)
         adjoint = ((cpb * plane + 2 * plane + 1) & ~1) + 2 * cpb * K * lines
         checkpoints = (adjoint + cpb * K * lines + 1) & ~1
-        return 4 * (checkpoints + 2 * routes * ((n - 1) // 8) * cpb * lines + cpb * (2 * K + 1))
+        return 4 * (checkpoints + 2 * routes * ((n - 1) // LINE_CHUNK) * cpb * lines
+                    + cpb * (2 * K + 1))
     return max(orientation(False), orientation(True))
 
 
