@@ -35,6 +35,7 @@ import torch
 
 import ssops
 import ssops.models as M
+from ssops.models._layers import at_least_fp32
 from results_io import run_info, save
 from ssops.reference.cross_scan import to_routes
 from ssops.validation import grid
@@ -90,16 +91,15 @@ def unfused_cross_selective_scan(x, x_proj_weight, dt_projs_weight, dt_projs_bia
         dts = torch.einsum("bkrl,kdr->bkdl", dts, dt_projs_weight)
     else:
         dts = torch.matmul(dt_projs_weight, dts)
-    full = lambda t: t.to(torch.promote_types(t.dtype, torch.float32))  # noqa: E731
     ys = ssops.selective_scan(xs.flatten(1, 2), dts.contiguous().flatten(1, 2),
-                              -torch.exp(full(A_logs)), Bs.contiguous(), Cs.contiguous(),
-                              full(Ds), delta_bias=full(dt_projs_bias.flatten()),
+                              -torch.exp(at_least_fp32(A_logs)), Bs.contiguous(), Cs.contiguous(),
+                              at_least_fp32(Ds), delta_bias=at_least_fp32(dt_projs_bias.flatten()),
                               delta_softplus=delta_softplus, out_dtype=out_dtype, backend=backend)
     return ssops.cross_merge(ys.view(b, K, c, L), H, W, layout=layout, routes=routes,
                              backend=backend)
 
 
-def measure(name, backend, batch, infer_steps, train_steps, train=True, profile=False):
+def measure(name, backend, batch, infer_steps, train_steps, profile=False):
     backend, *options = (backend or "").split("+")
     fused = ssops.cross_selective_scan
     if "unfused" in options:
@@ -107,7 +107,7 @@ def measure(name, backend, batch, infer_steps, train_steps, train=True, profile=
                                                        einsum="einsum" in options)
     ssops.set_keep_scan_states("keep" in options)
     try:
-        return _measure(name, backend or None, batch, infer_steps, train_steps if train else 0,
+        return _measure(name, backend or None, batch, infer_steps, train_steps,
                         "compile" in options, profile)
     finally:
         ssops.cross_selective_scan = fused
@@ -190,7 +190,7 @@ def main():
                 slow = backend == "reference"  # pure PyTorch scans: fewer steps
                 r = measure(name, None if not scans else backend, args.batch,
                             5 if slow else args.infer_steps,
-                            3 if slow else 10, not args.no_train, args.profile)
+                            0 if args.no_train else 3 if slow else 10, args.profile)
                 runs.setdefault((name, backend), []).append(r)
                 print(f"{name:<16}{backend:<16}{r['infer_img_s']:>12.0f}"
                       f"{r['train_img_s']:>12.0f}{r['train_peak_GB']:>9.1f}   {_official(name)}",
