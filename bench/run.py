@@ -30,9 +30,11 @@ import pathlib
 
 import torch
 
+import ssops
 from results_io import run_info, save
 from ssops import _ops, dispatch, testing
 from ssops._bench import time_ms
+from ssops.reference.cross_scan import to_routes
 
 # name -> (batch, dim, L, N, groups, dtype, z): the shapes of shared/anchors
 CASES = {
@@ -203,6 +205,28 @@ def vim_mamba_ssm_times(u, delta, A, B, C, D, z, bias):
     return _autograd_times(fwd, leaves)
 
 
+def vmamba_unfused_times(x, delta, A, B, C, D, bias, copies="triton"):
+    """(fwd ms, bwd ms, y) of the SS2D core as VMamba runs it, on mamba_ssm's scan (None where
+    it is not installed): cross_scan, one scan over the routes' channels with delta / B / C in
+    route order (VMamba projects the cross-scanned copies, so they come that way), cross_merge;
+    the ``copies`` backend's cross_scan / cross_merge (triton: as VMamba's own Triton ones).  The reordering of
+    delta / B / C into route order is done once, outside the timing."""
+    selective_scan_fn = _mamba_ssm_scan()
+    if selective_scan_fn is None:
+        return None
+    b, c, H, W = x.shape
+    K = delta.shape[1]
+    delta, B, C = (to_routes(t, H, W, "cross") for t in (delta, B, C))
+    leaves = _leaves(x, delta.flatten(1, 2), A, B, C, D, bias)
+    x, delta, A, B, C, D, bias = leaves
+
+    def fwd():
+        xs = ssops.cross_scan(x, backend=copies).flatten(1, 2)
+        ys = selective_scan_fn(xs, delta, A, B, C, D, None, bias, delta_softplus=True)
+        return ssops.cross_merge(ys.view(b, K, c, H * W), H, W, backend=copies)
+    return (*_autograd_times(fwd, leaves), fwd().detach())
+
+
 def bench_ss2d(name, backend, copy_gbps):
     batch, channels, side, N, dtype = SS2D_CASES[name]
     args, kw = testing.make_cross_selective_scan_inputs(batch, channels, side, side, N=N,
@@ -221,6 +245,13 @@ def bench_ss2d(name, backend, copy_gbps):
     ys = torch_cross_scan(x)
     r["cross_merge_ms"] = cuda_time_ms(lambda: impl.cross_merge(ys, side, side, "bchw", "cross"))
     r["torch_cross_merge_ms"] = cuda_time_ms(lambda: torch_cross_merge(ys, side, side))
+    side_by_side = vmamba_unfused_times(x, delta, A, B, C, D, bias)
+    if side_by_side:
+        fwd_ms, bwd_ms, y_unfused = side_by_side
+        r["vmamba_unfused_in_run"] = dict(
+            fwd_ms=fwd_ms, bwd_ms=bwd_ms,
+            max_rel_diff=((y_unfused.reshape(y.shape).float() - y.float()).abs().max()
+                          / y.float().abs().max()).item())
     return r
 
 
@@ -295,6 +326,10 @@ def main():
             if "vim_mamba_ssm_in_run" in r:
                 m = r["vim_mamba_ssm_in_run"]
                 a = m["fwd_ms"], m["bwd_ms"], "Vim: 2 mamba_ssm + flips (this run)"
+            if "vmamba_unfused_in_run" in r:
+                m = r["vmamba_unfused_in_run"]
+                a = (m["fwd_ms"], m["bwd_ms"], f"VMamba unfused on mamba_ssm (this run; "
+                     f"fwd+bwd {(m['fwd_ms'] + m['bwd_ms']) / (r['fwd_ms'] + r['bwd_ms']):.2f}x)")
             k = r["keep"] or dict(fwd_ms=float("nan"), bwd_ms=float("nan"))
             ratio = (f"{a[0] / r['fwd_ms']:>12.2f}x{a[1] / r['bwd_ms']:>6.2f}x"
                      f"{a[1] / k['bwd_ms']:>8.2f}x  {a[2]}" if a else "")

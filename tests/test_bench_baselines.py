@@ -25,6 +25,23 @@ def test_vim_baseline_is_the_bidirectional_scan(monkeypatch):
                                rtol=1e-12, atol=1e-12)
 
 
+def test_vmamba_core_baseline_is_the_fused_core(monkeypatch):
+    """run.py's side-by-side SS2D baseline (cross_scan, one scan over the routes with delta / B / C
+    reordered into route order, cross_merge; here on ssops' mamba_ssm stand-in) gives
+    cross_selective_scan_core's y and times both passes."""
+    times = iter([2.0, 5.0])
+    monkeypatch.setattr(run, "_mamba_ssm_scan", lambda: selective_scan_fn)
+    monkeypatch.setattr(run, "cuda_time_ms", lambda fn: (fn(), next(times))[1])
+    (x, delta, A, B, C), kw = testing.make_cross_selective_scan_inputs(
+        batch=2, channels=3, H=4, W=5, N=1, dtype=torch.float64)
+    fwd_ms, bwd_ms, y = run.vmamba_unfused_times(x, delta, A, B, C, kw["D"], kw["delta_bias"],
+                                                 copies="reference")
+    assert (fwd_ms, bwd_ms) == (2.0, 3.0)
+    want = ssops.cross_selective_scan_core(x, delta, A, B, C, kw["D"], kw["delta_bias"],
+                                           backend="reference")
+    torch.testing.assert_close(y, want, rtol=1e-12, atol=1e-12)
+
+
 def test_vmamba_unfused_baseline_is_the_fused_op():
     """bench/models.py's "+unfused" SS2D core (VMamba's own order: cross_scan, projections of the
     routed copies, one scan, cross_merge) gives ssops.cross_selective_scan's y, both layouts."""
