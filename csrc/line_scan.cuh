@@ -250,9 +250,10 @@ void launch_line_orientation(const FusedParams& p, cudaStream_t stream) {
 // Columns (when any route walks them) into p.partial, then rows into y.
 template <typename T>
 void launch_line_fwd(const FusedParams& p, cudaStream_t stream) {
-  if (p.transposed) {
-    if (p.H % 4) launch_line_orientation<T, 4, true, true>(p, stream);
-    else launch_line_orientation<T, 4, true>(p, stream);
+  if (p.transposed) {  // columns V steps at a time, 7 where that leaves no tail (VMamba's 14, 7)
+    if (p.H % 4 == 0) launch_line_orientation<T, 4, true>(p, stream);
+    else if (p.H % 7 == 0) launch_line_orientation<T, 7, true>(p, stream);
+    else launch_line_orientation<T, 4, true, true>(p, stream);
   }
   with_row_vec<T>(p, [&](auto v) { launch_line_orientation<T, v(), false>(p, stream); });
 }
@@ -262,7 +263,7 @@ void launch_line_fwd(const FusedParams& p, cudaStream_t stream) {
 // from a line to the line walked before it is the carry a g of the line's first step, and a
 // line maps the carry entering it to P carry + S', with S' = sum_j q_j C_j dy_j (q_j: the
 // product of the decays up to step j).  So a thread walks its line once for (P, S, S') and the
-// states (from zero) before each chunk of kLineChunk steps; folds the earlier lines' maps into
+// states (from zero) before each chunk of CH steps (line_chunk); folds the earlier lines' maps into
 // its entering state and the later lines' into its entering carry; then walks its chunks last
 // to first, recomputing each chunk's states in registers and stepping the adjoint back through
 // them.  du sums its routes in the thread's own line of the block's planes (as the forward's
@@ -296,23 +297,23 @@ struct LineRoute {
   }
 };
 
-// Steps c .. c + kLineChunk - 1 of the walk: u, delta before its bias, B, C and dy (scaled by
-// y_scale).  Columns and rows with a tail element by element (past the end: the line's first
-// element, masked by the caller); other rows in whole aligned runs of V.
-template <typename T, int V, bool TAIL, bool REV, bool COL, bool MIXED>
+// Steps c .. c + CH - 1 of the walk: u, delta before its bias, B, C and dy (scaled by
+// y_scale).  Columns element by element, rows in whole aligned runs of V (the launch checks
+// W % V == 0); TAIL: steps (runs) past the line's end read its first element (run), masked by
+// the caller.
+template <typename T, int V, int CH, bool TAIL, bool REV, bool COL, bool MIXED>
 __device__ __forceinline__ void load_line_chunk(const FusedParams& p, const Line<COL>& ln,
                                                 const LineRoute<T, COL, MIXED>& r, int c,
-                                                float (&u)[kLineChunk], float (&dl)[kLineChunk],
-                                                float (&b)[kLineChunk], float (&cc)[kLineChunk],
-                                                float (&dy)[kLineChunk]) {
+                                                float (&u)[CH], float (&dl)[CH], float (&b)[CH],
+                                                float (&cc)[CH], float (&dy)[CH]) {
   const float *Bf = static_cast<const float*>(r.B), *Cf = static_cast<const float*>(r.C);
   const T *Bt = static_cast<const T*>(r.B), *Ct = static_cast<const T*>(r.C);
   const float* dyf = static_cast<const float*>(r.dy);
   const T* dyt = static_cast<const T*>(r.dy);
   const bool bc_f32 = MIXED && p.bc_f32, y_f32 = MIXED && p.y_f32;
-  if constexpr (COL || TAIL) {
+  if constexpr (COL) {
 #pragma unroll
-    for (int j = 0; j < kLineChunk; ++j) {
+    for (int j = 0; j < CH; ++j) {
       const int i = c + j;
       const int o = !TAIL || i < ln.n ? (REV ? ln.n - 1 - i : i) * static_cast<int>(ln.step) : 0;
       u[j] = to_f(r.u[o]), dl[j] = to_f(r.dl[o]);
@@ -322,8 +323,9 @@ __device__ __forceinline__ void load_line_chunk(const FusedParams& p, const Line
     }
   } else {
 #pragma unroll
-    for (int m = 0; m < kLineChunk / V; ++m) {
-      const int i0 = REV ? ln.n - c - (m + 1) * V : c + m * V;  // the run's first element
+    for (int m = 0; m < CH / V; ++m) {
+      const int i0 = TAIL && c + (m + 1) * V > ln.n ? 0  // the run's first element
+                     : REV ? ln.n - c - (m + 1) * V : c + m * V;
       float(&uv)[V] = *reinterpret_cast<float(*)[V]>(u + m * V);
       float(&dv)[V] = *reinterpret_cast<float(*)[V]>(dl + m * V);
       float(&bv)[V] = *reinterpret_cast<float(*)[V]>(b + m * V);
@@ -338,7 +340,7 @@ __device__ __forceinline__ void load_line_chunk(const FusedParams& p, const Line
     }
   }
 #pragma unroll
-  for (int j = 0; j < kLineChunk; ++j) dy[j] *= p.y_scale;
+  for (int j = 0; j < CH; ++j) dy[j] *= p.y_scale;
 }
 
 // dt = softplus(raw) (or raw) and its derivative, from one exponential
@@ -350,17 +352,17 @@ __device__ __forceinline__ float2 dt_and_slope(float raw, bool softplus) {
 
 // The first walk: the line's (P, S, S') and, at checkpoints[(i - 1) * stride], the (product of
 // decays, state from zero) before chunk i > 0.
-template <typename T, int V, bool TAIL, bool REV, bool COL, bool MIXED>
+template <typename T, int V, int CH, bool TAIL, bool REV, bool COL, bool MIXED>
 __device__ __forceinline__ float3 line_bwd_map(const FusedParams& p, const Line<COL>& ln,
                                                const LineRoute<T, COL, MIXED>& r,
                                                float2* checkpoints, int stride) {
   float P = 1.f, h = 0.f, S2 = 0.f;
-  for (int c = 0; c < ln.n; c += kLineChunk) {
+  for (int c = 0; c < ln.n; c += CH) {
     if (c) *checkpoints = make_float2(P, h), checkpoints += stride;
-    float u[kLineChunk], dl[kLineChunk], b[kLineChunk], cc[kLineChunk], dy[kLineChunk];
-    load_line_chunk<T, V, TAIL, REV, COL>(p, ln, r, c, u, dl, b, cc, dy);
+    float u[CH], dl[CH], b[CH], cc[CH], dy[CH];
+    load_line_chunk<T, V, CH, TAIL, REV, COL>(p, ln, r, c, u, dl, b, cc, dy);
 #pragma unroll
-    for (int j = 0; j < kLineChunk; ++j) {
+    for (int j = 0; j < CH; ++j) {
       const bool in = !TAIL || c + j < ln.n;
       const float dt = in ? dt_and_slope(dl[j] + r.bias, p.softplus).x : 0.f;
       const float a = exp2_approx(dt * r.a2);
@@ -376,7 +378,7 @@ __device__ __forceinline__ float3 line_bwd_map(const FusedParams& p, const Line<
 // this thread's line in its channel's du plane, bc its line in the dB plane (the dC plane
 // follows at plane_size); sums: its channel's (dA, ddelta_bias) of route k, dD (with_dD: the
 // first route over rows adds (sum_k D_k) dy to du and sums dy u for dD).
-template <typename T, int V, bool TAIL, bool REV, bool COL, bool MIXED>
+template <typename T, int V, int CH, bool TAIL, bool REV, bool COL, bool MIXED>
 __device__ __forceinline__ void line_bwd_walk(const FusedParams& p, const Line<COL>& ln,
                                               const LineRoute<T, COL, MIXED>& r,
                                               const float2* checkpoints, int stride, float h_in,
@@ -384,29 +386,29 @@ __device__ __forceinline__ void line_bwd_walk(const FusedParams& p, const Line<C
                                               float* sums, float* dD, float Dsum, bool with_dD) {
   const int cell_step = COL ? line_plane_row(p.W) : 1;
   float dA = 0.f, dbias = 0.f, dDu = 0.f;
-  for (int ci = (ln.n - 1) / kLineChunk; ci >= 0; --ci) {
-    const int c = ci * kLineChunk;
+  for (int ci = (ln.n - 1) / CH; ci >= 0; --ci) {
+    const int c = ci * CH;
     const float2 ck = ci ? checkpoints[(ci - 1) * stride] : make_float2(1.f, 0.f);
-    float u[kLineChunk], dl[kLineChunk], b[kLineChunk], cc[kLineChunk], dy[kLineChunk];
-    load_line_chunk<T, V, TAIL, REV, COL>(p, ln, r, c, u, dl, b, cc, dy);
-    float dt[kLineChunk], slope[kLineChunk], a[kLineChunk], h[kLineChunk + 1], dd[kLineChunk];
+    float u[CH], dl[CH], b[CH], cc[CH], dy[CH];
+    load_line_chunk<T, V, CH, TAIL, REV, COL>(p, ln, r, c, u, dl, b, cc, dy);
+    float dt[CH], slope[CH], a[CH], h[CH + 1], dd[CH];
     h[0] = fmaf(ck.x, h_in, ck.y);  // h[j]: the state before step j, h[j + 1] after it
 #pragma unroll
-    for (int j = 0; j < kLineChunk; ++j) {
+    for (int j = 0; j < CH; ++j) {
       const float2 ds = dt_and_slope(dl[j] + r.bias, p.softplus);
       dt[j] = !TAIL || c + j < ln.n ? ds.x : 0.f, slope[j] = ds.y;
       a[j] = exp2_approx(dt[j] * r.a2);
       h[j + 1] = fmaf(a[j], h[j], dt[j] * u[j] * b[j]);
     }
 #pragma unroll
-    for (int j = kLineChunk - 1; j >= 0; --j) {
+    for (int j = CH - 1; j >= 0; --j) {
       if (TAIL && c + j >= ln.n) continue;
       const int i = REV ? ln.n - 1 - (c + j) : c + j;  // along the line
       const float g = fmaf(cc[j], dy[j], carry);
       const float dlog = g * a[j] * h[j];  // dL/d(dt A) at this step
       const float ddt = fmaf(dlog, r.A, g * b[j] * u[j]) * slope[j];
       dA = fmaf(dlog, dt[j], dA), dbias += ddt, dd[j] = ddt;
-      if constexpr (COL || TAIL) r.ddelta[i * ln.step] = from_f<T>(ddt);
+      if constexpr (COL) r.ddelta[i * ln.step] = from_f<T>(ddt);
       const int cell = i * cell_step;
       mine[cell] += fmaf(g * dt[j], b[j], Dsum * dy[j]);
       atomicAdd(bc + cell, g * dt[j] * u[j]);
@@ -414,11 +416,12 @@ __device__ __forceinline__ void line_bwd_walk(const FusedParams& p, const Line<C
       if (with_dD) dDu = fmaf(dy[j], u[j], dDu);
       carry = a[j] * g;
     }
-    if constexpr (!COL && !TAIL) {  // rows: ddelta in whole runs (a thread's stores: one row)
+    if constexpr (!COL) {  // rows: ddelta in whole runs (a thread's stores: one row)
 #pragma unroll
-      for (int m = 0; m < kLineChunk / V; ++m)
-        store_floats<V, REV>(*reinterpret_cast<const float(*)[V]>(dd + m * V),
-                             r.ddelta + (REV ? ln.n - c - (m + 1) * V : c + m * V));
+      for (int m = 0; m < CH / V; ++m)
+        if (!TAIL || c + (m + 1) * V <= ln.n)
+          store_floats<V, REV>(*reinterpret_cast<const float(*)[V]>(dd + m * V),
+                               r.ddelta + (REV ? ln.n - c - (m + 1) * V : c + m * V));
     }
   }
   atomicAdd(sums, dA);
@@ -426,13 +429,13 @@ __device__ __forceinline__ void line_bwd_walk(const FusedParams& p, const Line<C
   if (with_dD) atomicAdd(dD, dDu);
 }
 
-template <typename T, int V, bool TAIL, bool COL, bool MIXED>
+template <typename T, int V, int CH, bool TAIL, bool COL, bool MIXED>
 __device__ __forceinline__ float3 line_bwd_map_route(const FusedParams& p, const Line<COL>& ln,
                                                      int k, float2* checkpoints, int stride) {
   const LineRoute<T, COL, MIXED> r(p, ln, k);
   return (p.reversed >> k) & 1
-             ? line_bwd_map<T, V, TAIL, true, COL>(p, ln, r, checkpoints, stride)
-             : line_bwd_map<T, V, TAIL, false, COL>(p, ln, r, checkpoints, stride);
+             ? line_bwd_map<T, V, CH, TAIL, true, COL>(p, ln, r, checkpoints, stride)
+             : line_bwd_map<T, V, CH, TAIL, false, COL>(p, ln, r, checkpoints, stride);
 }
 
 // One launch per orientation, as the forward: the columns' du into p.partial, then the rows'
@@ -441,7 +444,7 @@ __device__ __forceinline__ float3 line_bwd_map_route(const FusedParams& p, const
 #ifndef SSOPS_LINE_BWD_MINB  // blocks an SM the registers are sized for (3 spills: NOTES)
 #define SSOPS_LINE_BWD_MINB 2
 #endif
-template <typename T, int V, bool TAIL, bool COL, bool MIXED>
+template <typename T, int V, int CH, bool TAIL, bool COL, bool MIXED>
 __global__ void __launch_bounds__(kLineMaxThreads, SSOPS_LINE_BWD_MINB)
 line_bwd_kernel(const FusedParams p) {
   extern __shared__ float4 line_smem_[];
@@ -453,7 +456,7 @@ line_bwd_kernel(const FusedParams p) {
   float2* checkpoints = reinterpret_cast<float2*>(smem + lay.checkpoints);
   const Line<COL> ln(p);
   const int pr = line_plane_row(p.W), plane_size = p.H * pr, threads = p.cpb * ln.nlines;
-  const int chunks = (ln.n - 1) / kLineChunk;  // with a checkpoint
+  const int chunks = (ln.n - 1) / CH;  // with a checkpoint
   const int b = blockIdx.x % p.batch, d0 = (blockIdx.x / p.batch) * p.cpb;
   const int64_t first_channel = static_cast<int64_t>(b) * p.dim + d0;
   const auto each_pixel = [&](auto&& f) {  // f(plane offset, flat offset, channel slot, position)
@@ -471,7 +474,7 @@ line_bwd_kernel(const FusedParams p) {
   if (ln.active(p))
     for (int k = 0, o = 0; k < p.K; ++k)
       if (ln.walks(p, k)) {
-        const float3 m = line_bwd_map_route<T, V, TAIL, COL, MIXED>(
+        const float3 m = line_bwd_map_route<T, V, CH, TAIL, COL, MIXED>(
             p, ln, k, checkpoints + o++ * chunks * threads + threadIdx.x, threads);
         maps[ln.slot(p, k)] = make_float2(m.x, m.y), adjoint[ln.slot(p, k)] = m.z;
       }
@@ -493,11 +496,11 @@ line_bwd_kernel(const FusedParams p) {
       float* s = sums + (ln.plane * p.K + k) * 2;
       float* dD = sums + 2 * p.K * p.cpb + ln.plane;
       if ((p.reversed >> k) & 1)
-        line_bwd_walk<T, V, TAIL, true, COL>(p, ln, r, ck, threads, h, carry, mine,
-                                             bc + line_cell, plane_size, s, dD, Dsum, first);
+        line_bwd_walk<T, V, CH, TAIL, true, COL>(p, ln, r, ck, threads, h, carry, mine,
+                                                 bc + line_cell, plane_size, s, dD, Dsum, first);
       else
-        line_bwd_walk<T, V, TAIL, false, COL>(p, ln, r, ck, threads, h, carry, mine,
-                                              bc + line_cell, plane_size, s, dD, Dsum, first);
+        line_bwd_walk<T, V, CH, TAIL, false, COL>(p, ln, r, ck, threads, h, carry, mine,
+                                                  bc + line_cell, plane_size, s, dD, Dsum, first);
     }
     first = false, Dsum = 0.f, ++o;
     __syncthreads();  // route k's dB / dC, summed over the block's channels, to the outputs
@@ -524,25 +527,31 @@ line_bwd_kernel(const FusedParams p) {
   });
 }
 
-template <typename T, int V, bool COL, bool TAIL = false>
+template <typename T, int V, bool COL, bool TAIL = false, int CH = kLineChunk>
 void launch_line_bwd_orientation(const FusedParams& p, cudaStream_t stream) {
-  auto kernel = line_bwd_kernel<T, V, TAIL, COL, false>;
+  auto kernel = line_bwd_kernel<T, V, CH, TAIL, COL, false>;
   if constexpr (sizeof(T) == 2) {
-    if (p.bc_f32 || p.y_f32) kernel = line_bwd_kernel<T, V, TAIL, COL, true>;
+    if (p.bc_f32 || p.y_f32) kernel = line_bwd_kernel<T, V, CH, TAIL, COL, true>;
   }
   launch_lines(kernel, line_bwd_layout(p, COL).bytes, p, COL, stream);
 }
 
-// Columns (when any route walks them) into p.partial, then rows into du; rows whose length
-// is a multiple of kLineChunk in runs of p.vec elements, others element by element.
+// Columns (when any route walks them, line_chunk steps a chunk) into p.partial, then rows into
+// du, in runs of p.vec elements (a row's length is a multiple of p.vec, and of kLineChunk
+// unless TAIL).
 template <typename T>
 void launch_line_bwd(const FusedParams& p, cudaStream_t stream) {
   if (p.transposed) {
-    if (p.H % kLineChunk) launch_line_bwd_orientation<T, 1, true, true>(p, stream);
+    if (line_chunk(p.H, true) == 7) launch_line_bwd_orientation<T, 1, true, false, 7>(p, stream);
+    else if (p.H % kLineChunk) launch_line_bwd_orientation<T, 1, true, true>(p, stream);
     else launch_line_bwd_orientation<T, 1, true>(p, stream);
   }
-  if (p.W % kLineChunk) return launch_line_bwd_orientation<T, 1, false, true>(p, stream);
-  with_row_vec<T>(p, [&](auto v) { launch_line_bwd_orientation<T, v(), false>(p, stream); });
+  with_row_vec<T>(p, [&](auto v) {
+    if constexpr (v() < kLineChunk) {
+      if (p.W % kLineChunk) return launch_line_bwd_orientation<T, v(), false, true>(p, stream);
+    }
+    launch_line_bwd_orientation<T, v(), false>(p, stream);
+  });
 }
 
 }  // namespace ssops

@@ -170,17 +170,23 @@ SSOPS_HOST_DEVICE inline size_t line_smem_bytes(const FusedParams& p, bool col) 
 // The backward's blocks (offsets in floats): the du planes [cpb][H][line_plane_row(W)], the
 // dB and dC planes of the route being walked (summed over the block's channels), the lines'
 // maps [cpb][K][lines] (float2: P, S), the adjoint's S' of each, the states before each chunk
-// of kLineChunk steps but the first [route of the orientation][chunk - 1][thread] (float2),
+// of line_chunk steps but the first [route of the orientation][chunk - 1][thread] (float2),
 // then the channels' sums of dA and ddelta_bias [cpb][K][2] and of dD [cpb].  (At VMamba-T's
 // first stage, 4 channels of 56 x 56, two blocks an SM: 106 KiB, 109,008 bytes.)
 constexpr int kLineChunk = 8;
+// The backward's steps between checkpoints on lines of n: kLineChunk, or 7 for columns of a
+// multiple of 7 but not of 8 (VMamba's 28, 14, 7: no masked steps past the end).  Rows keep
+// kLineChunk: they load runs of p.vec elements, which divide it.
+SSOPS_HOST_DEVICE inline int line_chunk(int n, bool col) {
+  return col && n % kLineChunk && n % 7 == 0 ? 7 : kLineChunk;
+}
 struct LineBwdLayout {
   int bc, maps, adjoint, checkpoints, sums;
   size_t bytes;
 };
 SSOPS_HOST_DEVICE inline LineBwdLayout line_bwd_layout(const FusedParams& p, bool col) {
   const int plane = p.H * line_plane_row(p.W), lines = col ? p.W : p.H;
-  const int chunks = ((col ? p.H : p.W) + kLineChunk - 1) / kLineChunk;
+  const int n = col ? p.H : p.W, chunks = (n + line_chunk(n, col) - 1) / line_chunk(n, col);
   int routes = 0;  // walking this orientation
   for (int k = 0; k < p.K; ++k) routes += static_cast<int>(((p.transposed >> k) & 1) == col);
   LineBwdLayout s;

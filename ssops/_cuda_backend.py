@@ -458,6 +458,10 @@ LINE_CHANNELS = 16
 LINE_CHUNK = 8  # csrc/scan.h kLineChunk: the backward's steps between checkpoints
 
 
+def _line_chunk(n, col):  # csrc/scan.h line_chunk
+    return 7 if col and n % LINE_CHUNK and n % 7 == 0 else LINE_CHUNK
+
+
 def _line_smem(H, W, K, cpb, backward):
     """csrc/scan.h line_smem_bytes, or the larger of the two orientations' line_bwd_layout."""
     plane = H * (W | 1)
@@ -470,7 +474,7 @@ def _line_smem(H, W, K, cpb, backward):
         routes = sum(tr == col for _, tr in flags)
         adjoint = ((cpb * plane + 2 * plane + 1) & ~1) + 2 * cpb * K * lines
         checkpoints = (adjoint + cpb * K * lines + 1) & ~1
-        return 4 * (checkpoints + 2 * routes * ((n - 1) // LINE_CHUNK) * cpb * lines
+        return 4 * (checkpoints + 2 * routes * ((n - 1) // _line_chunk(n, col)) * cpb * lines
                     + cpb * (2 * K + 1))
     return max(orientation(False), orientation(True))
 
