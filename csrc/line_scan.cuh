@@ -268,8 +268,10 @@ void launch_line_fwd(const FusedParams& p, cudaStream_t stream) {
 // to first, recomputing each chunk's states in registers and stepping the adjoint back through
 // them.  du sums its routes in the thread's own line of the block's planes (as the forward's
 // y); dB / dC sum the block's channels in shared memory, added to the float32 outputs after
-// each route.  (Shared float atomics are compare-and-swap loops; summing a line's channels in
-// neighbouring lanes by shuffles instead measured slower: bench/NOTES.md.)
+// each route: OWN, each channel stores its terms in its own pair of planes, which are summed
+// then; else the channels add into one pair with shared float atomics (compare-and-swap loops,
+// where stage 1's planes leave no room for a pair per channel; summing a line's channels in
+// neighbouring lanes by shuffles measured slower: bench/NOTES.md).
 
 // Route k over this thread's line: its inputs, its ddelta and its parameters.  MIXED: B / C or
 // dy may be float32 beside a half x (p.bc_f32, p.y_f32; else both are T, and the loads are
@@ -375,10 +377,10 @@ __device__ __forceinline__ float3 line_bwd_map(const FusedParams& p, const Line<
 }
 
 // The second walk, chunks last to first, from the line's entering state h_in and carry.  mine:
-// this thread's line in its channel's du plane, bc its line in the dB plane (the dC plane
-// follows at plane_size); sums: its channel's (dA, ddelta_bias) of route k, dD (with_dD: the
-// first route over rows adds (sum_k D_k) dy to du and sums dy u for dD).
-template <typename T, int V, int CH, bool TAIL, bool REV, bool COL, bool MIXED>
+// this thread's line in its channel's du plane, bc its line in the dB plane (its channel's own,
+// OWN; the dC plane follows at plane_size); sums: its channel's (dA, ddelta_bias) of route k,
+// dD (with_dD: the first route over rows adds (sum_k D_k) dy to du and sums dy u for dD).
+template <typename T, int V, int CH, bool TAIL, bool REV, bool COL, bool MIXED, bool OWN>
 __device__ __forceinline__ void line_bwd_walk(const FusedParams& p, const Line<COL>& ln,
                                               const LineRoute<T, COL, MIXED>& r,
                                               const float2* checkpoints, int stride, float h_in,
@@ -411,8 +413,12 @@ __device__ __forceinline__ void line_bwd_walk(const FusedParams& p, const Line<C
       if constexpr (COL) r.ddelta[i * ln.step] = from_f<T>(ddt);
       const int cell = i * cell_step;
       mine[cell] += fmaf(g * dt[j], b[j], Dsum * dy[j]);
-      atomicAdd(bc + cell, g * dt[j] * u[j]);
-      atomicAdd(bc + plane_size + cell, dy[j] * h[j + 1]);
+      if constexpr (OWN) {  // this thread's cells of its channel's planes: no other writes them
+        bc[cell] = g * dt[j] * u[j], bc[plane_size + cell] = dy[j] * h[j + 1];
+      } else {
+        atomicAdd(bc + cell, g * dt[j] * u[j]);
+        atomicAdd(bc + plane_size + cell, dy[j] * h[j + 1]);
+      }
       if (with_dD) dDu = fmaf(dy[j], u[j], dDu);
       carry = a[j] * g;
     }
@@ -444,11 +450,14 @@ __device__ __forceinline__ float3 line_bwd_map_route(const FusedParams& p, const
 #ifndef SSOPS_LINE_BWD_MINB  // blocks an SM the registers are sized for (3 spills: NOTES)
 #define SSOPS_LINE_BWD_MINB 2
 #endif
-template <typename T, int V, int CH, bool TAIL, bool COL, bool MIXED>
+#ifndef SSOPS_LINE_OWN_MAX_SMEM  // OWN planes up to this block size: two blocks an SM
+#define SSOPS_LINE_OWN_MAX_SMEM (113 * 1024)
+#endif
+template <typename T, int V, int CH, bool TAIL, bool COL, bool MIXED, bool OWN>
 __global__ void __launch_bounds__(kLineMaxThreads, SSOPS_LINE_BWD_MINB)
 line_bwd_kernel(const FusedParams p) {
   extern __shared__ float4 line_smem_[];
-  const LineBwdLayout lay = line_bwd_layout(p, COL);
+  const LineBwdLayout lay = line_bwd_layout(p, COL, OWN);
   float* const smem = reinterpret_cast<float*>(line_smem_);
   float *planes = smem, *bc = smem + lay.bc, *sums = smem + lay.sums;
   float2* maps = reinterpret_cast<float2*>(smem + lay.maps);
@@ -468,9 +477,10 @@ line_bwd_kernel(const FusedParams p) {
   each_pixel([&](int at, int64_t flat, int, int) {
     planes[at] = !COL && p.transposed ? p.partial[flat] : 0.f;
   });
-  for (int i = threadIdx.x; i < 2 * plane_size; i += blockDim.x) bc[i] = 0.f;
+  for (int i = threadIdx.x; i < 2 * (OWN ? p.cpb : 1) * plane_size; i += blockDim.x) bc[i] = 0.f;
   for (int i = threadIdx.x; i < p.cpb * (2 * p.K + 1); i += blockDim.x) sums[i] = 0.f;
   const int line_cell = COL ? ln.line : ln.line * pr;
+  float* const my_bc = bc + (OWN ? 2 * ln.plane * plane_size : 0) + line_cell;
   if (ln.active(p))
     for (int k = 0, o = 0; k < p.K; ++k)
       if (ln.walks(p, k)) {
@@ -496,20 +506,30 @@ line_bwd_kernel(const FusedParams p) {
       float* s = sums + (ln.plane * p.K + k) * 2;
       float* dD = sums + 2 * p.K * p.cpb + ln.plane;
       if ((p.reversed >> k) & 1)
-        line_bwd_walk<T, V, CH, TAIL, true, COL>(p, ln, r, ck, threads, h, carry, mine,
-                                                 bc + line_cell, plane_size, s, dD, Dsum, first);
+        line_bwd_walk<T, V, CH, TAIL, true, COL, MIXED, OWN>(p, ln, r, ck, threads, h, carry,
+                                                             mine, my_bc, plane_size, s, dD,
+                                                             Dsum, first);
       else
-        line_bwd_walk<T, V, CH, TAIL, false, COL>(p, ln, r, ck, threads, h, carry, mine,
-                                                  bc + line_cell, plane_size, s, dD, Dsum, first);
+        line_bwd_walk<T, V, CH, TAIL, false, COL, MIXED, OWN>(p, ln, r, ck, threads, h, carry,
+                                                              mine, my_bc, plane_size, s, dD,
+                                                              Dsum, first);
     }
     first = false, Dsum = 0.f, ++o;
     __syncthreads();  // route k's dB / dC, summed over the block's channels, to the outputs
     const int64_t out = ((static_cast<int64_t>(k) * p.batch + b) * p.G + d0 / (p.dim / p.G)) * p.L;
     for (int pos = threadIdx.x; pos < p.L; pos += blockDim.x) {
       const int cell = pos / p.W * pr + pos % p.W;
-      atomicAdd(p.dB + out + pos, bc[cell]);
-      atomicAdd(p.dC + out + pos, bc[plane_size + cell]);
-      bc[cell] = bc[plane_size + cell] = 0.f;
+      if constexpr (OWN) {
+        float dB = 0.f, dC = 0.f;
+        for (int c = 0; c < p.cpb; ++c)
+          dB += bc[2 * c * plane_size + cell], dC += bc[(2 * c + 1) * plane_size + cell];
+        atomicAdd(p.dB + out + pos, dB);
+        atomicAdd(p.dC + out + pos, dC);
+      } else {
+        atomicAdd(p.dB + out + pos, bc[cell]);
+        atomicAdd(p.dC + out + pos, bc[plane_size + cell]);
+        bc[cell] = bc[plane_size + cell] = 0.f;
+      }
     }
     __syncthreads();
   }
@@ -529,11 +549,14 @@ line_bwd_kernel(const FusedParams p) {
 
 template <typename T, int V, bool COL, bool TAIL = false, int CH = kLineChunk>
 void launch_line_bwd_orientation(const FusedParams& p, cudaStream_t stream) {
-  auto kernel = line_bwd_kernel<T, V, CH, TAIL, COL, false>;
-  if constexpr (sizeof(T) == 2) {
-    if (p.bc_f32 || p.y_f32) kernel = line_bwd_kernel<T, V, CH, TAIL, COL, true>;
+  bool own = line_bwd_layout(p, COL, true).bytes <= SSOPS_LINE_OWN_MAX_SMEM;
+  auto kernel = own ? line_bwd_kernel<T, V, CH, TAIL, COL, false, true>
+                    : line_bwd_kernel<T, V, CH, TAIL, COL, false, false>;
+  if constexpr (sizeof(T) == 2) {  // float32 B / C or dy beside a half x: rare, never OWN
+    if (p.bc_f32 || p.y_f32) kernel = line_bwd_kernel<T, V, CH, TAIL, COL, true, false>;
+    own = own && !(p.bc_f32 || p.y_f32);
   }
-  launch_lines(kernel, line_bwd_layout(p, COL).bytes, p, COL, stream);
+  launch_lines(kernel, line_bwd_layout(p, COL, own).bytes, p, COL, stream);
 }
 
 // Columns (when any route walks them, line_chunk steps a chunk) into p.partial, then rows into

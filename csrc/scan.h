@@ -168,7 +168,8 @@ SSOPS_HOST_DEVICE inline size_t line_smem_bytes(const FusedParams& p, bool col) 
 }
 
 // The backward's blocks (offsets in floats): the du planes [cpb][H][line_plane_row(W)], the
-// dB and dC planes of the route being walked (summed over the block's channels), the lines'
+// dB and dC planes of the route being walked (one pair the block's channels add into, or, OWN,
+// a pair per channel [cpb][2], summed when the route is done), the lines'
 // maps [cpb][K][lines] (float2: P, S), the adjoint's S' of each, the states before each chunk
 // of line_chunk steps but the first [route of the orientation][chunk - 1][thread] (float2),
 // then the channels' sums of dA and ddelta_bias [cpb][K][2] and of dD [cpb].  (At VMamba-T's
@@ -184,14 +185,15 @@ struct LineBwdLayout {
   int bc, maps, adjoint, checkpoints, sums;
   size_t bytes;
 };
-SSOPS_HOST_DEVICE inline LineBwdLayout line_bwd_layout(const FusedParams& p, bool col) {
+SSOPS_HOST_DEVICE inline LineBwdLayout line_bwd_layout(const FusedParams& p, bool col,
+                                                        bool own = false) {
   const int plane = p.H * line_plane_row(p.W), lines = col ? p.W : p.H;
   const int n = col ? p.H : p.W, chunks = (n + line_chunk(n, col) - 1) / line_chunk(n, col);
   int routes = 0;  // walking this orientation
   for (int k = 0; k < p.K; ++k) routes += static_cast<int>(((p.transposed >> k) & 1) == col);
   LineBwdLayout s;
   s.bc = p.cpb * plane;
-  s.maps = (s.bc + 2 * plane + 1) & ~1;
+  s.maps = (s.bc + 2 * (own ? p.cpb : 1) * plane + 1) & ~1;
   s.adjoint = s.maps + 2 * p.cpb * p.K * lines;
   s.checkpoints = (s.adjoint + p.cpb * p.K * lines + 1) & ~1;
   s.sums = s.checkpoints + 2 * routes * (chunks - 1) * p.cpb * lines;
