@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import pathlib
+import re
 
 import matplotlib
 
@@ -41,8 +42,12 @@ def main():
             ax_roof.bar(xs, roof, width, label=label)
     ax_speed.axhline(1.0, color="black", linewidth=0.8)
     ax_speed.set_ylabel("speedup over baseline (x)")
-    ax_speed.set_title(f"ssops on {result['device']} (commit {result['commit'][:10]}); baseline: "
-                       "mamba_ssm / 2x mamba_ssm (vim_s_bidi) / VMamba unfused (ss2d_*)")
+    # each case's baseline as run.py named it (the SS2D ones at f0acd24 - ac27ca2 carried their
+    # fwd+bwd ratio after a ";" in the name)
+    whats = {re.sub(r";[^)]*\)", ")", r["baseline"]["what"])
+             for r in result["cases"].values() if r.get("baseline")}
+    ax_speed.set_title(f"ssops on {result['device']} (commit {result['commit'][:10]})\nbaselines: "
+                       + " / ".join(sorted(whats)), fontsize=10)
     ax_roof.set_ylabel("% of copy-bandwidth roofline")
     ax_roof.set_xticks(range(len(cases)), cases, rotation=30, ha="right")
     for ax in (ax_speed, ax_roof):
