@@ -37,7 +37,6 @@ import ssops
 import ssops.models as M
 from ssops.models._layers import at_least_fp32
 from results_io import run_info, save
-from ssops.reference.cross_scan import to_routes
 from ssops.validation import grid
 
 ANCHORS = json.loads((pathlib.Path(__file__).parent / "anchors_h100.json").read_text())["models"]
@@ -52,21 +51,6 @@ def images_per_s(step, batch, warmup, steps):
         step()
     torch.cuda.synchronize()
     return batch * steps / (time.perf_counter() - start)
-
-
-def unfused_core(x, delta, A, B, C, D=None, delta_bias=None, delta_softplus=True, *,
-                 layout="bchw", routes="cross", out_dtype=None, backend=None):
-    """cross_selective_scan_core as three ops; delta / B / C are put in route order first (VMamba
-    projects the cross-scanned copies instead: the same bytes, one matmul per route)."""
-    H, W = grid(x, layout)[2:]
-    b, K, c, L = delta.shape
-    xs = ssops.cross_scan(x, layout=layout, routes=routes, backend=backend).flatten(1, 2)
-    ys = ssops.selective_scan(xs, to_routes(delta, H, W, routes).flatten(1, 2), A,
-                              to_routes(B, H, W, routes), to_routes(C, H, W, routes), D,
-                              delta_bias=delta_bias, delta_softplus=delta_softplus,
-                              out_dtype=out_dtype, backend=backend)
-    return ssops.cross_merge(ys.view(b, K, c, L), H, W, layout=layout, routes=routes,
-                             backend=backend)
 
 
 def unfused_cross_selective_scan(x, x_proj_weight, dt_projs_weight, dt_projs_bias, A_logs, Ds,

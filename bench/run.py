@@ -205,25 +205,35 @@ def vim_mamba_ssm_times(u, delta, A, B, C, D, z, bias):
     return _autograd_times(fwd, leaves)
 
 
+def routed_inputs(delta, B, C, H, W):
+    """delta (b, K * c, L), B and C (b, K, N, L) in route order, as VMamba's projections of the
+    cross-scanned copies give them (from the fused op's image-order (b, K, c, L) / (b, K, N, L))."""
+    delta, B, C = (to_routes(t, H, W, "cross") for t in (delta, B, C))
+    return delta.flatten(1, 2), B, C
+
+
+def vmamba_pipeline(x, delta, A, B, C, D, bias, scan, copies):
+    """The SS2D core as VMamba runs it, on routed delta / B / C: cross_scan, one ``scan``
+    (selective_scan_fn's arguments) over the routes' channels, cross_merge; cross_scan and
+    cross_merge on the ``copies`` backend (triton: as VMamba's own Triton ones)."""
+    b, c, H, W = x.shape
+    xs = ssops.cross_scan(x, backend=copies).flatten(1, 2)
+    ys = scan(xs, delta, A, B, C, D, None, bias, delta_softplus=True)
+    return ssops.cross_merge(ys.view(b, -1, c, H * W), H, W, backend=copies)
+
+
 def vmamba_unfused_times(x, delta, A, B, C, D, bias, copies="triton"):
-    """(fwd ms, bwd ms, y) of the SS2D core as VMamba runs it, on mamba_ssm's scan (None where
-    it is not installed): cross_scan, one scan over the routes' channels with delta / B / C in
-    route order (VMamba projects the cross-scanned copies, so they come that way), cross_merge;
-    the ``copies`` backend's cross_scan / cross_merge (triton: as VMamba's own Triton ones).  The reordering of
-    delta / B / C into route order is done once, outside the timing."""
+    """(fwd ms, bwd ms, y) of vmamba_pipeline on mamba_ssm's scan (None where it is not
+    installed), forward and backward through autograd; delta / B / C are put in route order
+    once, outside the timing."""
     selective_scan_fn = _mamba_ssm_scan()
     if selective_scan_fn is None:
         return None
-    b, c, H, W = x.shape
-    K = delta.shape[1]
-    delta, B, C = (to_routes(t, H, W, "cross") for t in (delta, B, C))
-    leaves = _leaves(x, delta.flatten(1, 2), A, B, C, D, bias)
-    x, delta, A, B, C, D, bias = leaves
+    leaves = _leaves(x, *routed_inputs(delta, B, C, *x.shape[2:]), A, D, bias)
+    x, delta, B, C, A, D, bias = leaves
 
     def fwd():
-        xs = ssops.cross_scan(x, backend=copies).flatten(1, 2)
-        ys = selective_scan_fn(xs, delta, A, B, C, D, None, bias, delta_softplus=True)
-        return ssops.cross_merge(ys.view(b, K, c, H * W), H, W, backend=copies)
+        return vmamba_pipeline(x, delta, A, B, C, D, bias, selective_scan_fn, copies)
     return (*_autograd_times(fwd, leaves), fwd().detach())
 
 

@@ -1,12 +1,12 @@
 """The SS2D core at VMamba-T's stages, every way ssops can run it, same inputs, same run.
 
 Forward: the cuda line kernels (csrc/line_scan.cuh), the cuda fused kernels (csrc/fused.cuh),
-the triton backend, and the unfused pipeline (cross_scan, one selective scan over the routes'
-channels, cross_merge) on cuda and on triton.  Backward (--backward): the cuda line kernels,
-the cuda states-on-lanes backward (the routes' copies, one flat backward, the merge) and the
-triton backend.  (Not the unfused pipeline's: models.unfused_core puts delta / B / C in route
-order by torch indexing, whose backward, a scatter, would dominate; run.py compares with the
-H100 anchors of VMamba's own pipeline instead.)
+the triton backend, and VMamba's unfused pipeline (run.vmamba_pipeline: cross_scan, one
+selective scan over the routes' channels, cross_merge) on cuda and on triton, its delta / B / C
+put in route order before the timing, as VMamba's projections give them.  Backward
+(--backward): the cuda line kernels, the cuda states-on-lanes backward (the routes' copies, one
+flat backward, the merge) and the triton backend.  (run.py times VMamba's pipeline on
+mamba_ssm's scan forward and backward, in the same run, where mamba_ssm is importable.)
 
 ms are CUDA-event medians of 30 after 5 warm-ups; GB/s count the bytes the fused op must move
 once (forward: x, delta, B, C in, y out; backward: those and dy in, dx, ddelta, dB, dC out);
@@ -17,12 +17,13 @@ to its largest value.
 """
 import argparse
 import contextlib
+import functools
 
 import torch
 
-from models import unfused_core
+import ssops
 from results_io import run_info, save
-from run import SS2D_CASES
+from run import SS2D_CASES, routed_inputs, vmamba_pipeline
 from ssops import _cuda_backend as cuda, dispatch, testing
 from ssops._bench import time_ms
 
@@ -40,6 +41,13 @@ def switched(**values):
             setattr(cuda, k, v)
 
 
+def unfused_way(x, delta, A, B, C, D, bias, backend):
+    """VMamba's pipeline on one backend, its inputs put in route order now, outside the timing."""
+    routed_delta, routed_B, routed_C = routed_inputs(delta, B, C, *x.shape[2:])
+    scan = functools.partial(ssops.selective_scan, backend=backend)
+    return lambda: vmamba_pipeline(x, routed_delta, A, routed_B, routed_C, D, bias, scan, backend)
+
+
 def forward_ways(x, delta, A, B, C, D, bias, triton, call):
     def fused():  # the fused kernels at every size
         with switched(LINE_FORWARD=False, FUSED_CROSS_MIN_L=0):
@@ -48,8 +56,8 @@ def forward_ways(x, delta, A, B, C, D, bias, triton, call):
         "cuda lines": lambda: cuda.cross_selective_scan_fwd(*call),
         "cuda fused": fused,
         "triton": lambda: triton.cross_selective_scan_fwd(*call),
-        "cuda unfused": lambda: unfused_core(x, delta, A, B, C, D, bias, backend="cuda"),
-        "triton unfused": lambda: unfused_core(x, delta, A, B, C, D, bias, backend="triton"),
+        "cuda unfused": unfused_way(x, delta, A, B, C, D, bias, "cuda"),
+        "triton unfused": unfused_way(x, delta, A, B, C, D, bias, "triton"),
     }
 
 

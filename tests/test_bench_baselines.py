@@ -42,6 +42,18 @@ def test_vmamba_core_baseline_is_the_fused_core(monkeypatch):
     torch.testing.assert_close(y, want, rtol=1e-12, atol=1e-12)
 
 
+def test_ss2d_unfused_way_is_the_fused_core():
+    """bench/ss2d.py's unfused forward (VMamba's pipeline on one ssops backend) gives
+    cross_selective_scan_core's y."""
+    import ss2d  # bench/ss2d.py
+    (x, delta, A, B, C), kw = testing.make_cross_selective_scan_inputs(
+        batch=2, channels=3, H=4, W=5, N=1, dtype=torch.float64)
+    y = ss2d.unfused_way(x, delta, A, B, C, kw["D"], kw["delta_bias"], "reference")()
+    want = ssops.cross_selective_scan_core(x, delta, A, B, C, kw["D"], kw["delta_bias"],
+                                           backend="reference")
+    torch.testing.assert_close(y, want, rtol=1e-12, atol=1e-12)
+
+
 def test_vmamba_unfused_baseline_is_the_fused_op():
     """bench/models.py's "+unfused" SS2D core (VMamba's own order: cross_scan, projections of the
     routed copies, one scan, cross_merge) gives ssops.cross_selective_scan's y, both layouts."""
