@@ -463,7 +463,8 @@ def _line_chunk(n, col):  # csrc/scan.h line_chunk
 
 
 def _line_smem(H, W, K, cpb, backward):
-    """csrc/scan.h line_smem_bytes, or the larger of the two orientations' line_bwd_layout."""
+    """csrc/scan.h line_smem_bytes, or the larger of the two orientations' line_bwd_layout
+    without the channels' own dB / dC planes (the launch adds those where they fit)."""
     plane = H * (W | 1)
     if not backward:
         return 4 * cpb * plane + 8 * cpb * max(H, W) * K + 4
