@@ -23,7 +23,7 @@ import torch
 
 import ssops
 from results_io import run_info, save
-from run import SS2D_CASES, routed_inputs, vmamba_pipeline
+from run import SS2D_CASES, max_rel_diff, routed_inputs, vmamba_pipeline
 from ssops import _cuda_backend as cuda, dispatch, testing
 from ssops._bench import time_ms
 
@@ -74,12 +74,6 @@ def backward_ways(triton, call):
         "cuda lanes": lanes,
         "triton": lambda: triton.cross_selective_scan_bwd(*bwd_call),
     }
-
-
-def max_rel_diff(out, ref):
-    outs, refs = (out,) if torch.is_tensor(out) else out, (ref,) if torch.is_tensor(ref) else ref
-    return max(((o.float() - r.float()).abs().max() / r.float().abs().max()).item()
-               for o, r in zip(outs, refs) if r is not None)
 
 
 def main():
