@@ -153,31 +153,59 @@ __device__ __forceinline__ float2 walk_route(const FusedParams& p, const Line<CO
              : walk_line<T, V, TAIL, false, COL, PASS, MIXED>(p, ln, k, h, plane, add, Dsum);
 }
 
+// put(c, pos, cell, fetched) for the pixels of `channels` planes of the block in position
+// order, threadIdx.x first and blockDim.x apart (neighbouring threads: neighbouring positions):
+// c the channel slot, pos the position in the grid, cell the offset in the channel's plane;
+// fetched = fetch(c, pos) for U pixels at a time, all fetched before any is put, so U loads
+// are in flight (the backward rows kernel's prologue, loading one at a time, spent 15% of its
+// stall samples waiting: ncu).  The pixel's row and column are stepped, not divided.
+template <int U, typename Fetch, typename Put>
+__device__ __forceinline__ void each_pixel(const FusedParams& p, int channels, Fetch&& fetch,
+                                           Put&& put) {
+  const int pr = line_plane_row(p.W), threads = blockDim.x;
+  const int dcol = threads % p.W, drow = threads / p.W % p.H, dc = threads / p.L;
+  int c = threadIdx.x / p.L, row = threadIdx.x % p.L / p.W, col = threadIdx.x % p.W;
+  while (c < channels) {
+    int cs[U], cells[U], ps[U];
+    float v[U];
+#pragma unroll
+    for (int i = 0; i < U; ++i) {
+      cs[i] = c, ps[i] = row * p.W + col, cells[i] = row * pr + col;
+      if (c < channels) v[i] = fetch(c, ps[i]);
+      col += dcol;
+      if (col >= p.W) col -= p.W, ++row;
+      row += drow;
+      if (row >= p.H) row -= p.H, ++c;
+      c += dc;
+    }
+#pragma unroll
+    for (int i = 0; i < U; ++i)
+      if (cs[i] < channels) put(cs[i], ps[i], cells[i], v[i]);
+  }
+}
+
+// put(c, pos, cell) for each pixel of `channels` planes, as above, nothing fetched.
+template <typename Put>
+__device__ __forceinline__ void each_pixel(const FusedParams& p, int channels, Put&& put) {
+  each_pixel<1>(
+      p, channels, [](int, int) { return 0.f; },
+      [&](int c, int pos, int cell, float) { put(c, pos, cell); });
+}
+
 // A block's planes [cpb][H][line_plane_row(W)] and its lines' maps [cpb][K][lines].  Columns
-// sum their routes in the plane and write the last into p.partial; rows start from
-// p.partial (or zero), add their routes and sum_k D_k u, and the block writes y from the
-// planes, coalesced (a row thread's own stores would each touch another row).
-// (4 blocks of the most threads: at most 64 registers.)
+// sum their routes in the plane and write the last into p.partial; rows sum theirs and
+// sum_k D_k u in the plane, and the block writes y from the planes plus p.partial, coalesced
+// (a row thread's own stores would each touch another row).
+// (4 blocks of the most threads: at most 64 registers; 3, 80 registers, for columns in runs of
+// 8, which spill at 64: VMamba's stage 1, whose 58 KiB blocks fit 3 an SM anyway.)
 template <typename T, int V, bool TAIL, bool COL, bool MIXED>
-__global__ void __launch_bounds__(kLineMaxThreads, 4) line_fwd_kernel(const FusedParams p) {
+__global__ void __launch_bounds__(kLineMaxThreads, COL && V == 8 ? 3 : 4)
+    line_fwd_kernel(const FusedParams p) {
   extern __shared__ float4 line_smem_[];
   float* planes = reinterpret_cast<float*>(line_smem_);
   float2* maps = reinterpret_cast<float2*>(planes + line_maps_offset(p));
   const Line<COL> ln(p);
-  const int pr = line_plane_row(p.W), plane_size = p.H * pr;
-  const int64_t first_channel = (blockIdx.x % p.batch) * static_cast<int64_t>(p.dim) +
-                                (blockIdx.x / p.batch) * p.cpb;  // b * dim + d0
-  // f(plane offset, flat offset, channel slot, position) for the block's pixels in order
-  const auto each_pixel = [&](auto&& f) {
-    for (int i = threadIdx.x; i < p.cpb * p.L; i += blockDim.x) {
-      const int c = i / p.L, pos = i - c * p.L, r = pos / p.W;
-      f(c * plane_size + r * pr + pos - r * p.W, (first_channel + c) * p.L + pos, c, pos);
-    }
-  };
-  if (!COL)
-    each_pixel([&](int at, int64_t flat, int, int) {
-      planes[at] = p.partial ? p.partial[flat] : 0.f;
-    });
+  const int plane_size = p.H * line_plane_row(p.W);
   float* plane = planes + ln.plane * plane_size;
   if (ln.active(p))
     for (int k = 0; k < p.K; ++k)
@@ -191,7 +219,7 @@ __global__ void __launch_bounds__(kLineMaxThreads, 4) line_fwd_kernel(const Fuse
     float Dsum = 0.f;  // sum_k D_k u: added by the rows' first route
     if (!COL && p.D)
       for (int k = 0; k < p.K; ++k) Dsum += p.D[k * p.dim + ln.d];
-    bool add = !COL;
+    bool add = false;  // the first route stores
     for (int k = 0; k < p.K; ++k) {
       if (!ln.walks(p, k)) continue;
       float h = 0.f;
@@ -204,13 +232,17 @@ __global__ void __launch_bounds__(kLineMaxThreads, 4) line_fwd_kernel(const Fuse
   }
   if (COL) return;
   __syncthreads();
-  each_pixel([&](int at, int64_t, int c, int pos) {
-    const float y = planes[at] * p.y_scale;
-    const int64_t o = (blockIdx.x % p.batch) * p.sy_b +
-                      ((blockIdx.x / p.batch) * p.cpb + c) * p.sy_d + pos;
-    if (p.y_f32) static_cast<float*>(p.y)[o] = y;
-    else static_cast<T*>(p.y)[o] = from_f<T>(y);
-  });
+  const int b = blockIdx.x % p.batch, d0 = (blockIdx.x / p.batch) * p.cpb;
+  const float* partial = p.partial ? p.partial + (static_cast<int64_t>(b) * p.dim + d0) * p.L
+                                   : nullptr;
+  each_pixel<8>(
+      p, p.cpb, [&](int c, int pos) { return partial ? partial[c * p.L + pos] : 0.f; },
+      [&](int c, int pos, int cell, float columns) {
+        const float y = (planes[c * plane_size + cell] + columns) * p.y_scale;
+        const int64_t o = b * p.sy_b + (d0 + c) * p.sy_d + pos;
+        if (p.y_f32) static_cast<float*>(p.y)[o] = y;
+        else static_cast<T*>(p.y)[o] = from_f<T>(y);
+      });
 }
 
 // One launch of a line kernel over one orientation: a block per cpb channels of a batch.
@@ -250,8 +282,10 @@ void launch_line_orientation(const FusedParams& p, cudaStream_t stream) {
 // Columns (when any route walks them) into p.partial, then rows into y.
 template <typename T>
 void launch_line_fwd(const FusedParams& p, cudaStream_t stream) {
-  if (p.transposed) {  // columns V steps at a time, 7 where that leaves no tail (VMamba's 14, 7)
-    if (p.H % 4 == 0) launch_line_orientation<T, 4, true>(p, stream);
+  if (p.transposed) {  // columns V steps at a time (loads in flight), 7 where that leaves no
+                       // tail (VMamba's 14, 7)
+    if (p.H % 8 == 0) launch_line_orientation<T, 8, true>(p, stream);
+    else if (p.H % 4 == 0) launch_line_orientation<T, 4, true>(p, stream);
     else if (p.H % 7 == 0) launch_line_orientation<T, 7, true>(p, stream);
     else launch_line_orientation<T, 4, true, true>(p, stream);
   }
@@ -467,17 +501,8 @@ line_bwd_kernel(const FusedParams p) {
   const int pr = line_plane_row(p.W), plane_size = p.H * pr, threads = p.cpb * ln.nlines;
   const int chunks = (ln.n - 1) / CH;  // with a checkpoint
   const int b = blockIdx.x % p.batch, d0 = (blockIdx.x / p.batch) * p.cpb;
-  const int64_t first_channel = static_cast<int64_t>(b) * p.dim + d0;
-  const auto each_pixel = [&](auto&& f) {  // f(plane offset, flat offset, channel slot, position)
-    for (int i = threadIdx.x; i < p.cpb * p.L; i += blockDim.x) {
-      const int c = i / p.L, pos = i - c * p.L, row = pos / p.W;
-      f(c * plane_size + row * pr + pos - row * p.W, (first_channel + c) * p.L + pos, c, pos);
-    }
-  };
-  each_pixel([&](int at, int64_t flat, int, int) {
-    planes[at] = !COL && p.transposed ? p.partial[flat] : 0.f;
-  });
-  for (int i = threadIdx.x; i < 2 * (OWN ? p.cpb : 1) * plane_size; i += blockDim.x) bc[i] = 0.f;
+  for (int i = threadIdx.x; i < (p.cpb + 2 * (OWN ? p.cpb : 1)) * plane_size; i += blockDim.x)
+    smem[i] = 0.f;  // the du planes and the dB / dC planes after them
   for (int i = threadIdx.x; i < p.cpb * (2 * p.K + 1); i += blockDim.x) sums[i] = 0.f;
   const int line_cell = COL ? ln.line : ln.line * pr;
   float* const my_bc = bc + (OWN ? 2 * ln.plane * plane_size : 0) + line_cell;
@@ -541,10 +566,20 @@ line_bwd_kernel(const FusedParams p) {
     }
     if (!COL && p.dD) atomicAdd(p.dD + row, sums[2 * p.K * p.cpb + c]);
   }
-  each_pixel([&](int at, int64_t flat, int c, int pos) {
-    if (COL) p.partial[flat] = planes[at];
-    else static_cast<T*>(p.du)[b * p.su_b + (d0 + c) * p.su_d + pos] = from_f<T>(planes[at]);
-  });
+  float* const partial =
+      p.partial ? p.partial + (static_cast<int64_t>(b) * p.dim + d0) * p.L : nullptr;
+  if (COL) {
+    each_pixel(p, p.cpb, [&](int c, int pos, int cell) {
+      partial[c * p.L + pos] = planes[c * plane_size + cell];
+    });
+  } else {  // du: the rows' sum in the planes plus the columns' in p.partial
+    each_pixel<8>(
+        p, p.cpb, [&](int c, int pos) { return partial ? partial[c * p.L + pos] : 0.f; },
+        [&](int c, int pos, int cell, float columns) {
+          static_cast<T*>(p.du)[b * p.su_b + (d0 + c) * p.su_d + pos] =
+              from_f<T>(planes[c * plane_size + cell] + columns);
+        });
+  }
 }
 
 template <typename T, int V, bool COL, bool TAIL = false, int CH = kLineChunk>

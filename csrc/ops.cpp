@@ -397,8 +397,9 @@ ssops::FusedParams make_fused(const char* op, const Tensor& u, const Tensor& del
                   B.size(3) == p.N && B.size(4) == p.L && p.dim % p.G == 0 &&
                   dpg % p.cpb == 0 && A.dim() == 3 && A.size(0) == p.K && A.size(1) == p.dim,
               "ssops cuda ", op, ": inconsistent shapes");
-  if (p.lines) {
+  if (p.lines) {  // (the rows' launch writes y / du: some route walks rows)
     TORCH_CHECK(p.N == 1 && !z && u.size(0) == 1 && p.cpb > 0 &&
+                    p.transposed != (1u << p.K) - 1 &&
                     std::max(p.H, p.W) * p.cpb <= ssops::kLineMaxThreads &&
                     ssops::line_smem_bytes(p, p.W > p.H) <= 200 * 1024,
                 "ssops cuda ", op, ": inconsistent work split (lines)");

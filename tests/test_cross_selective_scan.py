@@ -160,7 +160,7 @@ def test_cuda_fused(fused_cuda, H, W, N, dtype, fused_bwd):
     (37, 11, 3, "cross", torch.float32, None, 1),   # odd sides, one channel a block
     (12, 20, 8, "bidi", torch.float32, None, 1),    # rows only
     (5, 14, 6, "unidi", torch.float16, None, 1),    # one route, 2-element rows with a tail
-    (16, 24, 2, "cross", torch.float16, None, 1),   # backward: 8-step chunks, no tails
+    (16, 24, 2, "cross", torch.float16, None, 1),   # 8-step column runs / chunks, no tails
     (9, 32, 4, "cross", torch.float32, None, 1),    # backward: 4-element rows, column tails
     (2, 300, 2, "cross", torch.float32, None, 0),   # 300 columns: over a block's threads
 ])
