@@ -452,13 +452,9 @@ def _fused_plan(u, delta, B, C, backward, routes, split=None):
 
 
 # Channels share a block of the line kernels up to this many threads and channels; measured on
-# an H200 at VMamba-T's stages against 64 / 128 threads (bench/NOTES.md).  The backward's blocks
-# hold at most LINE_CHANNELS_BWD: each route ends at a barrier, where a large block's warps wait
-# for its slowest (ncu: 8-12% of the stall samples at stage 1), and 2 channels leave room for
-# their own dB / dC planes at stage 1 too.
+# an H200 at VMamba-T's stages against 64 / 128 threads (bench/NOTES.md).
 LINE_THREADS = 256  # csrc/scan.h kLineMaxThreads
 LINE_CHANNELS = 16
-LINE_CHANNELS_BWD = 2
 LINE_CHUNK = 8  # csrc/scan.h kLineChunk: the backward's steps between checkpoints
 
 
@@ -500,8 +496,8 @@ def _line_split(H, W, K, dpg, backward=False):
     smem = functools.partial(_line_smem, H, W, K, backward=backward)
     if lines > LINE_THREADS or smem(1) > FUSED_MAX_SMEM:
         return None
-    cpb, most = 1, LINE_CHANNELS_BWD if backward else LINE_CHANNELS
-    while (2 * cpb * lines <= LINE_THREADS and 2 * cpb <= most and dpg % (2 * cpb) == 0
+    cpb = 1
+    while (2 * cpb * lines <= LINE_THREADS and 2 * cpb <= LINE_CHANNELS and dpg % (2 * cpb) == 0
            and smem(2 * cpb) <= FUSED_MAX_SMEM):
         cpb *= 2
     return [0, 0, cpb, 0, 1]
