@@ -542,6 +542,8 @@ line_bwd_kernel(const FusedParams p) {
     first = false, Dsum = 0.f, ++o;
     __syncthreads();  // route k's dB / dC, summed over the block's channels, to the outputs
     const int64_t out = ((static_cast<int64_t>(k) * p.batch + b) * p.G + d0 / (p.dim / p.G)) * p.L;
+    // (divided, not each_pixel: its stepping state, hoisted out of the route loop, stayed live
+    // through the walks and spilled 12-24 bytes)
     for (int pos = threadIdx.x; pos < p.L; pos += blockDim.x) {
       const int cell = pos / p.W * pr + pos % p.W;
       if constexpr (OWN) {
