@@ -27,6 +27,7 @@ import functools
 import json
 import os
 import pathlib
+from typing import Callable, NamedTuple
 
 import torch
 
@@ -104,21 +105,10 @@ def _result(shape, backend, fwd, bwd, inputs, y, dy, copy_gbps, kept=None):
 
 
 def bench_bidi(name, backend, copy_gbps):
-    batch, dim, L, N, dtype = BIDI_CASES[name]
-    args, kw = testing.make_selective_scan_inputs(batch=batch, dim=dim, L=L, N=N, dtype=dtype,
-                                                  device="cuda", seed=1, direction_axis=True)
-    u, delta, A, B, C = args
-    D, z, bias = kw["D"], kw["z"], kw["delta_bias"]
-    tensors = dict(u=u, delta=delta, A=A, B=B, C=C, D=D, z=z, delta_bias=bias)
-    impl = dispatch.resolve("bidirectional_scan", backend, tensors)
-    kept = _kept(impl, "bidirectional_scan", tensors)
-    fwd = lambda **kw: impl.bidirectional_scan_fwd(u, delta, A, B, C, D, z, bias, True, "mean", dtype, **kw)  # noqa: E731
-    y = fwd()
-    dy = torch.randn_like(y)
-    bwd = lambda **kw: impl.bidirectional_scan_bwd(dy, u, delta, A, B, C, D, z, bias, True, "mean", **kw)  # noqa: E731
-    shape = dict(batch=batch, dim=dim, L=L, N=N, dtype=str(dtype), z=True)
-    r = _result(shape, backend, fwd, bwd, (u, delta, z, B, C), y, dy, copy_gbps, kept)
-    side_by_side = vim_mamba_ssm_times(u, delta, A, B, C, D, z, bias)
+    pair = case_pair(name, backend)
+    r = _result(pair.shape, backend, pair.fwd, pair.bwd, pair.moved, pair.y, pair.dy, copy_gbps,
+                _kept(pair.impl, pair.op, pair.tensors))
+    side_by_side = vim_mamba_ssm_times(*pair.tensors.values())
     if side_by_side:
         r["vim_mamba_ssm_in_run"] = dict(fwd_ms=side_by_side[0], bwd_ms=side_by_side[1])
     return r
@@ -245,25 +235,73 @@ def vmamba_unfused_times(x, delta, A, B, C, D, bias, copies="triton"):
     return (*_autograd_times(fwd, leaves), fwd().detach())
 
 
-def bench_ss2d(name, backend, copy_gbps):
-    batch, channels, side, N, dtype = SS2D_CASES[name]
-    args, kw = testing.make_cross_selective_scan_inputs(batch, channels, side, side, N=N,
-                                                        dtype=dtype, device="cuda", seed=1)
-    x, delta, A, B, C = args
-    D, bias = kw["D"], kw["delta_bias"]
-    impl = dispatch.resolve("cross_selective_scan", backend, dict(x=x, delta=delta, A=A, B=B, C=C))
-    fwd = lambda: impl.cross_selective_scan_fwd(x, delta, A, B, C, D, bias, True, "bchw", "cross", dtype)  # noqa: E731
+class Pair(NamedTuple):
+    """A case's forward and backward on one backend (fwd(**kept), bwd(**kept): the backend's
+    functions, no autograd), on inputs drawn at random with a fixed seed."""
+    op: str
+    impl: object  # the backend's module
+    fwd: Callable
+    bwd: Callable
+    tensors: dict  # the op's tensor inputs by name, in its argument order
+    moved: tuple  # what the roofline counts as read (besides dy)
+    y: torch.Tensor
+    dy: torch.Tensor
+    shape: dict
+
+
+def case_pair(name, backend, device="cuda"):
+    if name in SS2D_CASES:
+        batch, channels, side, N, dtype = SS2D_CASES[name]
+        args, kw = testing.make_cross_selective_scan_inputs(batch, channels, side, side, N=N,
+                                                            dtype=dtype, device=device, seed=1)
+        x, delta, A, B, C = args
+        tensors = dict(x=x, delta=delta, A=A, B=B, C=C, D=kw["D"], delta_bias=kw["delta_bias"])
+        op, moved = "cross_selective_scan", (x, delta, B, C)
+        shape = dict(batch=batch, channels=channels, H=side, W=side, N=N, routes=4,
+                     dtype=str(dtype))
+        impl = dispatch.resolve(op, backend, tensors)
+        fwd = lambda: impl.cross_selective_scan_fwd(*tensors.values(), True, "bchw", "cross", dtype)  # noqa: E731
+        bwd = lambda: impl.cross_selective_scan_bwd(dy, *tensors.values(), True, "bchw", "cross")  # noqa: E731
+    else:
+        bidi = name in BIDI_CASES
+        if bidi:
+            (batch, dim, L, N, dtype), G, with_z = BIDI_CASES[name], 1, True
+        else:
+            batch, dim, L, N, G, dtype, with_z = CASES[name]
+        mode = "grouped" if G > 1 else "variable"
+        args, kw = testing.make_selective_scan_inputs(
+            batch=batch, dim=dim, L=L, N=N, b_mode=mode, c_mode=mode, groups=G, z=with_z,
+            dtype=dtype, device=device, seed=1, **(dict(direction_axis=True) if bidi else {}))
+        u, delta, A, B, C = args
+        tensors = dict(u=u, delta=delta, A=A, B=B, C=C, D=kw["D"], z=kw["z"],
+                       delta_bias=kw["delta_bias"])
+        op, moved = ("bidirectional_scan" if bidi else "selective_scan"), (u, delta, kw["z"], B, C)
+        shape = dict(batch=batch, dim=dim, L=L, N=N, **({} if bidi else dict(groups=G)),
+                     dtype=str(dtype), z=with_z)
+        impl = dispatch.resolve(op, backend, tensors)
+        if bidi:
+            fwd = lambda **kw: impl.bidirectional_scan_fwd(*tensors.values(), True, "mean", dtype, **kw)  # noqa: E731
+            bwd = lambda **kw: impl.bidirectional_scan_bwd(dy, *tensors.values(), True, "mean", **kw)  # noqa: E731
+        else:
+            fwd = lambda **kw: impl.selective_scan_fwd(*tensors.values(), True, dtype, **kw)  # noqa: E731
+            bwd = lambda **kw: impl.selective_scan_bwd(dy, None, *tensors.values(), True, **kw)  # noqa: E731
     y = fwd()
+    y = y[0] if op == "selective_scan" else y  # (y, last state)
     dy = torch.randn_like(y)
-    bwd = lambda: impl.cross_selective_scan_bwd(dy, x, delta, A, B, C, D, bias, True, "bchw", "cross")  # noqa: E731
-    shape = dict(batch=batch, channels=channels, H=side, W=side, N=N, routes=4, dtype=str(dtype))
-    r = _result(shape, backend, fwd, bwd, (x, delta, B, C), y, dy, copy_gbps)
+    return Pair(op, impl, fwd, bwd, tensors, moved, y, dy, shape)
+
+
+def bench_ss2d(name, backend, copy_gbps):
+    pair = case_pair(name, backend)
+    impl, y, side = pair.impl, pair.y, pair.shape["H"]
+    r = _result(pair.shape, backend, pair.fwd, pair.bwd, pair.moved, y, pair.dy, copy_gbps)
+    x = pair.tensors["x"]
     r["cross_scan_ms"] = cuda_time_ms(lambda: impl.cross_scan(x, "bchw", "cross"))
     r["torch_cross_scan_ms"] = cuda_time_ms(lambda: torch_cross_scan(x))
     ys = torch_cross_scan(x)
     r["cross_merge_ms"] = cuda_time_ms(lambda: impl.cross_merge(ys, side, side, "bchw", "cross"))
     r["torch_cross_merge_ms"] = cuda_time_ms(lambda: torch_cross_merge(ys, side, side))
-    side_by_side = vmamba_unfused_times(x, delta, A, B, C, D, bias)
+    side_by_side = vmamba_unfused_times(*pair.tensors.values())
     if side_by_side:
         fwd_ms, bwd_ms, y_unfused = side_by_side
         r["vmamba_unfused_in_run"] = dict(
@@ -277,28 +315,16 @@ def bench_case(name, backend, copy_gbps):
         return bench_bidi(name, backend, copy_gbps)
     if name in SS2D_CASES:
         return bench_ss2d(name, backend, copy_gbps)
-    batch, dim, L, N, G, dtype, with_z = CASES[name]
-    b_mode = "grouped" if G > 1 else "variable"
-    args, kw = testing.make_selective_scan_inputs(batch=batch, dim=dim, L=L, N=N, b_mode=b_mode,
-                                                  c_mode=b_mode, groups=G, z=with_z,
-                                                  dtype=dtype, device="cuda", seed=1)
-    u, delta, A, B, C = args
-    D, z, bias = kw["D"], kw["z"], kw["delta_bias"]
-    tensors = dict(u=u, delta=delta, A=A, B=B, C=C, D=D, z=z, delta_bias=bias)
-    impl = dispatch.resolve("selective_scan", backend, tensors)
-    kept = _kept(impl, "selective_scan", tensors)
-    fwd = lambda **kw: impl.selective_scan_fwd(u, delta, A, B, C, D, z, bias, True, dtype, **kw)  # noqa: E731
-    y, last = fwd()
-    dy = torch.randn_like(y)
-    bwd = lambda **kw: impl.selective_scan_bwd(dy, None, u, delta, A, B, C, D, z, bias, True, **kw)  # noqa: E731
-    shape = dict(batch=batch, dim=dim, L=L, N=N, groups=G, dtype=str(dtype), z=with_z)
-    r = _result(shape, backend, fwd, bwd, (u, delta, z, B, C), y, dy, copy_gbps, kept)
+    pair = case_pair(name, backend)
+    r = _result(pair.shape, backend, pair.fwd, pair.bwd, pair.moved, pair.y, pair.dy, copy_gbps,
+                _kept(pair.impl, pair.op, pair.tensors))
+    batch, dim, L, N, G = CASES[name][:5]
     # what a backward that stores the states instead of recomputing them would hold
     r["stored_states_MB"] = batch * dim * N * L * 4 / 2 ** 20
     if L <= TORCH_LOOP_MAX_L and G == 1:
-        r["torch_loop_fwd_ms"] = time_ms(lambda: torch_loop_scan(u, delta, A, B, C, D, z, bias),
+        r["torch_loop_fwd_ms"] = time_ms(lambda: torch_loop_scan(*pair.tensors.values()),
                                          warmup=1, repeat=3)
-    side_by_side = mamba_ssm_times(u, delta, A, B, C, D, z, bias)
+    side_by_side = mamba_ssm_times(*pair.tensors.values())
     if side_by_side:
         r["mamba_ssm_in_run"] = dict(fwd_ms=side_by_side[0], bwd_ms=side_by_side[1])
     return r

@@ -73,3 +73,22 @@ def test_vmamba_unfused_baseline_is_the_fused_op():
             torch.testing.assert_close(
                 models.unfused_cross_selective_scan(image, *params, **kw, einsum=einsum), want,
                 rtol=1e-12, atol=1e-12)
+
+
+def test_case_pairs_compute_the_ops(monkeypatch):
+    """run.case_pair's closures (run.py and bench/ab.py time them) call the backend with the ops'
+    arguments in order: their y and du are the public ops' y and gradient of u for that dy."""
+    monkeypatch.setattr(run, "CASES", {"lm": (2, 4, 12, 3, 1, torch.float64, True)})
+    monkeypatch.setattr(run, "BIDI_CASES", {"bidi": (2, 4, 12, 3, torch.float64)})
+    monkeypatch.setattr(run, "SS2D_CASES", {"ss2d": (2, 3, 4, 1, torch.float64)})
+    ops = dict(lm=lambda t: ssops.selective_scan(**t, delta_softplus=True),
+               bidi=lambda t: ssops.bidirectional_scan(**t, delta_softplus=True, combine="mean"),
+               ss2d=lambda t: ssops.cross_selective_scan_core(**t, delta_softplus=True))
+    for name, op in ops.items():
+        pair = run.case_pair(name, "reference", device="cpu")
+        leaves = {k: t.detach().requires_grad_() for k, t in pair.tensors.items()}
+        first = next(iter(leaves.values()))  # u, or x
+        y = op(dict(leaves, backend="reference"))
+        du, = torch.autograd.grad(y, first, pair.dy)
+        torch.testing.assert_close(pair.y, y, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(pair.bwd()[0], du, rtol=1e-12, atol=1e-12)

@@ -1,0 +1,114 @@
+"""Same-run A/B of cuda-backend variants: builds of csrc/ with experiment flags, and settings of
+ssops._cuda_backend's switches, timed on the same inputs in one process, in rotated order.
+
+    python ab.py --cases ss2d_s1,ss2d_s3 --rounds 3 base "ch4: LINE_CHANNELS=4" \\
+        "prefetch: -DSSOPS_LINE_PREFETCH_PARTIAL=1"      (from bench/, ssops importable)
+
+A variant is NAME or NAME: SPEC, SPEC words that are nvcc flags (-D..., a build of its own,
+compiled up front in parallel) or NAME=VALUE switches (a Python literal set on
+ssops._cuda_backend while the variant runs).  Round r runs the variants in the order given,
+rotated by r; each runs every case (run.py's names): forward and backward medians of 30 after 5
+warm-ups (CUDA events).  Prints each round's times, then each case's median and range per
+variant, and the largest difference of each variant's outputs from the first variant's,
+relative to their largest value; --out writes all of it as JSON.
+"""
+import argparse
+import ast
+import json
+import os
+import statistics
+import subprocess
+import sys
+
+import torch
+
+from results_io import run_info
+from run import case_pair, cuda_time_ms
+from ssops import _cuda_backend as cuda
+
+
+def parse(spec):
+    name, _, words = spec.partition(":")
+    flags = [w for w in words.split() if w.startswith("-")]
+    switches = {k: ast.literal_eval(v) for k, _, v in (w.partition("=") for w in words.split()
+                                                       if not w.startswith("-"))}
+    unknown = [k for k in switches if not hasattr(cuda, k)]
+    if unknown:
+        sys.exit(f"{name}: ssops._cuda_backend has no switch {', '.join(unknown)}")
+    return name.strip(), " ".join(flags), switches
+
+
+def build_all(flag_sets):
+    """Each flag set's extension, compiled in parallel processes (cached), then loaded here."""
+    procs = [subprocess.Popen([sys.executable, "-c", "from ssops import _cuda_backend as c; "
+                               "c._jit_build()"], env={**os.environ, "SSOPS_NVCC_FLAGS": f})
+             for f in flag_sets]
+    if any(p.wait() for p in procs):
+        sys.exit("a variant did not build")
+    modules = {}
+    for f in flag_sets:
+        os.environ["SSOPS_NVCC_FLAGS"] = f
+        modules[f] = cuda._jit_build()
+    os.environ.pop("SSOPS_NVCC_FLAGS")
+    return modules
+
+
+def outputs(pair):
+    """The forward's outputs and the backward's gradients, as float32."""
+    out = [pair.fwd(), pair.bwd()]
+    flat = [t for o in out for t in (o if isinstance(o, tuple) else (o,))]
+    return [t.float() for t in flat if t is not None]
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("variants", nargs="+")
+    p.add_argument("--cases", default="ss2d_s1,ss2d_s2,ss2d_s3,ss2d_s4")
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--out")
+    args = p.parse_args()
+    variants = [parse(v) for v in args.variants]
+    modules = build_all(sorted({flags for _, flags, _ in variants}))
+    pairs = {name: case_pair(name, "cuda") for name in args.cases.split(",")}
+    times = {v[0]: {c: [] for c in pairs} for v in variants}
+    first, diffs = {}, {v[0]: {} for v in variants}
+    for r in range(args.rounds):
+        for name, flags, switches in variants[r % len(variants):] + variants[:r % len(variants)]:
+            saved = {k: getattr(cuda, k) for k in ("_ext", *switches)}
+            cuda._ext = lambda m=modules[flags]: m  # noqa: E731
+            for k, v in switches.items():
+                setattr(cuda, k, v)
+            try:
+                for case, pair in pairs.items():
+                    t = (cuda_time_ms(pair.fwd), cuda_time_ms(pair.bwd))
+                    times[name][case].append(t)
+                    print(f"round {r} {name:14} {case:12} fwd {t[0]:7.3f}  bwd {t[1]:7.3f}",
+                          flush=True)
+                    if r == 0:
+                        out = outputs(pair)
+                        ref = first.setdefault(case, out)
+                        diffs[name][case] = max(
+                            ((a - b).abs().max() / b.abs().max().clamp_min(1e-30)).item()
+                            for a, b in zip(out, ref))
+            finally:
+                for k, v in saved.items():
+                    setattr(cuda, k, v)
+    print(f"\n{'variant':14} {'case':12} {'fwd median (range)':>24} {'bwd median (range)':>24}"
+          f"  max rel diff")
+    summary = {}
+    for name, _, _ in variants:
+        for case, ts in times[name].items():
+            cols = [(statistics.median(x), min(x), max(x)) for x in zip(*ts)]
+            summary.setdefault(name, {})[case] = dict(fwd_ms=cols[0], bwd_ms=cols[1],
+                                                      max_rel_diff=diffs[name][case])
+            print(f"{name:14} {case:12} " + " ".join(
+                f"{m:8.3f} ({lo:.3f}-{hi:.3f})" for m, lo, hi in cols) +
+                f"  {diffs[name][case]:.1e}")
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(dict(run_info(), variants=args.variants, rounds=args.rounds,
+                           times=times, summary=summary), f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
