@@ -439,6 +439,16 @@ ssops::FusedParams make_fused(const char* op, const Tensor& u, const Tensor& del
   return p;
 }
 
+// The line kernels' float32 sum of the routes over columns (y's, or du's), which the columns'
+// launch writes and the rows' adds: allocated where some route walks columns (p.partial), and
+// held by the caller until both are queued.
+Tensor line_partial(ssops::FusedParams& p, const Tensor& u) {
+  if (!p.lines || !p.transposed) return Tensor();
+  Tensor partial = at::empty({p.batch, p.dim, p.L}, u.options().dtype(at::kFloat));
+  p.partial = partial.data_ptr<float>();
+  return partial;
+}
+
 void launch_fused(const char* op, const ssops::FusedParams& p, int dtype, bool backward) {
   if (static_cast<int64_t>(p.batch) * p.dim * p.L == 0) return;
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
@@ -461,11 +471,7 @@ void fused_fwd(const Tensor& u, const Tensor& delta, const Tensor& A, const Tens
   ssops::FusedParams p = make_fused(op, u, delta, A, B, C, D, bias, z, y, softplus, H, W,
                                     reversed, transposed, y_scale, split);
   p.y = y.data_ptr();
-  Tensor partial;  // the line kernels' sum of the routes over columns
-  if (p.lines && p.transposed) {
-    partial = at::empty({p.batch, p.dim, p.L}, u.options().dtype(at::kFloat));
-    p.partial = partial.data_ptr<float>();
-  }
+  const Tensor partial = line_partial(p, u);
   launch_fused(op, p, dtype_code(u), false);
 }
 
@@ -492,16 +498,10 @@ void fused_bwd(const Tensor& dy, const Tensor& u, const Tensor& delta, const Ten
               "ssops cuda ", op, ": bad gradient buffers");
   TORCH_CHECK(!D == !dD && !bias == !dbias, "ssops cuda ", op, ": gradient buffers missing");
   TORCH_CHECK(p.items <= 8, "ssops cuda ", op, ": at most 8 steps per thread");
-  Tensor partial;  // the line kernels' du of the routes over columns
-  if (p.lines) {
-    TORCH_CHECK(ssops::line_bwd_layout(p, false).bytes <= 200 * 1024 &&
-                    ssops::line_bwd_layout(p, true).bytes <= 200 * 1024,
-                "ssops cuda ", op, ": inconsistent work split (lines)");
-    if (p.transposed) {
-      partial = at::empty({p.batch, p.dim, p.L}, u.options().dtype(at::kFloat));
-      p.partial = partial.data_ptr<float>();
-    }
-  }
+  TORCH_CHECK(!p.lines || (ssops::line_bwd_layout(p, false).bytes <= 200 * 1024 &&
+                           ssops::line_bwd_layout(p, true).bytes <= 200 * 1024),
+              "ssops cuda ", op, ": inconsistent work split (lines)");
+  const Tensor partial = line_partial(p, u);
   p.dy = dy.data_ptr(), p.du = du.data_ptr(), p.ddelta = ddelta.data_ptr();
   p.dz = dz ? dz->data_ptr() : nullptr;
   p.dA = const_cast<float*>(f32_ptr(op, "dA", dA, u));
