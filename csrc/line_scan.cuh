@@ -184,31 +184,6 @@ __device__ __forceinline__ void each_pixel(const FusedParams& p, int channels, F
   }
 }
 
-// Experiment knobs of the rows kernels' epilogues, which add p.partial (the columns' float32
-// sum, written by the launch before: mostly out of L2 by then) to the planes:
-// SSOPS_LINE_EPILOGUE_INFLIGHT pixels fetched at a time by the backward's (the forward's: 8; 16
-// spill at 64 registers); SSOPS_LINE_PREFETCH_PARTIAL 1: the block's p.partial prefetched into
-// L2 as the forward starts, as the backward's last route starts; 0: not.
-#ifndef SSOPS_LINE_EPILOGUE_INFLIGHT
-#define SSOPS_LINE_EPILOGUE_INFLIGHT 8
-#endif
-#ifndef SSOPS_LINE_PREFETCH_PARTIAL
-#define SSOPS_LINE_PREFETCH_PARTIAL 0
-#endif
-
-// The block's cpb channels of p.partial into L2 (one bulk prefetch, by thread 0): its range
-// widened to 16-byte bounds (the allocation's granule is larger, so it stays inside it).
-__device__ __forceinline__ void prefetch_partial(const FusedParams& p) {
-  if (!SSOPS_LINE_PREFETCH_PARTIAL || !p.partial || threadIdx.x) return;
-  const int b = blockIdx.x % p.batch, d0 = (blockIdx.x / p.batch) * p.cpb;
-  const char* first = reinterpret_cast<const char*>(
-      p.partial + (static_cast<int64_t>(b) * p.dim + d0) * p.L);
-  const char* start = reinterpret_cast<const char*>(reinterpret_cast<uintptr_t>(first) & ~15ull);
-  const uint32_t bytes =
-      static_cast<uint32_t>((first - start + sizeof(float) * p.cpb * p.L + 15) & ~15ull);
-  asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(start), "r"(bytes) : "memory");
-}
-
 // put(c, pos, cell) for each pixel of `channels` planes, as above, nothing fetched.
 template <typename Put>
 __device__ __forceinline__ void each_pixel(const FusedParams& p, int channels, Put&& put) {
@@ -232,7 +207,6 @@ __global__ void __launch_bounds__(kLineMaxThreads, COL && V == 8 ? 3 : 4)
   const Line<COL> ln(p);
   const int plane_size = p.H * line_plane_row(p.W);
   float* plane = planes + ln.plane * plane_size;
-  if (!COL) prefetch_partial(p);
   if (ln.active(p))
     for (int k = 0; k < p.K; ++k)
       if (ln.walks(p, k))
@@ -544,11 +518,8 @@ line_bwd_kernel(const FusedParams p) {
   if (!COL && p.D && ln.active(p))
     for (int k = 0; k < p.K; ++k) Dsum += p.D[k * p.dim + ln.d];
   bool first = !COL;
-  int last = -1;
-  for (int k = 0; k < p.K; ++k) last = ln.walks(p, k) ? k : last;
   for (int k = 0, o = 0; k < p.K; ++k) {
     if (!ln.walks(p, k)) continue;  // (the same for every thread of the block)
-    if (!COL && k == last) prefetch_partial(p);
     if (ln.active(p)) {
       const int at = ln.slot(p, k), base = at - ln.rank(p, k);
       float h = 0.f, carry = 0.f;
@@ -604,7 +575,7 @@ line_bwd_kernel(const FusedParams p) {
       partial[c * p.L + pos] = planes[c * plane_size + cell];
     });
   } else {  // du: the rows' sum in the planes plus the columns' in p.partial
-    each_pixel<SSOPS_LINE_EPILOGUE_INFLIGHT>(
+    each_pixel<8>(
         p, p.cpb, [&](int c, int pos) { return partial ? partial[c * p.L + pos] : 0.f; },
         [&](int c, int pos, int cell, float columns) {
           static_cast<T*>(p.du)[b * p.su_b + (d0 + c) * p.su_d + pos] =
