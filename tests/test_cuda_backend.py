@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from ssops import _cuda_backend as cuda
-from ssops import dispatch
+from ssops import dispatch, testing
 
 
 @given(batch=st.integers(1, 8), dim=st.sampled_from([1, 3, 8, 96, 1536]),
@@ -135,3 +135,28 @@ def test_fused_split_is_one_the_kernels_accept(L, N, dpg, backward, elem_bytes, 
     assert smem(cpb, wpc, K if preload else 1) <= cuda.FUSED_MAX_SMEM
     if L <= 256:
         assert wpc == 1
+
+
+@pytest.mark.parametrize("b_dtype", [torch.float16, torch.float32])
+def test_line_backward_hands_back_the_gradients_the_kernel_wrote(monkeypatch, b_dtype):
+    """The SS2D core's backward on the line kernels, host side (the launch faked): the float32
+    sums the kernel adds into (one zeroed buffer) come back in the inputs' shapes and dtypes,
+    dB / dC from the kernel's (K, batch, 1, N, L) order into (batch, K, N, L)."""
+    class FakeExt:
+        def fused_bwd(self, dy, u, delta, A, B, C, D, bias, z, du, ddelta, dz, dA, dB, dC, dD,
+                      dbias, *launch):
+            assert all(t.dtype == torch.float32 and not t.any() for t in (dA, dB, dC, dD, dbias))
+            dB.copy_(torch.arange(dB.numel()).view(dB.shape)), dC.copy_(-dB)
+            dA.fill_(1), dD.fill_(2), dbias.fill_(3)
+    monkeypatch.setattr(cuda, "_ext", lambda: FakeExt())
+    (x, delta, A, B, C), kw = testing.make_cross_selective_scan_inputs(
+        batch=2, channels=3, H=4, W=5, N=1, dtype=torch.float16)
+    B = B.to(b_dtype)
+    dx, ddelta, dA, dB, dC, dD, dbias = cuda.cross_selective_scan_bwd(
+        torch.randn_like(x), x, delta, A, B, C, kw["D"], kw["delta_bias"], True, "bchw", "cross")
+    want = torch.arange(B.numel(), dtype=torch.float32).view(4, 2, 1, 20).transpose(0, 1)
+    assert dB.dtype == b_dtype and dC.dtype == C.dtype
+    torch.testing.assert_close(dB.float(), want.to(b_dtype).float(), rtol=0, atol=0)
+    torch.testing.assert_close(dC.float(), -want.to(C.dtype).float(), rtol=0, atol=0)
+    assert (dA == 1).all() and (dD == 2).all() and (dbias == 3).all()
+    assert (dA.shape, dD.shape, dbias.shape) == (A.shape, kw["D"].shape, kw["delta_bias"].shape)
