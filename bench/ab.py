@@ -1,24 +1,31 @@
-"""Same-run A/B of cuda-backend variants: builds of csrc/ with experiment flags, and settings of
-ssops._cuda_backend's switches, timed on the same inputs in one process, in rotated order.
+"""Same-run A/B of cuda-backend variants: builds of csrc/ with experiment flags, settings of
+ssops._cuda_backend's switches, or another version of that file, timed on the same inputs in one
+process, in rotated order.
 
     python ab.py --cases ss2d_s1,ss2d_s3 --rounds 3 base "ch4: LINE_CHANNELS=4" \\
-        "prefetch: -DSSOPS_LINE_PREFETCH_PARTIAL=1"      (from bench/, ssops importable)
+        "prefetch: -DSSOPS_LINE_PREFETCH_PARTIAL=1" "old: module=/tmp/_cuda_backend.py"
+                                                         (from bench/, ssops importable)
 
 A variant is NAME or NAME: SPEC, SPEC words that are nvcc flags (-D..., a build of its own,
-compiled up front in parallel) or NAME=VALUE switches (a Python literal set on
-ssops._cuda_backend while the variant runs).  Round r runs the variants in the order given,
-rotated by r; each runs every case (run.py's names): forward and backward medians of 30 after 5
-warm-ups (CUDA events).  Prints each round's times, then each case's median and range per
-variant, and the largest difference of each variant's outputs from the first variant's,
-relative to their largest value; --out writes all of it as JSON.
+compiled up front in parallel), module=PATH (a file standing in for ssops/_cuda_backend.py,
+the host side, loaded beside it) or NAME=VALUE switches (a Python literal set on the backend
+module while the variant runs).  Round r runs the variants in the order given, rotated by r;
+each runs every case (run.py's names, inputs drawn with one seed): forward and backward medians
+of 30 after 5 warm-ups (CUDA events), and the host's time per call (20 calls queued without
+waiting: where it nears the median, the case is bound by the host).  Prints each round's times,
+then each case's median and range per variant, and the largest difference of each variant's
+outputs from the first variant's, relative to their largest value; --out writes all of it as
+JSON.
 """
 import argparse
 import ast
+import importlib.util
 import json
 import os
 import statistics
 import subprocess
 import sys
+import time
 
 import torch
 
@@ -28,14 +35,37 @@ from ssops import _cuda_backend as cuda
 
 
 def parse(spec):
+    """(name, nvcc flags, switches, module path or None) of a variant."""
     name, _, words = spec.partition(":")
-    flags = [w for w in words.split() if w.startswith("-")]
-    switches = {k: ast.literal_eval(v) for k, _, v in (w.partition("=") for w in words.split()
-                                                       if not w.startswith("-"))}
+    words = words.split()
+    flags = " ".join(w for w in words if w.startswith("-"))
+    module = next((w.partition("=")[2] for w in words if w.startswith("module=")), None)
+    switches = {k: ast.literal_eval(v) for k, _, v in (
+        w.partition("=") for w in words if not w.startswith(("-", "module=")))}
     unknown = [k for k in switches if not hasattr(cuda, k)]
     if unknown:
         sys.exit(f"{name}: ssops._cuda_backend has no switch {', '.join(unknown)}")
-    return name.strip(), " ".join(flags), switches
+    return name.strip(), flags, switches, module
+
+
+def load_backend(path, tag):
+    """The file at path as a module of the ssops package, standing in for _cuda_backend."""
+    spec = importlib.util.spec_from_file_location(f"ssops._cuda_backend_{tag}", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def host_ms(fn, calls=20):
+    """The host's milliseconds per call of fn, queued without waiting for the GPU."""
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(calls):
+        fn()
+    elapsed = time.perf_counter() - start
+    torch.cuda.synchronize()
+    return elapsed / calls * 1e3
 
 
 def build_all(flag_sets):
@@ -68,22 +98,31 @@ def main():
     p.add_argument("--out")
     args = p.parse_args()
     variants = [parse(v) for v in args.variants]
-    modules = build_all(sorted({flags for _, flags, _ in variants}))
-    pairs = {name: case_pair(name, "cuda") for name in args.cases.split(",")}
-    times = {v[0]: {c: [] for c in pairs} for v in variants}
+    modules = build_all(sorted({flags for _, flags, _, _ in variants}))
+    backends = {None: cuda}
+    for i, path in enumerate(sorted({m for *_, m in variants if m})):
+        backends[path] = load_backend(path, i)
+        backends[path]._ext = cuda._ext  # (the build already loaded, not a second load of it)
+    cases = args.cases.split(",")
+    pairs = {(m, c): case_pair(c, "cuda", impl=b) for m, b in backends.items() for c in cases}
+    times = {v[0]: {c: [] for c in cases} for v in variants}
     first, diffs = {}, {v[0]: {} for v in variants}
     for r in range(args.rounds):
-        for name, flags, switches in variants[r % len(variants):] + variants[:r % len(variants)]:
-            saved = {k: getattr(cuda, k) for k in ("_ext", *switches)}
-            cuda._ext = lambda m=modules[flags]: m  # noqa: E731
+        turn = r % len(variants)
+        for name, flags, switches, path in variants[turn:] + variants[:turn]:
+            backend = backends[path]
+            saved = {k: getattr(backend, k) for k in ("_ext", *switches)}
+            backend._ext = lambda m=modules[flags]: m  # noqa: E731
             for k, v in switches.items():
-                setattr(cuda, k, v)
+                setattr(backend, k, v)
             try:
-                for case, pair in pairs.items():
-                    t = (cuda_time_ms(pair.fwd), cuda_time_ms(pair.bwd))
+                for case in cases:
+                    pair = pairs[path, case]
+                    t = (cuda_time_ms(pair.fwd), cuda_time_ms(pair.bwd),
+                         host_ms(pair.fwd), host_ms(pair.bwd))
                     times[name][case].append(t)
-                    print(f"round {r} {name:14} {case:12} fwd {t[0]:7.3f}  bwd {t[1]:7.3f}",
-                          flush=True)
+                    print(f"round {r} {name:14} {case:12} fwd {t[0]:7.3f}  bwd {t[1]:7.3f}  "
+                          f"host: fwd {t[2]:6.3f}  bwd {t[3]:6.3f}", flush=True)
                     if r == 0:
                         out = outputs(pair)
                         ref = first.setdefault(case, out)
@@ -92,18 +131,19 @@ def main():
                             for a, b in zip(out, ref))
             finally:
                 for k, v in saved.items():
-                    setattr(cuda, k, v)
+                    setattr(backend, k, v)
     print(f"\n{'variant':14} {'case':12} {'fwd median (range)':>24} {'bwd median (range)':>24}"
-          f"  max rel diff")
+          f" {'host fwd':>9} {'bwd':>6}  max rel diff")
     summary = {}
-    for name, _, _ in variants:
+    for name, *_ in variants:
         for case, ts in times[name].items():
             cols = [(statistics.median(x), min(x), max(x)) for x in zip(*ts)]
-            summary.setdefault(name, {})[case] = dict(fwd_ms=cols[0], bwd_ms=cols[1],
-                                                      max_rel_diff=diffs[name][case])
+            summary.setdefault(name, {})[case] = dict(
+                fwd_ms=cols[0], bwd_ms=cols[1], host_fwd_ms=cols[2], host_bwd_ms=cols[3],
+                max_rel_diff=diffs[name][case])
             print(f"{name:14} {case:12} " + " ".join(
-                f"{m:8.3f} ({lo:.3f}-{hi:.3f})" for m, lo, hi in cols) +
-                f"  {diffs[name][case]:.1e}")
+                f"{m:8.3f} ({lo:.3f}-{hi:.3f})" for m, lo, hi in cols[:2]) +
+                f" {cols[2][0]:9.3f} {cols[3][0]:6.3f}  {diffs[name][case]:.1e}")
     if args.out:
         with open(args.out, "w") as f:
             json.dump(dict(run_info(), variants=args.variants, rounds=args.rounds,

@@ -249,7 +249,8 @@ class Pair(NamedTuple):
     shape: dict
 
 
-def case_pair(name, backend, device="cuda"):
+def case_pair(name, backend, device="cuda", impl=None):
+    """The case's Pair on ``backend`` (or on the module ``impl``, standing in for it)."""
     if name in SS2D_CASES:
         batch, channels, side, N, dtype = SS2D_CASES[name]
         args, kw = testing.make_cross_selective_scan_inputs(batch, channels, side, side, N=N,
@@ -259,7 +260,7 @@ def case_pair(name, backend, device="cuda"):
         op, moved = "cross_selective_scan", (x, delta, B, C)
         shape = dict(batch=batch, channels=channels, H=side, W=side, N=N, routes=4,
                      dtype=str(dtype))
-        impl = dispatch.resolve(op, backend, tensors)
+        impl = impl or dispatch.resolve(op, backend, tensors)
         fwd = lambda: impl.cross_selective_scan_fwd(*tensors.values(), True, "bchw", "cross", dtype)  # noqa: E731
         bwd = lambda: impl.cross_selective_scan_bwd(dy, *tensors.values(), True, "bchw", "cross")  # noqa: E731
     else:
@@ -278,7 +279,7 @@ def case_pair(name, backend, device="cuda"):
         op, moved = ("bidirectional_scan" if bidi else "selective_scan"), (u, delta, kw["z"], B, C)
         shape = dict(batch=batch, dim=dim, L=L, N=N, **({} if bidi else dict(groups=G)),
                      dtype=str(dtype), z=with_z)
-        impl = dispatch.resolve(op, backend, tensors)
+        impl = impl or dispatch.resolve(op, backend, tensors)
         if bidi:
             fwd = lambda **kw: impl.bidirectional_scan_fwd(*tensors.values(), True, "mean", dtype, **kw)  # noqa: E731
             bwd = lambda **kw: impl.bidirectional_scan_bwd(dy, *tensors.values(), True, "mean", **kw)  # noqa: E731
