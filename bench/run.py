@@ -288,7 +288,8 @@ def case_pair(name, backend, device="cuda", impl=None):
             bwd = lambda **kw: impl.selective_scan_bwd(dy, None, *tensors.values(), True, **kw)  # noqa: E731
     y = fwd()
     y = y[0] if op == "selective_scan" else y  # (y, last state)
-    dy = torch.randn_like(y)
+    seeded = torch.Generator(device=y.device).manual_seed(2)  # (every pair of a case: one dy)
+    dy = torch.randn(y.shape, generator=seeded, device=y.device, dtype=y.dtype)
     return Pair(op, impl, fwd, bwd, tensors, moved, y, dy, shape)
 
 

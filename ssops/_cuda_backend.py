@@ -508,26 +508,18 @@ def _fused_fwd(plan, u, delta, A, D, bias, z, y, softplus, H, W, masks, scale):
     _ext().fused_fwd(u, delta, A, B, C, D, bias, z, y, softplus, H, W, *masks[:2], scale, split)
 
 
-def _f32_zeros(*shapes, device):
-    """float32 zeros of each shape (None for None), views of one buffer: one fill to launch,
-    not one each (the host's launches are most of a small backward's overhead)."""
-    sizes = [0 if s is None else math.prod(s) for s in shapes]
-    flat = torch.zeros(sum(sizes), device=device, dtype=torch.float32)
-    return [None if s is None else part.view(s) for s, part in zip(shapes, flat.split(sizes))]
-
-
 def _fused_bwd(plan, dy, u, delta, A, D, bias, z, softplus, H, W, masks, scale):
-    """(du, ddelta, dz, dA, dBC, dD, dbias); the parameters' gradients are float32 sums in
-    the shapes of the views given, dB and dC side by side in dBC: (2, K, batch, G, N, L)."""
+    """(du, ddelta, dz, dA, dB, dC, dD, dbias); the parameters' gradients are float32 sums in
+    the shapes of the views given (B / C: (K, batch, G, N, L))."""
     split, B, C = plan
+    f32 = dict(device=u.device, dtype=torch.float32)
     du, ddelta = torch.empty_like(u), torch.empty_like(delta)
     dz = None if z is None else torch.empty_like(z)
-    dBC, dA, dD, dbias = _f32_zeros((2, *B.shape), A.shape,
-                                    *(None if t is None else t.shape for t in (D, bias)),
-                                    device=u.device)
-    _ext().fused_bwd(dy, u, delta, A, B, C, D, bias, z, du, ddelta, dz, dA, dBC[0], dBC[1], dD,
-                     dbias, softplus, H, W, *masks[:2], scale, split)
-    return du, ddelta, dz, dA, dBC, dD, dbias
+    dA, dB, dC = (torch.zeros(t.shape, **f32) for t in (A, B, C))
+    dD, dbias = (None if t is None else torch.zeros(t.shape, **f32) for t in (D, bias))
+    _ext().fused_bwd(dy, u, delta, A, B, C, D, bias, z, du, ddelta, dz, dA, dB, dC, dD, dbias,
+                     softplus, H, W, *masks[:2], scale, split)
+    return du, ddelta, dz, dA, dB, dC, dD, dbias
 
 
 # ------------------------------------------------------------------------------------ the ops
@@ -616,7 +608,7 @@ def bidirectional_scan_bwd(dy, u, delta, A, B, C, D, z, delta_bias, delta_softpl
     if plan is None:
         return _routes.bidirectional_scan_bwd(_this, dy, u, delta, A, B, C, D, z, delta_bias,
                                               delta_softplus, combine)
-    du, ddelta, dz, dA, (dB, dC), dD, dbias = _fused_bwd(
+    du, ddelta, dz, dA, dB, dC, dD, dbias = _fused_bwd(
         plan, dy.contiguous(), u, delta, Af, Df, bias, z, delta_softplus, 1, u.shape[-1],
         _route_masks("bidi"), 0.5 if combine == "mean" else 1.0)
     return (du, ddelta, _routes.cast(dA, A), _routes.cast(dB.view(B.shape), B),
@@ -745,14 +737,12 @@ def cross_selective_scan_bwd(dy, x, delta, A, B, C, D, delta_bias, delta_softplu
         return _routes.cross_selective_scan_bwd(_this, dy, x, delta, A, B, C, D, delta_bias,
                                                 delta_softplus, layout, routes)
     u, d4, Af, Df, bias = views
-    du, ddelta, _, dA, dBC, dD, dbias = _fused_bwd(
+    du, ddelta, _, dA, dB, dC, dD, dbias = _fused_bwd(
         plan, dy.contiguous().view(u.shape[1:]), u, d4, Af, Df, bias, None, delta_softplus,
         *x.shape[2:], _route_masks(routes), 1.0)
-    dBC = dBC.squeeze(3).transpose(1, 2)  # (2, batch, K, N, L): cast in one launch
-    dB, dC = (_routes.cast(dBC, B) if B.dtype == C.dtype
-              else (_routes.cast(dBC[0], B), _routes.cast(dBC[1], C)))
+    back = lambda g, t: _routes.cast(g.squeeze(2).transpose(0, 1), t)  # noqa: E731
     return (du.view(x.shape), ddelta.transpose(0, 1), _routes.cast(dA.view(A.shape), A),
-            dB, dC, _routes.cast(None if dD is None else dD.flatten(), D),
+            back(dB, B), back(dC, C), _routes.cast(None if dD is None else dD.flatten(), D),
             _routes.cast(None if dbias is None else dbias.flatten(), delta_bias))
 
 

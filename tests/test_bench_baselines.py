@@ -92,3 +92,5 @@ def test_case_pairs_compute_the_ops(monkeypatch):
         du, = torch.autograd.grad(y, first, pair.dy)
         torch.testing.assert_close(pair.y, y, rtol=1e-12, atol=1e-12)
         torch.testing.assert_close(pair.bwd()[0], du, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(run.case_pair(name, "reference", device="cpu").dy, pair.dy,
+                                   rtol=0, atol=0)  # (bench/ab.py compares pairs' gradients)
