@@ -492,15 +492,21 @@ def _line_split(H, W, K, dpg, backward=False):
     """The line kernels' split (0, 0, channels per block, 0, 1) (csrc/scan.h FusedParams), or
     None where a grid's lines outnumber a block's threads or its planes overflow shared
     memory."""
+    cpb = _line_channels(H, W, K, dpg, backward, LINE_THREADS, LINE_CHANNELS, FUSED_MAX_SMEM)
+    return None if cpb is None else [0, 0, cpb, 0, 1]
+
+
+@functools.lru_cache(maxsize=256)  # (each call of an op asks: 8-14 us of Python each time)
+def _line_channels(H, W, K, dpg, backward, max_threads, max_channels, max_smem):
     lines = max(H, W)  # a block's threads: its channels' rows, or their columns
     smem = functools.partial(_line_smem, H, W, K, backward=backward)
-    if lines > LINE_THREADS or smem(1) > FUSED_MAX_SMEM:
+    if lines > max_threads or smem(1) > max_smem:
         return None
     cpb = 1
-    while (2 * cpb * lines <= LINE_THREADS and 2 * cpb <= LINE_CHANNELS and dpg % (2 * cpb) == 0
-           and smem(2 * cpb) <= FUSED_MAX_SMEM):
+    while (2 * cpb * lines <= max_threads and 2 * cpb <= max_channels and dpg % (2 * cpb) == 0
+           and smem(2 * cpb) <= max_smem):
         cpb *= 2
-    return [0, 0, cpb, 0, 1]
+    return cpb
 
 
 def _fused_fwd(plan, u, delta, A, D, bias, z, y, softplus, H, W, masks, scale):
@@ -515,8 +521,11 @@ def _fused_bwd(plan, dy, u, delta, A, D, bias, z, softplus, H, W, masks, scale):
     f32 = dict(device=u.device, dtype=torch.float32)
     du, ddelta = torch.empty_like(u), torch.empty_like(delta)
     dz = None if z is None else torch.empty_like(z)
-    dA, dB, dC = (torch.zeros(t.shape, **f32) for t in (A, B, C))
-    dD, dbias = (None if t is None else torch.zeros(t.shape, **f32) for t in (D, bias))
+    dA, dB, dC, dD, dbias = (None if t is None else torch.empty(t.shape, **f32)
+                             for t in (A, B, C, D, bias))
+    # zeroed by one launch, not one each (a small backward's time is much the host's); each
+    # keeps its own storage: the custom op's outputs may not alias each other (252b2ca)
+    torch._foreach_zero_([t for t in (dA, dB, dC, dD, dbias) if t is not None])
     _ext().fused_bwd(dy, u, delta, A, B, C, D, bias, z, du, ddelta, dz, dA, dB, dC, dD, dbias,
                      softplus, H, W, *masks[:2], scale, split)
     return du, ddelta, dz, dA, dB, dC, dD, dbias
