@@ -2,6 +2,7 @@
 import pathlib
 import sys
 
+import pytest
 import torch
 
 import ssops
@@ -94,3 +95,13 @@ def test_case_pairs_compute_the_ops(monkeypatch):
         torch.testing.assert_close(pair.bwd()[0], du, rtol=1e-12, atol=1e-12)
         torch.testing.assert_close(run.case_pair(name, "reference", device="cpu").dy, pair.dy,
                                    rtol=0, atol=0)  # (bench/ab.py compares pairs' gradients)
+
+
+def test_ab_variant_specs():
+    """bench/ab.py's variants: nvcc flags, a stand-in backend file, switches (known ones only)."""
+    import ab  # bench/ab.py
+    assert ab.parse("x: -DA=1 LINE_CHANNELS=4 module=/p.py -DB=2") == (
+        "x", "-DA=1 -DB=2", {"LINE_CHANNELS": 4}, "/p.py")
+    assert ab.parse("base") == ("base", "", {}, None)
+    with pytest.raises(SystemExit):
+        ab.parse("y: NO_SUCH_SWITCH=1")
