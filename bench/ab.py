@@ -31,6 +31,7 @@ import torch
 
 from results_io import run_info
 from run import case_pair, cuda_time_ms
+from ss2d import switched
 from ssops import _cuda_backend as cuda
 
 
@@ -110,12 +111,7 @@ def main():
     for r in range(args.rounds):
         turn = r % len(variants)
         for name, flags, switches, path in variants[turn:] + variants[:turn]:
-            backend = backends[path]
-            saved = {k: getattr(backend, k) for k in ("_ext", *switches)}
-            backend._ext = lambda m=modules[flags]: m  # noqa: E731
-            for k, v in switches.items():
-                setattr(backend, k, v)
-            try:
+            with switched(backends[path], _ext=lambda m=modules[flags]: m, **switches):
                 for case in cases:
                     pair = pairs[path, case]
                     t = (cuda_time_ms(pair.fwd), cuda_time_ms(pair.bwd),
@@ -129,9 +125,6 @@ def main():
                         diffs[name][case] = max(
                             ((a - b).abs().max() / b.abs().max().clamp_min(1e-30)).item()
                             for a, b in zip(out, ref))
-            finally:
-                for k, v in saved.items():
-                    setattr(backend, k, v)
     print(f"\n{'variant':14} {'case':12} {'fwd median (range)':>24} {'bwd median (range)':>24}"
           f" {'host fwd':>9} {'bwd':>6}  max rel diff")
     summary = {}

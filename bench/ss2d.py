@@ -29,16 +29,16 @@ from ssops._bench import time_ms
 
 
 @contextlib.contextmanager
-def switched(**values):
-    """_cuda_backend's switches set for a while (restored after)."""
-    saved = {k: getattr(cuda, k) for k in values}
+def switched(module=cuda, **values):
+    """A backend module's switches (_cuda_backend's) set for a while (restored after)."""
+    saved = {k: getattr(module, k) for k in values}
     for k, v in values.items():
-        setattr(cuda, k, v)
+        setattr(module, k, v)
     try:
         yield
     finally:
         for k, v in saved.items():
-            setattr(cuda, k, v)
+            setattr(module, k, v)
 
 
 def unfused_way(x, delta, A, B, C, D, bias, backend):
