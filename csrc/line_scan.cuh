@@ -19,14 +19,21 @@
 namespace ssops {
 
 // This thread's line: channel d of batch b (slot `plane` of the block), line `line` of its
-// orientation, n steps long, its first element at grid offset `first`, `step` apart.
+// orientation, n steps long, its first element at grid offset `first`, `step` apart.  The
+// threads take a channel's lines in turn, or, interleaved, a line's channels (in neighbouring
+// lanes: cpb, a power of two, divides a warp).
 template <bool COL>
 struct Line {
   int b, d, plane, line, n, nlines;
   int64_t first, step;
-  __device__ explicit Line(const FusedParams& p) {
+  __device__ explicit Line(const FusedParams& p, bool interleaved = false) {
     nlines = COL ? p.W : p.H;
-    plane = threadIdx.x / nlines, line = threadIdx.x - plane * nlines;
+    if (interleaved) {
+      line = threadIdx.x / p.cpb, plane = threadIdx.x - line * p.cpb;
+      if (line >= nlines) plane = p.cpb;  // (idle: active() asks the plane only)
+    } else {
+      plane = threadIdx.x / nlines, line = threadIdx.x - plane * nlines;
+    }
     b = blockIdx.x % p.batch, d = (blockIdx.x / p.batch) * p.cpb + plane;
     n = COL ? p.H : p.W;
     first = COL ? line : static_cast<int64_t>(line) * p.W;
@@ -302,10 +309,37 @@ void launch_line_fwd(const FusedParams& p, cudaStream_t stream) {
 // to first, recomputing each chunk's states in registers and stepping the adjoint back through
 // them.  du sums its routes in the thread's own line of the block's planes (as the forward's
 // y); dB / dC sum the block's channels in shared memory, added to the float32 outputs after
-// each route: OWN, each channel stores its terms in its own pair of planes, which are summed
-// then; else the channels add into one pair with shared float atomics (compare-and-swap loops,
-// where stage 1's planes leave no room for a pair per channel; summing a line's channels in
-// neighbouring lanes by shuffles measured slower: bench/NOTES.md).
+// each route (BcSum).
+
+// How a block sums its channels' dB / dC terms of a route into its pair of planes: each channel
+// stores into a pair of its own, summed when the route is done (kBcOwn); the channels add into
+// one pair with shared float atomics (compare-and-swap loops: where stage 1's planes leave no
+// room for a pair per channel); or a line's channels, in neighbouring lanes, sum theirs by
+// shuffles and one lane stores each sum (kBcLanes: the rows; columns so laid out lose their
+// coalesced loads, bench/NOTES.md).
+enum BcSum { kBcAtomic, kBcOwn, kBcLanes };
+
+// The lanes of this thread's warp that hold one of the block's `lines` (the rest idle).
+__device__ __forceinline__ unsigned active_lanes(int lines) {
+  const int n = lines - static_cast<int>(threadIdx.x & ~31u);
+  return n >= 32 ? ~0u : (1u << max(n, 0)) - 1;
+}
+
+// kBcLanes: db / dc of the same cell from the `channels` neighbouring lanes of a line (this
+// one's slot: channel), summed; channel 0 stores dB's sum and channel 1 dC's.
+__device__ __forceinline__ void lanes_sum_bc(float* bc, int plane_size, int cell, float db,
+                                             float dc, int channel, int channels,
+                                             unsigned lanes) {
+  if (channels == 1) {
+    bc[cell] = db, bc[plane_size + cell] = dc;
+    return;
+  }
+  for (int o = channels / 2; o > 1; o /= 2)
+    db += __shfl_xor_sync(lanes, db, o), dc += __shfl_xor_sync(lanes, dc, o);
+  const bool odd = channel & 1;  // the last step swaps halves: each lane keeps one sum
+  const float sum = (odd ? dc : db) + __shfl_xor_sync(lanes, odd ? db : dc, 1);
+  if (channel < 2) bc[(odd ? plane_size : 0) + cell] = sum;
+}
 
 // Route k over this thread's line: its inputs, its ddelta and its parameters.  MIXED: B / C or
 // dy may be float32 beside a half x (p.bc_f32, p.y_f32; else both are T, and the loads are
@@ -333,50 +367,103 @@ struct LineRoute {
   }
 };
 
-// Steps c .. c + CH - 1 of the walk: u, delta before its bias, B, C and dy (scaled by
-// y_scale).  Columns element by element, rows in whole aligned runs of V (the launch checks
-// W % V == 0); TAIL: steps (runs) past the line's end read its first element (run), masked by
-// the caller.
+// Where run m of the chunk at step c starts (elements from the line's first): columns run one
+// step each, rows whole aligned runs of V (the launch checks W % V == 0); TAIL: steps (runs)
+// past the line's end read its first element (run), masked by the caller.
+template <int V, bool TAIL, bool REV, bool COL>
+__device__ __forceinline__ int line_run_at(const Line<COL>& ln, int c, int m) {
+  if constexpr (COL) {
+    const int i = c + m;
+    return !TAIL || i < ln.n ? (REV ? ln.n - 1 - i : i) * static_cast<int>(ln.step) : 0;
+  } else {
+    return TAIL && c + (m + 1) * V > ln.n ? 0 : REV ? ln.n - c - (m + 1) * V : c + m * V;
+  }
+}
+
+// The inputs of a chunk of CH steps as loaded, in runs of V elements in memory order (B, C and
+// dy in T: the loads of a chunk can then be issued while the one before it is computed).
+template <typename T, int V, int CH>
+struct LineChunk {
+  Packed<V, T> u[CH / V], dl[CH / V], b[CH / V], cc[CH / V], dy[CH / V];
+};
+
+template <int V, typename T>
+__device__ __forceinline__ Packed<V, T> load_run(const T* at) {
+  Packed<V, T> raw;
+#pragma unroll
+  for (int i = 0; i < Vec<V, T>::count; ++i)
+    raw.vec[i] = reinterpret_cast<const typename Vec<V, T>::type*>(at)[i];
+  return raw;
+}
+
+template <typename T, int V, int CH, bool TAIL, bool REV, bool COL>
+__device__ __forceinline__ void fetch_line_chunk(const Line<COL>& ln,
+                                                 const LineRoute<T, COL, false>& r, int c,
+                                                 LineChunk<T, V, CH>& raw) {
+  const T *B = static_cast<const T*>(r.B), *C = static_cast<const T*>(r.C),
+          *dy = static_cast<const T*>(r.dy);
+#pragma unroll
+  for (int m = 0; m < CH / V; ++m) {
+    const int at = line_run_at<V, TAIL, REV, COL>(ln, c, m);
+    raw.u[m] = load_run<V>(r.u + at), raw.dl[m] = load_run<V>(r.dl + at);
+    raw.b[m] = load_run<V>(B + at), raw.cc[m] = load_run<V>(C + at);
+    raw.dy[m] = load_run<V>(dy + at);
+  }
+}
+
+// A fetched chunk as floats in walk order (REV: each run's last element first), dy scaled by
+// y_scale.
+template <typename T, int V, int CH, bool REV>
+__device__ __forceinline__ void convert_line_chunk(const FusedParams& p,
+                                                   const LineChunk<T, V, CH>& raw, float (&u)[CH],
+                                                   float (&dl)[CH], float (&b)[CH],
+                                                   float (&cc)[CH], float (&dy)[CH]) {
+#pragma unroll
+  for (int m = 0; m < CH / V; ++m) {
+#pragma unroll
+    for (int j = 0; j < V; ++j) {
+      const int e = REV ? V - 1 - j : j, s = m * V + j;
+      u[s] = to_f(raw.u[m].e[e]), dl[s] = to_f(raw.dl[m].e[e]);
+      b[s] = to_f(raw.b[m].e[e]), cc[s] = to_f(raw.cc[m].e[e]);
+      dy[s] = to_f(raw.dy[m].e[e]) * p.y_scale;
+    }
+  }
+}
+
+// Steps c .. c + CH - 1 of the walk as floats: u, delta before its bias, B, C and dy (scaled by
+// y_scale), at line_run_at's runs.  MIXED: B / C or dy may be float32 (p.bc_f32, p.y_f32).
 template <typename T, int V, int CH, bool TAIL, bool REV, bool COL, bool MIXED>
 __device__ __forceinline__ void load_line_chunk(const FusedParams& p, const Line<COL>& ln,
                                                 const LineRoute<T, COL, MIXED>& r, int c,
                                                 float (&u)[CH], float (&dl)[CH], float (&b)[CH],
                                                 float (&cc)[CH], float (&dy)[CH]) {
-  const float *Bf = static_cast<const float*>(r.B), *Cf = static_cast<const float*>(r.C);
-  const T *Bt = static_cast<const T*>(r.B), *Ct = static_cast<const T*>(r.C);
-  const float* dyf = static_cast<const float*>(r.dy);
-  const T* dyt = static_cast<const T*>(r.dy);
-  const bool bc_f32 = MIXED && p.bc_f32, y_f32 = MIXED && p.y_f32;
-  if constexpr (COL) {
-#pragma unroll
-    for (int j = 0; j < CH; ++j) {
-      const int i = c + j;
-      const int o = !TAIL || i < ln.n ? (REV ? ln.n - 1 - i : i) * static_cast<int>(ln.step) : 0;
-      u[j] = to_f(r.u[o]), dl[j] = to_f(r.dl[o]);
-      b[j] = bc_f32 ? Bf[o] : to_f(Bt[o]);
-      cc[j] = bc_f32 ? Cf[o] : to_f(Ct[o]);
-      dy[j] = y_f32 ? dyf[o] : to_f(dyt[o]);
-    }
+  if constexpr (!MIXED) {
+    LineChunk<T, V, CH> raw;
+    fetch_line_chunk<T, V, CH, TAIL, REV>(ln, r, c, raw);
+    return convert_line_chunk<T, V, CH, REV>(p, raw, u, dl, b, cc, dy);
   } else {
+    const float *Bf = static_cast<const float*>(r.B), *Cf = static_cast<const float*>(r.C);
+    const T *Bt = static_cast<const T*>(r.B), *Ct = static_cast<const T*>(r.C);
+    const float* dyf = static_cast<const float*>(r.dy);
+    const T* dyt = static_cast<const T*>(r.dy);
 #pragma unroll
     for (int m = 0; m < CH / V; ++m) {
-      const int i0 = TAIL && c + (m + 1) * V > ln.n ? 0  // the run's first element
-                     : REV ? ln.n - c - (m + 1) * V : c + m * V;
+      const int at = line_run_at<V, TAIL, REV, COL>(ln, c, m);
       float(&uv)[V] = *reinterpret_cast<float(*)[V]>(u + m * V);
       float(&dv)[V] = *reinterpret_cast<float(*)[V]>(dl + m * V);
       float(&bv)[V] = *reinterpret_cast<float(*)[V]>(b + m * V);
       float(&cv)[V] = *reinterpret_cast<float(*)[V]>(cc + m * V);
       float(&yv)[V] = *reinterpret_cast<float(*)[V]>(dy + m * V);
-      load_floats<V, REV>(uv, r.u + i0);
-      load_floats<V, REV>(dv, r.dl + i0);
-      if (bc_f32) load_floats<V, REV>(bv, Bf + i0), load_floats<V, REV>(cv, Cf + i0);
-      else load_floats<V, REV>(bv, Bt + i0), load_floats<V, REV>(cv, Ct + i0);
-      if (y_f32) load_floats<V, REV>(yv, dyf + i0);
-      else load_floats<V, REV>(yv, dyt + i0);
+      load_floats<V, REV>(uv, r.u + at);
+      load_floats<V, REV>(dv, r.dl + at);
+      if (p.bc_f32) load_floats<V, REV>(bv, Bf + at), load_floats<V, REV>(cv, Cf + at);
+      else load_floats<V, REV>(bv, Bt + at), load_floats<V, REV>(cv, Ct + at);
+      if (p.y_f32) load_floats<V, REV>(yv, dyf + at);
+      else load_floats<V, REV>(yv, dyt + at);
     }
-  }
 #pragma unroll
-  for (int j = 0; j < CH; ++j) dy[j] *= p.y_scale;
+    for (int j = 0; j < CH; ++j) dy[j] *= p.y_scale;
+  }
 }
 
 // dt = softplus(raw) (or raw) and its derivative, from one exponential
@@ -386,6 +473,11 @@ __device__ __forceinline__ float2 dt_and_slope(float raw, bool softplus) {
   return raw > 20.f ? make_float2(raw, 1.f) : make_float2(__logf(1.f + e), __fdividef(e, 1.f + e));
 }
 
+#ifndef SSOPS_LINE_MAP_PREFETCH  // experiment knob (bench/ab.py)
+#define SSOPS_LINE_MAP_PREFETCH 0
+#endif
+constexpr bool kLineMapPrefetch = SSOPS_LINE_MAP_PREFETCH;
+
 // The first walk: the line's (P, S, S') and, at checkpoints[(i - 1) * stride], the (product of
 // decays, state from zero) before chunk i > 0.
 template <typename T, int V, int CH, bool TAIL, bool REV, bool COL, bool MIXED>
@@ -393,10 +485,20 @@ __device__ __forceinline__ float3 line_bwd_map(const FusedParams& p, const Line<
                                                const LineRoute<T, COL, MIXED>& r,
                                                float2* checkpoints, int stride) {
   float P = 1.f, h = 0.f, S2 = 0.f;
+  // (the next chunk's loads in flight while this one is computed: ncu put ~12% of the rows
+  // kernel's stall samples on this walk's first use of its loads)
+  [[maybe_unused]] LineChunk<T, V, CH> next;
+  if constexpr (kLineMapPrefetch && !MIXED)
+    fetch_line_chunk<T, V, CH, TAIL, REV>(ln, r, 0, next);
   for (int c = 0; c < ln.n; c += CH) {
     if (c) *checkpoints = make_float2(P, h), checkpoints += stride;
     float u[CH], dl[CH], b[CH], cc[CH], dy[CH];
-    load_line_chunk<T, V, CH, TAIL, REV, COL>(p, ln, r, c, u, dl, b, cc, dy);
+    if constexpr (kLineMapPrefetch && !MIXED) {
+      convert_line_chunk<T, V, CH, REV>(p, next, u, dl, b, cc, dy);
+      if (c + CH < ln.n) fetch_line_chunk<T, V, CH, TAIL, REV>(ln, r, c + CH, next);
+    } else {
+      load_line_chunk<T, V, CH, TAIL, REV, COL>(p, ln, r, c, u, dl, b, cc, dy);
+    }
 #pragma unroll
     for (int j = 0; j < CH; ++j) {
       const bool in = !TAIL || c + j < ln.n;
@@ -414,13 +516,14 @@ __device__ __forceinline__ float3 line_bwd_map(const FusedParams& p, const Line<
 // this thread's line in its channel's du plane, bc its line in the dB plane (its channel's own,
 // OWN; the dC plane follows at plane_size); sums: its channel's (dA, ddelta_bias) of route k,
 // dD (with_dD: the first route over rows adds (sum_k D_k) dy to du and sums dy u for dD).
-template <typename T, int V, int CH, bool TAIL, bool REV, bool COL, bool MIXED, bool OWN>
+template <typename T, int V, int CH, bool TAIL, bool REV, bool COL, bool MIXED, BcSum SUM>
 __device__ __forceinline__ void line_bwd_walk(const FusedParams& p, const Line<COL>& ln,
                                               const LineRoute<T, COL, MIXED>& r,
                                               const float2* checkpoints, int stride, float h_in,
                                               float carry, float* mine, float* bc, int plane_size,
                                               float* sums, float* dD, float Dsum, bool with_dD) {
   const int cell_step = COL ? line_plane_row(p.W) : 1;
+  [[maybe_unused]] const unsigned lanes = active_lanes(p.cpb * ln.nlines);
   float dA = 0.f, dbias = 0.f, dDu = 0.f;
   for (int ci = (ln.n - 1) / CH; ci >= 0; --ci) {
     const int c = ci * CH;
@@ -447,8 +550,11 @@ __device__ __forceinline__ void line_bwd_walk(const FusedParams& p, const Line<C
       if constexpr (COL) r.ddelta[i * ln.step] = from_f<T>(ddt);
       const int cell = i * cell_step;
       mine[cell] += fmaf(g * dt[j], b[j], Dsum * dy[j]);
-      if constexpr (OWN) {  // this thread's cells of its channel's planes: no other writes them
-        bc[cell] = g * dt[j] * u[j], bc[plane_size + cell] = dy[j] * h[j + 1];
+      if constexpr (SUM == kBcOwn) {  // this thread's cells of its channel's planes: no other
+        bc[cell] = g * dt[j] * u[j], bc[plane_size + cell] = dy[j] * h[j + 1];  // writes them
+      } else if constexpr (SUM == kBcLanes) {
+        lanes_sum_bc(bc, plane_size, cell, g * dt[j] * u[j], dy[j] * h[j + 1], ln.plane, p.cpb,
+                     lanes);
       } else {
         atomicAdd(bc + cell, g * dt[j] * u[j]);
         atomicAdd(bc + plane_size + cell, dy[j] * h[j + 1]);
@@ -487,9 +593,13 @@ __device__ __forceinline__ float3 line_bwd_map_route(const FusedParams& p, const
 #ifndef SSOPS_LINE_OWN_MAX_SMEM  // OWN planes up to this block size: two blocks an SM
 #define SSOPS_LINE_OWN_MAX_SMEM (113 * 1024)
 #endif
-template <typename T, int V, int CH, bool TAIL, bool COL, bool MIXED, bool OWN>
+#ifndef SSOPS_LINE_ROW_LANES  // experiment knob (bench/ab.py): the rows' dB / dC by kBcLanes
+#define SSOPS_LINE_ROW_LANES 0
+#endif
+template <typename T, int V, int CH, bool TAIL, bool COL, bool MIXED, BcSum SUM>
 __global__ void __launch_bounds__(kLineMaxThreads, SSOPS_LINE_BWD_MINB)
 line_bwd_kernel(const FusedParams p) {
+  constexpr bool OWN = SUM == kBcOwn;
   extern __shared__ float4 line_smem_[];
   const LineBwdLayout lay = line_bwd_layout(p, COL, OWN);
   float* const smem = reinterpret_cast<float*>(line_smem_);
@@ -497,7 +607,7 @@ line_bwd_kernel(const FusedParams p) {
   float2* maps = reinterpret_cast<float2*>(smem + lay.maps);
   float* adjoint = smem + lay.adjoint;
   float2* checkpoints = reinterpret_cast<float2*>(smem + lay.checkpoints);
-  const Line<COL> ln(p);
+  const Line<COL> ln(p, SUM == kBcLanes);
   const int pr = line_plane_row(p.W), plane_size = p.H * pr, threads = p.cpb * ln.nlines;
   const int chunks = (ln.n - 1) / CH;  // with a checkpoint
   const int b = blockIdx.x % p.batch, d0 = (blockIdx.x / p.batch) * p.cpb;
@@ -531,11 +641,11 @@ line_bwd_kernel(const FusedParams p) {
       float* s = sums + (ln.plane * p.K + k) * 2;
       float* dD = sums + 2 * p.K * p.cpb + ln.plane;
       if ((p.reversed >> k) & 1)
-        line_bwd_walk<T, V, CH, TAIL, true, COL, MIXED, OWN>(p, ln, r, ck, threads, h, carry,
+        line_bwd_walk<T, V, CH, TAIL, true, COL, MIXED, SUM>(p, ln, r, ck, threads, h, carry,
                                                              mine, my_bc, plane_size, s, dD,
                                                              Dsum, first);
       else
-        line_bwd_walk<T, V, CH, TAIL, false, COL, MIXED, OWN>(p, ln, r, ck, threads, h, carry,
+        line_bwd_walk<T, V, CH, TAIL, false, COL, MIXED, SUM>(p, ln, r, ck, threads, h, carry,
                                                               mine, my_bc, plane_size, s, dD,
                                                               Dsum, first);
     }
@@ -555,7 +665,7 @@ line_bwd_kernel(const FusedParams p) {
       } else {
         atomicAdd(p.dB + out + pos, bc[cell]);
         atomicAdd(p.dC + out + pos, bc[plane_size + cell]);
-        bc[cell] = bc[plane_size + cell] = 0.f;
+        if constexpr (SUM == kBcAtomic) bc[cell] = bc[plane_size + cell] = 0.f;
       }
     }
     __syncthreads();
@@ -586,11 +696,13 @@ line_bwd_kernel(const FusedParams p) {
 
 template <typename T, int V, bool COL, bool TAIL = false, int CH = kLineChunk>
 void launch_line_bwd_orientation(const FusedParams& p, cudaStream_t stream) {
-  bool own = line_bwd_layout(p, COL, true).bytes <= SSOPS_LINE_OWN_MAX_SMEM;
-  auto kernel = own ? line_bwd_kernel<T, V, CH, TAIL, COL, false, true>
-                    : line_bwd_kernel<T, V, CH, TAIL, COL, false, false>;
+  constexpr BcSum kShared = SSOPS_LINE_ROW_LANES && !COL ? kBcLanes : kBcAtomic;
+  bool own = kShared == kBcAtomic &&
+             line_bwd_layout(p, COL, true).bytes <= SSOPS_LINE_OWN_MAX_SMEM;
+  auto kernel = own ? line_bwd_kernel<T, V, CH, TAIL, COL, false, kBcOwn>
+                    : line_bwd_kernel<T, V, CH, TAIL, COL, false, kShared>;
   if constexpr (sizeof(T) == 2) {  // float32 B / C or dy beside a half x: rare, never OWN
-    if (p.bc_f32 || p.y_f32) kernel = line_bwd_kernel<T, V, CH, TAIL, COL, true, false>;
+    if (p.bc_f32 || p.y_f32) kernel = line_bwd_kernel<T, V, CH, TAIL, COL, true, kShared>;
     own = own && !(p.bc_f32 || p.y_f32);
   }
   launch_lines(kernel, line_bwd_layout(p, COL, own).bytes, p, COL, stream);
