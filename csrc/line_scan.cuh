@@ -312,11 +312,11 @@ void launch_line_fwd(const FusedParams& p, cudaStream_t stream) {
 // each route (BcSum).
 
 // How a block sums its channels' dB / dC terms of a route into its pair of planes: each channel
-// stores into a pair of its own, summed when the route is done (kBcOwn); the channels add into
-// one pair with shared float atomics (compare-and-swap loops: where stage 1's planes leave no
-// room for a pair per channel); or a line's channels, in neighbouring lanes, sum theirs by
-// shuffles and one lane stores each sum (kBcLanes: the rows; columns so laid out lose their
-// coalesced loads, bench/NOTES.md).
+// stores into a pair of its own, summed when the route is done (kBcOwn, where they fit); else,
+// rows: a line's channels, in neighbouring lanes, sum theirs by shuffles and one lane stores
+// each sum (kBcLanes; slower than kBcOwn at VMamba's stages 2-4); columns: the channels add
+// into one pair with shared float atomics (compare-and-swap loops; columns laid out by lanes
+// lose their coalesced loads).  bench/NOTES.md has the measurements.
 enum BcSum { kBcAtomic, kBcOwn, kBcLanes };
 
 // The lanes of this thread's warp that hold one of the block's `lines` (the rest idle).
@@ -473,11 +473,6 @@ __device__ __forceinline__ float2 dt_and_slope(float raw, bool softplus) {
   return raw > 20.f ? make_float2(raw, 1.f) : make_float2(__logf(1.f + e), __fdividef(e, 1.f + e));
 }
 
-#ifndef SSOPS_LINE_MAP_PREFETCH  // experiment knob (bench/ab.py)
-#define SSOPS_LINE_MAP_PREFETCH 0
-#endif
-constexpr bool kLineMapPrefetch = SSOPS_LINE_MAP_PREFETCH;
-
 // The first walk: the line's (P, S, S') and, at checkpoints[(i - 1) * stride], the (product of
 // decays, state from zero) before chunk i > 0.
 template <typename T, int V, int CH, bool TAIL, bool REV, bool COL, bool MIXED>
@@ -485,19 +480,18 @@ __device__ __forceinline__ float3 line_bwd_map(const FusedParams& p, const Line<
                                                const LineRoute<T, COL, MIXED>& r,
                                                float2* checkpoints, int stride) {
   float P = 1.f, h = 0.f, S2 = 0.f;
-  // (the next chunk's loads in flight while this one is computed: ncu put ~12% of the rows
-  // kernel's stall samples on this walk's first use of its loads)
+  // the next chunk's loads in flight while this one is computed (ncu had put ~12% of the rows
+  // kernel's stall samples on this walk's first use of its loads); MIXED loads each at its turn
   [[maybe_unused]] LineChunk<T, V, CH> next;
-  if constexpr (kLineMapPrefetch && !MIXED)
-    fetch_line_chunk<T, V, CH, TAIL, REV>(ln, r, 0, next);
+  if constexpr (!MIXED) fetch_line_chunk<T, V, CH, TAIL, REV>(ln, r, 0, next);
   for (int c = 0; c < ln.n; c += CH) {
     if (c) *checkpoints = make_float2(P, h), checkpoints += stride;
     float u[CH], dl[CH], b[CH], cc[CH], dy[CH];
-    if constexpr (kLineMapPrefetch && !MIXED) {
+    if constexpr (MIXED) {
+      load_line_chunk<T, V, CH, TAIL, REV, COL>(p, ln, r, c, u, dl, b, cc, dy);
+    } else {
       convert_line_chunk<T, V, CH, REV>(p, next, u, dl, b, cc, dy);
       if (c + CH < ln.n) fetch_line_chunk<T, V, CH, TAIL, REV>(ln, r, c + CH, next);
-    } else {
-      load_line_chunk<T, V, CH, TAIL, REV, COL>(p, ln, r, c, u, dl, b, cc, dy);
     }
 #pragma unroll
     for (int j = 0; j < CH; ++j) {
@@ -592,9 +586,6 @@ __device__ __forceinline__ float3 line_bwd_map_route(const FusedParams& p, const
 #endif
 #ifndef SSOPS_LINE_OWN_MAX_SMEM  // OWN planes up to this block size: two blocks an SM
 #define SSOPS_LINE_OWN_MAX_SMEM (113 * 1024)
-#endif
-#ifndef SSOPS_LINE_ROW_LANES  // experiment knob (bench/ab.py): the rows' dB / dC by kBcLanes
-#define SSOPS_LINE_ROW_LANES 0
 #endif
 template <typename T, int V, int CH, bool TAIL, bool COL, bool MIXED, BcSum SUM>
 __global__ void __launch_bounds__(kLineMaxThreads, SSOPS_LINE_BWD_MINB)
@@ -696,9 +687,8 @@ line_bwd_kernel(const FusedParams p) {
 
 template <typename T, int V, bool COL, bool TAIL = false, int CH = kLineChunk>
 void launch_line_bwd_orientation(const FusedParams& p, cudaStream_t stream) {
-  constexpr BcSum kShared = SSOPS_LINE_ROW_LANES && !COL ? kBcLanes : kBcAtomic;
-  bool own = kShared == kBcAtomic &&
-             line_bwd_layout(p, COL, true).bytes <= SSOPS_LINE_OWN_MAX_SMEM;
+  constexpr BcSum kShared = COL ? kBcAtomic : kBcLanes;  // where a pair per channel won't fit
+  bool own = line_bwd_layout(p, COL, true).bytes <= SSOPS_LINE_OWN_MAX_SMEM;
   auto kernel = own ? line_bwd_kernel<T, V, CH, TAIL, COL, false, kBcOwn>
                     : line_bwd_kernel<T, V, CH, TAIL, COL, false, kShared>;
   if constexpr (sizeof(T) == 2) {  // float32 B / C or dy beside a half x: rare, never OWN

@@ -755,6 +755,7 @@ def cross_selective_scan_bwd(dy, x, delta, A, B, C, D, delta_bias, delta_softplu
             _routes.cast(None if dbias is None else dbias.flatten(), delta_bias))
 
 
+@functools.lru_cache(maxsize=None)  # (asked twice a call: ~10% of a backward's Python)
 def _route_masks(routes):
     flags = ROUTE_FLAGS[routes]
     return (sum(int(rev) << k for k, (rev, _) in enumerate(flags)),
