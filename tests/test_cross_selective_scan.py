@@ -157,9 +157,10 @@ def test_cuda_fused(fused_cuda, H, W, N, dtype, fused_bwd):
     (14, 14, 16, "cross", torch.float16, None, 1),  # stage 3: 7-step column runs (forward)
     (56, 56, 8, "cross", torch.float16, None, 1),   # stage 1: 8-step column runs (forward);
     #                                                 4 channels a block, no room for own
-    #                                                 dB / dC planes: shared atomics
+    #                                                 dB / dC planes: rows sum over lanes,
+    #                                                 columns by shared atomics
     (64, 64, 4, "cross", torch.float16, None, 1),   # the largest side: 4 x 64 lines, the most
-    #                                                 threads a block; shared atomics
+    #                                                 threads a block; lanes / atomics
     (37, 11, 3, "cross", torch.float32, None, 1),   # odd sides, one channel a block
     (12, 20, 8, "bidi", torch.float32, None, 1),    # rows only
     (5, 14, 6, "unidi", torch.float16, None, 1),    # one route, 2-element rows with a tail
