@@ -507,9 +507,10 @@ __device__ __forceinline__ float3 line_bwd_map(const FusedParams& p, const Line<
 }
 
 // The second walk, chunks last to first, from the line's entering state h_in and carry.  mine:
-// this thread's line in its channel's du plane, bc its line in the dB plane (its channel's own,
-// OWN; the dC plane follows at plane_size); sums: its channel's (dA, ddelta_bias) of route k,
-// dD (with_dD: the first route over rows adds (sum_k D_k) dy to du and sums dy u for dD).
+// this thread's line in its channel's du plane, bc its line in the dB plane (its channel's own
+// with kBcOwn; the dC plane follows at plane_size), summed as SUM says; sums: its channel's
+// (dA, ddelta_bias) of route k, dD (with_dD: the first route over rows adds (sum_k D_k) dy to
+// du and sums dy u for dD).
 template <typename T, int V, int CH, bool TAIL, bool REV, bool COL, bool MIXED, BcSum SUM>
 __device__ __forceinline__ void line_bwd_walk(const FusedParams& p, const Line<COL>& ln,
                                               const LineRoute<T, COL, MIXED>& r,
