@@ -54,16 +54,27 @@ struct Line {
 
 enum LinePass { kMap, kPlane, kSum };
 
-// V elements of T from `at` (aligned to V elements, whole vector loads), in walk order (REV:
-// the last first).
-template <int V, bool REV, typename T>
-__device__ __forceinline__ void load_floats(float (&v)[V], const T* at) {
+// V elements of T from `at` (aligned to V elements), as whole vector loads.
+template <int V, typename T>
+__device__ __forceinline__ Packed<V, T> load_run(const T* at) {
   Packed<V, T> raw;
 #pragma unroll
   for (int i = 0; i < Vec<V, T>::count; ++i)
     raw.vec[i] = reinterpret_cast<const typename Vec<V, T>::type*>(at)[i];
+  return raw;
+}
+
+// A run's V elements as floats in walk order (REV: the last first).
+template <int V, bool REV, typename T>
+__device__ __forceinline__ void run_floats(const Packed<V, T>& raw, float* v) {
 #pragma unroll
   for (int j = 0; j < V; ++j) v[j] = to_f(raw.e[REV ? V - 1 - j : j]);
+}
+
+// V elements of T from `at` (aligned to V elements, whole vector loads), in walk order.
+template <int V, bool REV, typename T>
+__device__ __forceinline__ void load_floats(float (&v)[V], const T* at) {
+  run_floats<V, REV>(load_run<V>(at), v);
 }
 
 // V floats to `at` as T (aligned to V elements, whole vector stores), given in walk order.
@@ -387,15 +398,6 @@ struct LineChunk {
   Packed<V, T> u[CH / V], dl[CH / V], b[CH / V], cc[CH / V], dy[CH / V];
 };
 
-template <int V, typename T>
-__device__ __forceinline__ Packed<V, T> load_run(const T* at) {
-  Packed<V, T> raw;
-#pragma unroll
-  for (int i = 0; i < Vec<V, T>::count; ++i)
-    raw.vec[i] = reinterpret_cast<const typename Vec<V, T>::type*>(at)[i];
-  return raw;
-}
-
 template <typename T, int V, int CH, bool TAIL, bool REV, bool COL>
 __device__ __forceinline__ void fetch_line_chunk(const Line<COL>& ln,
                                                  const LineRoute<T, COL, false>& r, int c,
@@ -420,14 +422,12 @@ __device__ __forceinline__ void convert_line_chunk(const FusedParams& p,
                                                    float (&cc)[CH], float (&dy)[CH]) {
 #pragma unroll
   for (int m = 0; m < CH / V; ++m) {
-#pragma unroll
-    for (int j = 0; j < V; ++j) {
-      const int e = REV ? V - 1 - j : j, s = m * V + j;
-      u[s] = to_f(raw.u[m].e[e]), dl[s] = to_f(raw.dl[m].e[e]);
-      b[s] = to_f(raw.b[m].e[e]), cc[s] = to_f(raw.cc[m].e[e]);
-      dy[s] = to_f(raw.dy[m].e[e]) * p.y_scale;
-    }
+    run_floats<V, REV>(raw.u[m], u + m * V), run_floats<V, REV>(raw.dl[m], dl + m * V);
+    run_floats<V, REV>(raw.b[m], b + m * V), run_floats<V, REV>(raw.cc[m], cc + m * V);
+    run_floats<V, REV>(raw.dy[m], dy + m * V);
   }
+#pragma unroll
+  for (int j = 0; j < CH; ++j) dy[j] *= p.y_scale;
 }
 
 // Steps c .. c + CH - 1 of the walk as floats: u, delta before its bias, B, C and dy (scaled by
