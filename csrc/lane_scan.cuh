@@ -36,9 +36,15 @@ namespace ssops {
 #ifndef SSOPS_LANE_NP1_MINB  // one lane per channel: 16-step rows of each input in registers
 #define SSOPS_LANE_NP1_MINB 3
 #endif
+#ifndef SSOPS_LANE_PAIRS_MINB  // the forward's two states a lane (lane_scan_fwd_kernel's NS)
+#define SSOPS_LANE_PAIRS_MINB 6
+#endif
 constexpr int kLaneWarps = 4;             // warps per block
-constexpr int lane_min_blocks(int np, int elem_bytes) {
-  return np == 1 ? SSOPS_LANE_NP1_MINB : elem_bytes == 2 && np >= 8 ? SSOPS_LANE_MINB : 4;
+constexpr int lane_min_blocks(int np, int elem_bytes, int ns = 1) {
+  return np == 1              ? SSOPS_LANE_NP1_MINB
+         : ns == 2            ? SSOPS_LANE_PAIRS_MINB
+         : elem_bytes == 2 && np >= 8 ? SSOPS_LANE_MINB
+                                      : 4;
 }
 
 // A lane's run of E consecutive elements of a row, as loaded: the 32-bit words its loads fill.
@@ -300,14 +306,28 @@ __device__ __forceinline__ void read_staged(const StagedBC<T, NP>& buf, int n,
   for (int k = 0; k < kLaneSteps; ++k) B[k] = to_f(b.e[k]), C[k] = to_f(c.e[k]);
 }
 
-// Steps 4q .. 4q + 3 of B (m = 0) or C (m = 1) for state n as float32: from the rows read_staged
-// filled, or (NP = 1, where every lane reads the same row and registers are short) straight
-// from the staged units, a broadcast read.
+// This lane's rows of state n over the chunk as staged, in T's words, converted where they are
+// used (the forward: at two states a lane, float32 rows would take 64 registers).
 template <typename T, int NP>
-__device__ __forceinline__ void bc_quad(float (&v)[4],
-                                        const float (&row)[NP > 1 ? kLaneSteps : 1],
-                                        const StagedBC<T, NP>& buf, int m, int n, int q) {
-  if constexpr (NP == 1) {
+__device__ __forceinline__ void read_staged_words(const StagedBC<T, NP>& buf, int n,
+                                                  Run<T, kLaneSteps>& B, Run<T, kLaneSteps>& C) {
+  using U = BCUnits<T, NP>;
+  static_assert(4 * U::Q == kRunWords<T, kLaneSteps>, "a row's units fill its words");
+#pragma unroll
+  for (int q = 0; q < U::Q; ++q) {
+    const uint4 b = buf.v[q * NP + n], c = buf.v[(U::Q + q) * NP + n];
+    B.w[4 * q] = b.x, B.w[4 * q + 1] = b.y, B.w[4 * q + 2] = b.z, B.w[4 * q + 3] = b.w;
+    C.w[4 * q] = c.x, C.w[4 * q + 1] = c.y, C.w[4 * q + 2] = c.z, C.w[4 * q + 3] = c.w;
+  }
+}
+
+// Steps 4q .. 4q + 3 of B (m = 0) or C (m = 1) for state n as float32: from the row read_staged
+// (or read_staged_words) filled, or (NP = 1, where every lane reads the same row and registers
+// are short) straight from the staged units, a broadcast read.
+template <typename T, int NP, typename Row, bool STAGED = NP == 1>
+__device__ __forceinline__ void bc_quad(float (&v)[4], const Row& row, const StagedBC<T, NP>& buf,
+                                        int m, int n, int q) {
+  if constexpr (STAGED) {
     using U = BCUnits<T, NP>;
     const T* unit = reinterpret_cast<const T*>(&buf.v[(m * U::Q + 4 * q / U::VE) * NP + n]);
     Packed<4, T> e;
@@ -338,31 +358,46 @@ __device__ __forceinline__ void sum_over_states(float (&v)[K], int n) {
   }
 }
 
-template <typename T, int NP, bool REV>
-__global__ void __launch_bounds__(kLaneWarps * 32, lane_min_blocks(NP, sizeof(T)))
+// NS states a lane (NS = 2: lane n of a channel keeps states n and n + NP), so that the
+// per-chunk work that does not grow with the states (staging, loads, the butterfly's rounds,
+// the epilogue) is shared by more of them.
+template <typename T, int NP, bool REV, int NS = 1>
+__global__ void __launch_bounds__(kLaneWarps * 32, lane_min_blocks(NP, sizeof(T), NS))
     lane_scan_fwd_kernel(const ScanParams p) {
-  constexpr int K = kLaneSteps, CPW = 32 / NP, E = K / NP;
+  constexpr int K = kLaneSteps, CPW = 32 / NP, E = K / NP, NPS = NP * NS;
   constexpr bool GATE = NP > 1;
   static_assert(NP <= K && K % 4 == 0, "a lane stages at least one step");
-  __shared__ StagedBC<T, NP> bc[2];  // double-buffered
+  static_assert(NS == 1 || NP > 1, "one lane per channel keeps one state");
+  __shared__ StagedBC<T, NPS> bc[2];  // double-buffered
   __shared__ float4 staged[kLaneWarps][NP > 1 ? CPW : 1][2][K / 4];  // per channel: dt, dt * u
   const LaneRows r = lane_rows<NP>(p);
   const int warp = r.warp, c = NP > 1 ? r.c : 0, n = r.n, d = r.d;
   const int64_t flat = r.flat;
-  const float a2 = r.on ? p.A[static_cast<int64_t>(d) * p.N + n] * kLog2e : 0.f;
+  float a2[NS], h[NS];  // state n + s * NP: A log2(e), and the state
+#pragma unroll
+  for (int s = 0; s < NS; ++s) {
+    const int j = n + s * NP;
+    a2[s] = j < p.N ? p.A[static_cast<int64_t>(d) * p.N + j] * kLog2e : 0.f;
+    h[s] = 0.f;
+  }
   const float Dd = p.D ? p.D[d] : 0.f;
   const float bias = p.bias ? p.bias[d] : 0.f;
   float* dt_s = reinterpret_cast<float*>(staged[warp][c][0]);
   float* dtu_s = reinterpret_cast<float*>(staged[warp][c][1]);
   const int s0 = n * E;  // the steps of the chunk this lane stages
 
-  float h = 0.f;
   const int nchunks = (p.L + K - 1) / K;
   const auto start = [&](int ci) { return (REV ? nchunks - 1 - ci : ci) * K; };  // position
+  // the states after chunk ci (the backward's checkpoints), or after the walk
+  const auto store_states = [&](float* dst, int64_t row) {
+#pragma unroll
+    for (int s = 0; s < NS; ++s)
+      if (n + s * NP < p.N) dst[row * p.N + n + s * NP] = h[s];
+  };
   LaneSteps<T, E> cur;
-  BCUnits<T, NP> units;
+  BCUnits<T, NPS> units;
   load_steps<T, E, GATE>(cur, p, r, start(0) + s0);
-  start_units<T, NP>(units, bc[0], p, r, start, nchunks);
+  start_units<T, NPS>(units, bc[0], p, r, start, nchunks);
   __syncthreads();
   for (int ci = 0; ci < nchunks; ++ci) {
     const int p0 = start(ci);
@@ -378,23 +413,32 @@ __global__ void __launch_bounds__(kLaneWarps * 32, lane_min_blocks(NP, sizeof(T)
       dtuv[i] = dtv[i] * u[i];
       if constexpr (NP > 1) dt_s[s0 + i] = dtv[i], dtu_s[s0 + i] = dtuv[i];
     }
-    float B[NP > 1 ? K : 1], C[NP > 1 ? K : 1];
-    if constexpr (NP > 1) read_staged<T, NP>(bc[ci & 1], n, B, C);
+    // NS = 1: the lane's rows in registers; NS = 2 reads them quad by quad where used (held,
+    // they spill at 80 registers)
+    constexpr bool HOLD = NP > 1 && NS == 1;
+    Run<T, HOLD ? K : 1> B[NS], C[NS];
+    if constexpr (HOLD) read_staged_words<T, NPS>(bc[ci & 1], n, B[0], C[0]);
     __syncwarp();
-    float yp[K];  // by position in the chunk
+    float yp[K];  // by position in the chunk: sum of C h over the lane's states
 #pragma unroll
     for (int w = 0; w < K / 4; ++w) {  // walk order
       const int q = REV ? K / 4 - 1 - w : w;
-      float dt[4], dtu[4], Bq[4], Cq[4];
+      float dt[4], dtu[4], Bq[NS][4], Cq[NS][4];
       quad<NP>(dt, dtv, staged[warp][c][0], q);
       quad<NP>(dtu, dtuv, staged[warp][c][1], q);
-      bc_quad<T, NP>(Bq, B, bc[ci & 1], 0, n, q);
-      bc_quad<T, NP>(Cq, C, bc[ci & 1], 1, n, q);
+#pragma unroll
+      for (int s = 0; s < NS; ++s) {
+        bc_quad<T, NPS, Run<T, HOLD ? K : 1>, !HOLD>(Bq[s], B[s], bc[ci & 1], 0, n + s * NP, q);
+        bc_quad<T, NPS, Run<T, HOLD ? K : 1>, !HOLD>(Cq[s], C[s], bc[ci & 1], 1, n + s * NP, q);
+      }
 #pragma unroll
       for (int jw = 0; jw < 4; ++jw) {
         const int j = REV ? 3 - jw : jw;
-        h = exp2_approx(dt[j] * a2) * h + dtu[j] * Bq[j];
-        yp[4 * q + j] = Cq[j] * h;
+#pragma unroll
+        for (int s = 0; s < NS; ++s) {
+          h[s] = exp2_approx(dt[j] * a2[s]) * h[s] + dtu[j] * Bq[s][j];
+          yp[4 * q + j] = s ? fmaf(Cq[s][j], h[s], yp[4 * q + j]) : Cq[s][j] * h[s];
+        }
       }
     }
     if (p.y || p.y_pre) {  // (a pass for the chunk states alone writes neither)
@@ -417,19 +461,19 @@ __global__ void __launch_bounds__(kLaneWarps * 32, lane_min_blocks(NP, sizeof(T)
           store_run(static_cast<T*>(p.y) + r.u, p0 + s0, y, p);
       }
     }
-    if (p.chunk_states && r.on && ci + 1 < nchunks)
-      p.chunk_states[(static_cast<int64_t>(ci) * p.batch * p.dim + flat) * p.N + n] = h;
+    if (p.chunk_states && ci + 1 < nchunks)
+      store_states(p.chunk_states, static_cast<int64_t>(ci) * p.batch * p.dim + flat);
     // The next chunk's units into the other buffer (its readers, chunk ci - 1, passed the
     // last barrier), then the one after into registers; the barrier also orders this chunk's
     // staged-step reads before the next chunk's writes.
     if (ci + 1 < nchunks) {
-      store_units<T, NP>(units, bc[(ci + 1) & 1]);
-      if (ci + 2 < nchunks) load_units<T, NP>(units, p, r, start(ci + 2));
+      store_units<T, NPS>(units, bc[(ci + 1) & 1]);
+      if (ci + 2 < nchunks) load_units<T, NPS>(units, p, r, start(ci + 2));
       cur = next;
     }
     __syncthreads();
   }
-  if (r.on) p.last[flat * p.N + n] = h;
+  store_states(p.last, flat);
 }
 
 // ------------------------------------------------------------------------------ backward
@@ -710,6 +754,18 @@ __global__ void __launch_bounds__(kLaneWarps * 32,
   if (n == 0 && p.dbias) atomicAdd(p.dbias + d, dbias);
 }
 
+// The forward in half precision at 9-16 states (Mamba's 16) pairs a channel's states on 8
+// lanes: 4 channels a warp, half the lanes, and the per-chunk work of two states done once
+// (bench/NOTES.md).  The backward keeps one state a lane (its registers are full).
+// -DSSOPS_LANE_FWD_PAIRS=0: one state a lane throughout (experiments).
+#ifndef SSOPS_LANE_FWD_PAIRS
+#define SSOPS_LANE_FWD_PAIRS 1
+#endif
+template <typename T>
+bool fwd_pairs(const ScanParams& p, bool backward, int group) {
+  return SSOPS_LANE_FWD_PAIRS && !backward && sizeof(T) == 2 && p.lg == 16 && group % 4 == 0;
+}
+
 template <typename T, int NP, bool REV>
 void launch_np(const ScanParams& p, bool backward, dim3 grid, dim3 block, cudaStream_t stream) {
   if (backward)
@@ -719,8 +775,10 @@ void launch_np(const ScanParams& p, bool backward, dim3 grid, dim3 block, cudaSt
 }
 
 template <typename T, bool REV>
-void launch_lanes(const ScanParams& p, bool backward, dim3 grid, dim3 block,
+void launch_lanes(const ScanParams& p, bool backward, bool pairs, dim3 grid, dim3 block,
                   cudaStream_t stream) {
+  if constexpr (sizeof(T) == 2)
+    if (pairs) return void(lane_scan_fwd_kernel<T, 8, REV, 2><<<grid, block, 0, stream>>>(p));
   switch (p.lg) {
     case 1: return launch_np<T, 1, REV>(p, backward, grid, block, stream);
     case 4: return launch_np<T, 4, REV>(p, backward, grid, block, stream);
@@ -733,13 +791,15 @@ void launch_lanes(const ScanParams& p, bool backward, dim3 grid, dim3 block,
 // split (ssops/_cuda_backend.py) makes 32 / lg channels divide the channels per group.
 template <typename T>
 void launch_lane_scan(const ScanParams& p, bool backward, cudaStream_t stream) {
-  const int cpw = 32 / p.lg, group = std::gcd(std::gcd(p.dim, p.dpg_b), p.dpg_c);
+  const int group = std::gcd(std::gcd(p.dim, p.dpg_b), p.dpg_c);
+  const bool pairs = fwd_pairs<T>(p, backward, group);
+  const int cpw = 32 / (pairs ? p.lg / 2 : p.lg);
   int warps = kLaneWarps;
   while (group % (warps * cpw)) warps /= 2;
   const int64_t blocks = static_cast<int64_t>(p.batch) * p.dim / (warps * cpw);
   const dim3 grid(static_cast<unsigned>(blocks)), block(warps * 32);
-  if (p.reverse) return launch_lanes<T, true>(p, backward, grid, block, stream);
-  launch_lanes<T, false>(p, backward, grid, block, stream);
+  if (p.reverse) return launch_lanes<T, true>(p, backward, pairs, grid, block, stream);
+  launch_lanes<T, false>(p, backward, pairs, grid, block, stream);
 }
 
 }  // namespace ssops

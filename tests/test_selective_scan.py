@@ -153,6 +153,20 @@ def test_cuda_states_on_lanes(lane_cuda, keep_states, dtype, b_mode, c_mode, N, 
     assert lane_cuda == {"fwd": 1 if keep_states else 2, "bwd": 1}
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("N,dim,groups,L", [(16, 24, 3, 64), (12, 24, 3, 45), (16, 6, 3, 45)])
+def test_cuda_states_on_lanes_two_states_a_lane(lane_cuda, keep_states, dtype, N, dim, groups, L):
+    """The half-precision forward at 9-16 states keeps two a lane (8 lanes a channel): whole
+    chunks and tails, spare states past N in the second half (12), and groups of two channels,
+    which take one state a lane (csrc/lane_scan.cuh fwd_pairs)."""
+    args, kw = testing.make_selective_scan_inputs(batch=2, dim=dim, L=L, N=N, b_mode="grouped",
+                                                  c_mode="grouped", groups=groups, dtype=dtype,
+                                                  device=DEVICE, seed=L)
+    testing.assert_backends_agree("selective_scan", *args, backends=["cuda"],
+                                  return_last_state=True, **kw)
+    assert lane_cuda == {"fwd": 1 if keep_states else 2, "bwd": 1}
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("dim,groups,L", [(96, 3, 64), (128, 1, 132), (64, 2, 37), (64, 1, 130),
                                           (96, 1, 1)])
