@@ -329,11 +329,15 @@ __device__ __forceinline__ void bc_quad(float (&v)[4], const Row& row, const Sta
                                         int m, int n, int q) {
   if constexpr (STAGED) {
     using U = BCUnits<T, NP>;
+    using V = typename Vec<4, T>::type;  // the quad's 8 or 16 bytes
     const T* unit = reinterpret_cast<const T*>(&buf.v[(m * U::Q + 4 * q / U::VE) * NP + n]);
-    Packed<4, T> e;
-    e.vec[0] = *reinterpret_cast<const typename Vec<4, T>::type*>(unit + 4 * q % U::VE);
+    union {
+      V vec;
+      uint32_t w[kRunWords<T, 4>];
+    } e;
+    e.vec = *reinterpret_cast<const V*>(unit + 4 * q % U::VE);
 #pragma unroll
-    for (int j = 0; j < 4; ++j) v[j] = to_f(e.e[j]);
+    for (int j = 0; j < 4; ++j) v[j] = run_elem<T>(e.w, j);
   } else {
 #pragma unroll
     for (int j = 0; j < 4; ++j) v[j] = row[4 * q + j];
