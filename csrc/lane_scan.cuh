@@ -122,7 +122,7 @@ __device__ __forceinline__ LaneRows lane_rows(const ScanParams& p) {
   return r;
 }
 
-// Loads / stores of a lane's run from pos0, a multiple of E (zeros past L): 16- or 8-byte
+// Loads / stores of a lane's run from pos0, a multiple of E (zeros past L): 16-, 8- or 4-byte
 // vectors where the run fills them, every row of the launch starts that aligned
 // (ScanParams::row_align) and the run lies inside the sequence (one lane per channel: a warp's
 // load then touches each of its rows once, not once per element); else element by element.
@@ -146,6 +146,12 @@ __device__ __forceinline__ void load_words(uint32_t (&w)[W], const V* row, int p
           w[2 * q] = x.x, w[2 * q + 1] = x.y;
         }
       }
+      return;
+    }
+  }
+  if constexpr (E * sizeof(V) == 4) {  // (two half-precision steps a lane: 8 lanes a channel)
+    if (p.row_align >= 4 && pos0 + E <= p.L) {
+      w[0] = *reinterpret_cast<const uint32_t*>(row + pos0);
       return;
     }
   }
@@ -193,6 +199,12 @@ __device__ __forceinline__ void store_run(V* row, int pos0, const float (&v)[E],
 #pragma unroll
         for (int q = 0; q < n / 2; ++q) dst[q] = make_uint2(w[2 * q], w[2 * q + 1]);
       }
+      return;
+    }
+  }
+  if constexpr (E * sizeof(V) == 4) {
+    if (p.row_align >= 4 && pos0 + E <= p.L) {
+      *reinterpret_cast<uint32_t*>(row + pos0) = bits_of<V>(v[0]) | bits_of<V>(v[1]) << 16;
       return;
     }
   }
@@ -373,7 +385,8 @@ __global__ void __launch_bounds__(kLaneWarps * 32, lane_min_blocks(NP, sizeof(T)
   static_assert(NP <= K && K % 4 == 0, "a lane stages at least one step");
   static_assert(NS == 1 || NP > 1, "one lane per channel keeps one state");
   __shared__ StagedBC<T, NPS> bc[2];  // double-buffered
-  __shared__ float4 staged[kLaneWarps][NP > 1 ? CPW : 1][2][K / 4];  // per channel: dt, dt * u
+  // per channel: dt, dt * u; a row of padding, so that the channels' quads sit in other banks
+  __shared__ float4 staged[kLaneWarps][NP > 1 ? CPW : 1][2][K / 4 + 1];
   const LaneRows r = lane_rows<NP>(p);
   const int warp = r.warp, c = NP > 1 ? r.c : 0, n = r.n, d = r.d;
   const int64_t flat = r.flat;

@@ -159,7 +159,7 @@ void launch(const char* op, const ssops::ScanParams& p, int dtype, int ns, bool 
 }
 
 // The states-on-lanes kernels (split[0] == 0, csrc/lane_scan.cuh): what they rely on.  Called
-// once every buffer is set, for row_align: the bytes (16, 8 or 0) that every row of u's and
+// once every buffer is set, for row_align: the bytes (16, 8, 4 or 0) that every row of u's and
 // delta's layouts, in every buffer laid out like them, starts on a multiple of.
 void check_lanes(const char* op, ssops::ScanParams& p, const Tensor& u) {
   TORCH_CHECK(!p.transpose && p.su_l == 1 && p.sd_l == 1 && p.sB_l == 1 && p.sC_l == 1 &&
@@ -182,7 +182,7 @@ void check_lanes(const char* op, ssops::ScanParams& p, const Tensor& u) {
       ok = ok && reinterpret_cast<uintptr_t>(b) % bytes == 0;
     return ok;
   };
-  p.row_align = aligned(16) ? 16 : aligned(8) ? 8 : 0;
+  p.row_align = aligned(16) ? 16 : aligned(8) ? 8 : aligned(4) ? 4 : 0;
 }
 
 // The states-on-lanes forward's chunk states for its backward: float32, one per chunk but the

@@ -55,7 +55,7 @@ struct ScanParams {
   bool reverse, transpose, softplus, b_const, c_const;
   bool bc_f32, out_f32, dy_f32, du_f32;  // float32 where the input dtype is not
   bool contig;  // row-major walk over rows of whole aligned chunks: plain vector loads
-  int row_align;  // states-on-lanes kernels: 16, 8 or 0, the bytes every row of u's and
+  int row_align;  // states-on-lanes kernels: 16, 8, 4 or 0, the bytes every row of u's and
                   // delta's layouts (and the buffers laid out like them) is aligned to
   float y_scale;
 
