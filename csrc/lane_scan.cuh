@@ -4,7 +4,8 @@
 // is below the forward, which also serves as its first pass (the state after each chunk).
 //
 // A warp holds 32 / NP channels; lane (c, n) keeps state n of channel c (NP >= N lanes per
-// channel, spare lanes hold zeros) and walks the whole sequence, K steps (a chunk) at a time.  A
+// channel, spare lanes hold zeros) and walks the whole sequence, K steps (a chunk) at a time
+// (the half-precision forward at 9-16 states: NP = 8 lanes of two states each, fwd_pairs).  A
 // block's channels share one batch and B / C group.  Per chunk:
 // - the block stages the chunk's B and C rows in shared memory, 16-byte units spread over its
 //   threads (one global read per block instead of one per warp: reading them per lane kept the
@@ -385,7 +386,8 @@ __global__ void __launch_bounds__(kLaneWarps * 32, lane_min_blocks(NP, sizeof(T)
   static_assert(NP <= K && K % 4 == 0, "a lane stages at least one step");
   static_assert(NS == 1 || NP > 1, "one lane per channel keeps one state");
   __shared__ StagedBC<T, NPS> bc[2];  // double-buffered
-  // per channel: dt, dt * u; a row of padding, so that the channels' quads sit in other banks
+  // per channel: dt, dt * u, each row padded by a float4 so that the quads that a warp's
+  // channels read at once sit in different banks
   __shared__ float4 staged[kLaneWarps][NP > 1 ? CPW : 1][2][K / 4 + 1];
   const LaneRows r = lane_rows<NP>(p);
   const int warp = r.warp, c = NP > 1 ? r.c : 0, n = r.n, d = r.d;
@@ -773,7 +775,8 @@ __global__ void __launch_bounds__(kLaneWarps * 32,
 
 // The forward in half precision at 9-16 states (Mamba's 16) pairs a channel's states on 8
 // lanes: 4 channels a warp, half the lanes, and the per-chunk work of two states done once
-// (bench/NOTES.md).  The backward keeps one state a lane (its registers are full).
+// (bench/NOTES.md).  The backward keeps one state a lane (its registers are full).  A warp's 4
+// channels share a B / C group; groups of 2 take one state a lane.
 // -DSSOPS_LANE_FWD_PAIRS=0: one state a lane throughout (experiments).
 #ifndef SSOPS_LANE_FWD_PAIRS
 #define SSOPS_LANE_FWD_PAIRS 1
