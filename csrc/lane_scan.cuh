@@ -150,7 +150,7 @@ __device__ __forceinline__ void load_words(uint32_t (&w)[W], const V* row, int p
       return;
     }
   }
-  if constexpr (E * sizeof(V) == 4) {  // (two half-precision steps a lane: 8 lanes a channel)
+  if constexpr (E == 2 && sizeof(V) == 2) {  // two half-precision steps a lane: 8 lanes a channel
     if (p.row_align >= 4 && pos0 + E <= p.L) {
       w[0] = *reinterpret_cast<const uint32_t*>(row + pos0);
       return;
@@ -203,7 +203,7 @@ __device__ __forceinline__ void store_run(V* row, int pos0, const float (&v)[E],
       return;
     }
   }
-  if constexpr (E * sizeof(V) == 4) {
+  if constexpr (E == 2 && sizeof(V) == 2) {
     if (p.row_align >= 4 && pos0 + E <= p.L) {
       *reinterpret_cast<uint32_t*>(row + pos0) = bits_of<V>(v[0]) | bits_of<V>(v[1]) << 16;
       return;
