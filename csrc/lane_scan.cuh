@@ -320,7 +320,8 @@ __device__ __forceinline__ void read_staged(const StagedBC<T, NP>& buf, int n,
 }
 
 // This lane's rows of state n over the chunk as staged, in T's words, converted where they are
-// used (the forward: at two states a lane, float32 rows would take 64 registers).
+// used (the forward at one state a lane: half float32 rows' registers, and in bfloat16 one
+// instruction an element where read_staged's conversion takes two for the high halves).
 template <typename T, int NP>
 __device__ __forceinline__ void read_staged_words(const StagedBC<T, NP>& buf, int n,
                                                   Run<T, kLaneSteps>& B, Run<T, kLaneSteps>& C) {
@@ -335,8 +336,9 @@ __device__ __forceinline__ void read_staged_words(const StagedBC<T, NP>& buf, in
 }
 
 // Steps 4q .. 4q + 3 of B (m = 0) or C (m = 1) for state n as float32: from the row read_staged
-// (or read_staged_words) filled, or (NP = 1, where every lane reads the same row and registers
-// are short) straight from the staged units, a broadcast read.
+// (or read_staged_words) filled, or, where STAGED, straight from the staged units: NP = 1 (every
+// lane reads the same row, a broadcast, and registers are short) and the forward's two states a
+// lane (held rows would spill).
 template <typename T, int NP, typename Row, bool STAGED = NP == 1>
 __device__ __forceinline__ void bc_quad(float (&v)[4], const Row& row, const StagedBC<T, NP>& buf,
                                         int m, int n, int q) {
