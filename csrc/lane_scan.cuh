@@ -41,8 +41,12 @@ namespace ssops {
 #define SSOPS_LANE_PAIRS_MINB 6
 #endif
 constexpr int kLaneWarps = 4;             // warps per block
-constexpr int lane_min_blocks(int np, int elem_bytes, int ns = 1) {
+#ifndef SSOPS_LANE_SPLIT_MINB  // the same on rows under 4-byte alignment (Run's SPLIT)
+#define SSOPS_LANE_SPLIT_MINB 6
+#endif
+constexpr int lane_min_blocks(int np, int elem_bytes, int ns = 1, bool split = false) {
   return np == 1              ? SSOPS_LANE_NP1_MINB
+         : ns == 2 && split   ? SSOPS_LANE_SPLIT_MINB
          : ns == 2            ? SSOPS_LANE_PAIRS_MINB
          : elem_bytes == 2 && np >= 8 ? SSOPS_LANE_MINB
                                       : 4;
@@ -68,20 +72,30 @@ __device__ __forceinline__ float run_elem(const uint32_t (&w)[W], int i) {
   }
 }
 
-template <typename V, int E>
+// SPLIT: a word per element, each loaded on its own, for half-precision rows too unaligned for
+// word loads: two 2-byte loads packed into one word made the next chunk's prefetch wait for
+// them where it was issued (ncu: a quarter of the two-state forward's stall samples).
+template <typename V, int E, bool SPLIT = false>
 struct Run {
-  uint32_t w[kRunWords<V, E>];
-  __device__ __forceinline__ float operator[](int i) const { return run_elem<V>(w, i); }
+  uint32_t w[SPLIT ? E : kRunWords<V, E>];
+  __device__ __forceinline__ float operator[](int i) const {
+    if constexpr (SPLIT) {
+      const uint32_t one[1] = {w[i]};
+      return run_elem<V>(one, 0);
+    } else {
+      return run_elem<V>(w, i);
+    }
+  }
 };
 
 // What a lane reads itself for one chunk: its E staged steps (forward and backward).
-template <typename T, int E>
+template <typename T, int E, bool SPLIT = false>
 struct LaneInputs {
-  Run<T, E> u, delta, z;
+  Run<T, E, SPLIT> u, delta, z;
 };
 
-template <typename T, int E>
-struct LaneSteps : LaneInputs<T, E> {
+template <typename T, int E, bool SPLIT = false>
+struct LaneSteps : LaneInputs<T, E, SPLIT> {
   Run<float, E> y_in;
 };
 
@@ -163,10 +177,17 @@ __device__ __forceinline__ void load_words(uint32_t (&w)[W], const V* row, int p
   for (int j = 0; j < n; ++j) w[j] = sizeof(V) == 4 ? at(j) : at(2 * j) | at(2 * j + 1) << 16;
 }
 
-template <typename V, int E>
-__device__ __forceinline__ void load_run(Run<V, E>& v, const V* row, int pos0,
+template <typename V, int E, bool SPLIT>
+__device__ __forceinline__ void load_run(Run<V, E, SPLIT>& v, const V* row, int pos0,
                                          const ScanParams& p) {
-  load_words<V, E>(v.w, row, pos0, p);
+  if constexpr (SPLIT) {
+    using Bits = std::conditional_t<sizeof(V) == 2, uint16_t, uint32_t>;
+    const Bits* bits = reinterpret_cast<const Bits*>(row) + pos0;
+#pragma unroll
+    for (int i = 0; i < E; ++i) v.w[i] = pos0 + i < p.L ? bits[i] : 0u;
+  } else {
+    load_words<V, E>(v.w, row, pos0, p);
+  }
 }
 
 template <typename V>
@@ -215,16 +236,16 @@ __device__ __forceinline__ void store_run(V* row, int pos0, const float (&v)[E],
 }
 
 // u, delta (and z, where GATE) of the E steps from pos0.
-template <typename T, int E, bool GATE>
-__device__ __forceinline__ void load_inputs(LaneInputs<T, E>& c, const ScanParams& p,
+template <typename T, int E, bool GATE, bool SPLIT>
+__device__ __forceinline__ void load_inputs(LaneInputs<T, E, SPLIT>& c, const ScanParams& p,
                                             const LaneRows& r, int pos0) {
   load_run(c.u, static_cast<const T*>(p.u) + r.u, pos0, p);
   load_run(c.delta, static_cast<const T*>(p.delta) + r.delta, pos0, p);
   if (GATE && p.z) load_run(c.z, static_cast<const T*>(p.z) + r.u, pos0, p);
 }
 
-template <typename T, int E, bool GATE>
-__device__ __forceinline__ void load_steps(LaneSteps<T, E>& c, const ScanParams& p,
+template <typename T, int E, bool GATE, bool SPLIT>
+__device__ __forceinline__ void load_steps(LaneSteps<T, E, SPLIT>& c, const ScanParams& p,
                                            const LaneRows& r, int pos0) {
   load_inputs<T, E, GATE>(c, p, r, pos0);
   if (p.y_in) {
@@ -380,8 +401,8 @@ __device__ __forceinline__ void sum_over_states(float (&v)[K], int n) {
 // NS states a lane (NS = 2: lane n of a channel keeps states n and n + NP), so that the
 // per-chunk work that does not grow with the states (staging, loads, the butterfly's rounds,
 // the epilogue) is shared by more of them.
-template <typename T, int NP, bool REV, int NS = 1>
-__global__ void __launch_bounds__(kLaneWarps * 32, lane_min_blocks(NP, sizeof(T), NS))
+template <typename T, int NP, bool REV, int NS = 1, bool SPLIT = false>
+__global__ void __launch_bounds__(kLaneWarps * 32, lane_min_blocks(NP, sizeof(T), NS, SPLIT))
     lane_scan_fwd_kernel(const ScanParams p) {
   constexpr int K = kLaneSteps, CPW = 32 / NP, E = K / NP, NPS = NP * NS;
   constexpr bool GATE = NP > 1;
@@ -415,14 +436,14 @@ __global__ void __launch_bounds__(kLaneWarps * 32, lane_min_blocks(NP, sizeof(T)
     for (int s = 0; s < NS; ++s)
       if (n + s * NP < p.N) dst[row * p.N + n + s * NP] = h[s];
   };
-  LaneSteps<T, E> cur;
+  LaneSteps<T, E, SPLIT> cur;
   BCUnits<T, NPS> units;
   load_steps<T, E, GATE>(cur, p, r, start(0) + s0);
   start_units<T, NPS>(units, bc[0], p, r, start, nchunks);
   __syncthreads();
   for (int ci = 0; ci < nchunks; ++ci) {
     const int p0 = start(ci);
-    LaneSteps<T, E> next;
+    LaneSteps<T, E, SPLIT> next;
     if (ci + 1 < nchunks) load_steps<T, E, GATE>(next, p, r, start(ci + 1) + s0);
 
     float u[E], dtv[E], dtuv[E];
@@ -783,6 +804,9 @@ __global__ void __launch_bounds__(kLaneWarps * 32,
 #ifndef SSOPS_LANE_FWD_PAIRS
 #define SSOPS_LANE_FWD_PAIRS 1
 #endif
+#ifndef SSOPS_LANE_SPLIT_RUNS  // 0: rows under 4-byte alignment pack each lane's two steps
+#define SSOPS_LANE_SPLIT_RUNS 1
+#endif
 template <typename T>
 bool fwd_pairs(const ScanParams& p, bool backward, int group) {
   return SSOPS_LANE_FWD_PAIRS && !backward && sizeof(T) == 2 && p.lg == 16 && group % 4 == 0;
@@ -799,8 +823,12 @@ void launch_np(const ScanParams& p, bool backward, dim3 grid, dim3 block, cudaSt
 template <typename T, bool REV>
 void launch_lanes(const ScanParams& p, bool backward, bool pairs, dim3 grid, dim3 block,
                   cudaStream_t stream) {
-  if constexpr (sizeof(T) == 2)
-    if (pairs) return void(lane_scan_fwd_kernel<T, 8, REV, 2><<<grid, block, 0, stream>>>(p));
+  if constexpr (sizeof(T) == 2) {
+    if (pairs && (p.row_align >= 4 || !SSOPS_LANE_SPLIT_RUNS))
+      return void(lane_scan_fwd_kernel<T, 8, REV, 2><<<grid, block, 0, stream>>>(p));
+    if (pairs)  // rows under 4-byte alignment (Vim's 197 steps): a word per step
+      return void(lane_scan_fwd_kernel<T, 8, REV, 2, true><<<grid, block, 0, stream>>>(p));
+  }
   switch (p.lg) {
     case 1: return launch_np<T, 1, REV>(p, backward, grid, block, stream);
     case 4: return launch_np<T, 4, REV>(p, backward, grid, block, stream);
