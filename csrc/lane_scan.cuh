@@ -41,12 +41,8 @@ namespace ssops {
 #define SSOPS_LANE_PAIRS_MINB 6
 #endif
 constexpr int kLaneWarps = 4;             // warps per block
-#ifndef SSOPS_LANE_SPLIT_MINB  // the same on rows under 4-byte alignment (Run's SPLIT)
-#define SSOPS_LANE_SPLIT_MINB 6
-#endif
-constexpr int lane_min_blocks(int np, int elem_bytes, int ns = 1, bool split = false) {
+constexpr int lane_min_blocks(int np, int elem_bytes, int ns = 1) {
   return np == 1              ? SSOPS_LANE_NP1_MINB
-         : ns == 2 && split   ? SSOPS_LANE_SPLIT_MINB
          : ns == 2            ? SSOPS_LANE_PAIRS_MINB
          : elem_bytes == 2 && np >= 8 ? SSOPS_LANE_MINB
                                       : 4;
@@ -402,7 +398,7 @@ __device__ __forceinline__ void sum_over_states(float (&v)[K], int n) {
 // per-chunk work that does not grow with the states (staging, loads, the butterfly's rounds,
 // the epilogue) is shared by more of them.
 template <typename T, int NP, bool REV, int NS = 1, bool SPLIT = false>
-__global__ void __launch_bounds__(kLaneWarps * 32, lane_min_blocks(NP, sizeof(T), NS, SPLIT))
+__global__ void __launch_bounds__(kLaneWarps * 32, lane_min_blocks(NP, sizeof(T), NS))
     lane_scan_fwd_kernel(const ScanParams p) {
   constexpr int K = kLaneSteps, CPW = 32 / NP, E = K / NP, NPS = NP * NS;
   constexpr bool GATE = NP > 1;

@@ -56,7 +56,7 @@ enum LinePass { kMap, kPlane, kSum };
 
 // V elements of T from `at` (aligned to V elements), as whole vector loads.
 template <int V, typename T>
-__device__ __forceinline__ Packed<V, T> load_run(const T* at) {
+__device__ __forceinline__ Packed<V, T> load_packed(const T* at) {
   Packed<V, T> raw;
 #pragma unroll
   for (int i = 0; i < Vec<V, T>::count; ++i)
@@ -74,7 +74,7 @@ __device__ __forceinline__ void run_floats(const Packed<V, T>& raw, float* v) {
 // V elements of T from `at` (aligned to V elements, whole vector loads), in walk order.
 template <int V, bool REV, typename T>
 __device__ __forceinline__ void load_floats(float (&v)[V], const T* at) {
-  run_floats<V, REV>(load_run<V>(at), v);
+  run_floats<V, REV>(load_packed<V>(at), v);
 }
 
 // V floats to `at` as T (aligned to V elements, whole vector stores), given in walk order.
@@ -407,9 +407,9 @@ __device__ __forceinline__ void fetch_line_chunk(const Line<COL>& ln,
 #pragma unroll
   for (int m = 0; m < CH / V; ++m) {
     const int at = line_run_at<V, TAIL, REV, COL>(ln, c, m);
-    raw.u[m] = load_run<V>(r.u + at), raw.dl[m] = load_run<V>(r.dl + at);
-    raw.b[m] = load_run<V>(B + at), raw.cc[m] = load_run<V>(C + at);
-    raw.dy[m] = load_run<V>(dy + at);
+    raw.u[m] = load_packed<V>(r.u + at), raw.dl[m] = load_packed<V>(r.dl + at);
+    raw.b[m] = load_packed<V>(B + at), raw.cc[m] = load_packed<V>(C + at);
+    raw.dy[m] = load_packed<V>(dy + at);
   }
 }
 

@@ -159,8 +159,8 @@ def test_cuda_states_on_lanes(lane_cuda, keep_states, dtype, b_mode, c_mode, N, 
 def test_cuda_states_on_lanes_two_states_a_lane(lane_cuda, keep_states, dtype, N, dim, groups, L):
     """The half-precision forward at 9-16 states keeps two a lane (8 lanes a channel): whole
     chunks, rows of 4-byte alignment (a lane's two steps as one word; 46) and of 2 (45: a word
-    per step, csrc/lane_scan.cuh Run's SPLIT) with tails, spare states past N in the second half (12), and groups of two channels, which take
-    one state a lane (csrc/lane_scan.cuh fwd_pairs)."""
+    per step, csrc/lane_scan.cuh Run's SPLIT) with tails, spare states past N in the second
+    half (12), and groups of two channels, which take one state a lane (fwd_pairs)."""
     args, kw = testing.make_selective_scan_inputs(batch=2, dim=dim, L=L, N=N, b_mode="grouped",
                                                   c_mode="grouped", groups=groups, dtype=dtype,
                                                   device=DEVICE, seed=L)
