@@ -37,6 +37,12 @@ namespace ssops {
 #ifndef SSOPS_LANE_NP1_MINB  // one lane per channel: 16-step rows of each input in registers
 #define SSOPS_LANE_NP1_MINB 3
 #endif
+#ifndef SSOPS_LANE_LOOSE_FWD  // 0: B / C units read element by element are packed as loaded
+#define SSOPS_LANE_LOOSE_FWD 1
+#endif
+#ifndef SSOPS_LANE_LOOSE_BWD
+#define SSOPS_LANE_LOOSE_BWD 1
+#endif
 #ifndef SSOPS_LANE_PAIRS_MINB  // the forward's two states a lane (lane_scan_fwd_kernel's NS)
 #define SSOPS_LANE_PAIRS_MINB 6
 #endif
@@ -99,11 +105,22 @@ struct LaneSteps : LaneInputs<T, E, SPLIT> {
 // per chunk, as 16-byte units: unit (m, q, n) holds steps [q * VE, (q + 1) * VE) of row n of
 // B (m = 0) or C (m = 1), VE = 16 / sizeof(T).  Stored [m][q][n], a lane reading its row's unit
 // q meets the other rows' units in consecutive banks.
-template <typename T, int NP>
+//
+// LOOSE (half precision, rows whose units are read element by element: Vim's 197 steps): a word
+// per element, each loaded on its own and packed into its unit when staged, a chunk later.
+// Packed as they were loaded, the loading warps waited for the loads there, just before the
+// chunk's barrier (the SASS of fe707b3: PRMT right after the loads; bench/NOTES.md).
+template <int VE>
+struct LooseUnit {
+  uint32_t e[VE];
+};
+
+template <typename T, int NP, bool LOOSE = false>
 struct BCUnits {
   static constexpr int VE = 16 / sizeof(T), Q = kLaneSteps / VE, count = 2 * Q * NP;
   static constexpr int per_thread = (count + 31) / 32;  // at one warp per block
-  uint4 v[per_thread];
+  static constexpr bool loose = LOOSE && sizeof(T) == 2;
+  std::conditional_t<loose, LooseUnit<VE>, uint4> v[per_thread];
 };
 
 // Where a lane works: state n of channel c of its warp (lane = c * NP + n), the flat channel
@@ -268,20 +285,25 @@ __device__ __forceinline__ void quad(float* v, const float* own, const float4* r
 // This thread's units of the chunk at p0 into registers: 16-byte loads where the rows are
 // aligned (ScanParams::contig) and the unit lies inside the sequence; element by element (0 past
 // L) otherwise; zeros for states past N.
-template <typename T, int NP>
-__device__ __forceinline__ void load_units(BCUnits<T, NP>& u, const ScanParams& p,
+template <typename T, int NP, bool LOOSE>
+__device__ __forceinline__ void load_units(BCUnits<T, NP, LOOSE>& u, const ScanParams& p,
                                            const LaneRows& r, int p0) {
-  using U = BCUnits<T, NP>;
+  using U = BCUnits<T, NP, LOOSE>;
 #pragma unroll
   for (int j = 0; j < U::per_thread; ++j) {
     const int idx = threadIdx.x + j * blockDim.x;
     const int n = idx % NP, q = idx / NP % U::Q, m = idx / (NP * U::Q);
     const int pos = p0 + q * U::VE;
-    u.v[j] = uint4{};
+    u.v[j] = {};
     if (idx >= U::count || n >= p.N) continue;
     const T* row = static_cast<const T*>(m ? p.C : p.B) +
                    (m ? r.C + n * p.sC_n : r.B + n * p.sB_n) + pos;
-    if (p.contig && pos + U::VE <= p.L) {
+    if constexpr (U::loose) {
+      const auto* bits = reinterpret_cast<const unsigned short*>(row);
+#pragma unroll
+      for (int k = 0; k < U::VE; ++k)
+        if (pos + k < p.L) u.v[j].e[k] = bits[k];
+    } else if (p.contig && pos + U::VE <= p.L) {
       u.v[j] = *reinterpret_cast<const uint4*>(row);
     } else {
       Packed<U::VE, T> e;
@@ -300,25 +322,33 @@ struct StagedBC {
   uint4 v[BCUnits<T, NP>::count];
 };
 
-template <typename T, int NP>
-__device__ __forceinline__ void store_units(const BCUnits<T, NP>& u, StagedBC<T, NP>& buf) {
-  using U = BCUnits<T, NP>;
+template <typename T, int NP, bool LOOSE>
+__device__ __forceinline__ void store_units(const BCUnits<T, NP, LOOSE>& u,
+                                            StagedBC<T, NP>& buf) {
+  using U = BCUnits<T, NP, LOOSE>;
 #pragma unroll
   for (int j = 0; j < U::per_thread; ++j) {
     const int idx = threadIdx.x + j * blockDim.x;
-    if (idx < U::count) buf.v[idx] = u.v[j];
+    if (idx >= U::count) continue;
+    if constexpr (U::loose) {
+      const uint32_t* e = u.v[j].e;
+      buf.v[idx] = uint4{e[0] | e[1] << 16, e[2] | e[3] << 16, e[4] | e[5] << 16,
+                         e[6] | e[7] << 16};
+    } else {
+      buf.v[idx] = u.v[j];
+    }
   }
 }
 
 // The start of the B / C pipeline: the units of the walk's first chunk (at position start(0))
 // staged in buf, those of its second, where there is one, loaded into registers.
-template <typename T, int NP, typename Start>
-__device__ __forceinline__ void start_units(BCUnits<T, NP>& units, StagedBC<T, NP>& buf,
+template <typename T, int NP, bool LOOSE, typename Start>
+__device__ __forceinline__ void start_units(BCUnits<T, NP, LOOSE>& units, StagedBC<T, NP>& buf,
                                             const ScanParams& p, const LaneRows& r,
                                             const Start& start, int nchunks) {
-  load_units<T, NP>(units, p, r, start(0));
-  store_units<T, NP>(units, buf);
-  if (nchunks > 1) load_units<T, NP>(units, p, r, start(1));
+  load_units(units, p, r, start(0));
+  store_units(units, buf);
+  if (nchunks > 1) load_units(units, p, r, start(1));
 }
 
 // This lane's state over the chunk: B / C at each step, as float32.
@@ -396,7 +426,8 @@ __device__ __forceinline__ void sum_over_states(float (&v)[K], int n) {
 
 // NS states a lane (NS = 2: lane n of a channel keeps states n and n + NP), so that the
 // per-chunk work that does not grow with the states (staging, loads, the butterfly's rounds,
-// the epilogue) is shared by more of them.
+// the epilogue) is shared by more of them.  SPLIT (rows under 4-byte alignment): u / delta / z
+// a word per step (Run) and the B / C units a word per element (BCUnits' LOOSE).
 template <typename T, int NP, bool REV, int NS = 1, bool SPLIT = false>
 __global__ void __launch_bounds__(kLaneWarps * 32, lane_min_blocks(NP, sizeof(T), NS))
     lane_scan_fwd_kernel(const ScanParams p) {
@@ -433,9 +464,9 @@ __global__ void __launch_bounds__(kLaneWarps * 32, lane_min_blocks(NP, sizeof(T)
       if (n + s * NP < p.N) dst[row * p.N + n + s * NP] = h[s];
   };
   LaneSteps<T, E, SPLIT> cur;
-  BCUnits<T, NPS> units;
+  BCUnits<T, NPS, SPLIT && SSOPS_LANE_LOOSE_FWD> units;
   load_steps<T, E, GATE>(cur, p, r, start(0) + s0);
-  start_units<T, NPS>(units, bc[0], p, r, start, nchunks);
+  start_units(units, bc[0], p, r, start, nchunks);
   __syncthreads();
   for (int ci = 0; ci < nchunks; ++ci) {
     const int p0 = start(ci);
@@ -505,8 +536,8 @@ __global__ void __launch_bounds__(kLaneWarps * 32, lane_min_blocks(NP, sizeof(T)
     // last barrier), then the one after into registers; the barrier also orders this chunk's
     // staged-step reads before the next chunk's writes.
     if (ci + 1 < nchunks) {
-      store_units<T, NPS>(units, bc[(ci + 1) & 1]);
-      if (ci + 2 < nchunks) load_units<T, NPS>(units, p, r, start(ci + 2));
+      store_units(units, bc[(ci + 1) & 1]);
+      if (ci + 2 < nchunks) load_units(units, p, r, start(ci + 2));
       cur = next;
     }
     __syncthreads();
@@ -596,7 +627,8 @@ __device__ __forceinline__ void add_bc_grads(const GradTerms<K>& t, const ScanPa
 #define SSOPS_LANE_NP1_BWD_MINB 2
 #endif
 
-template <typename T, int NP, bool REV>
+// LOOSE: the B / C units a word per element, where they are read element by element.
+template <typename T, int NP, bool REV, bool LOOSE = false>
 __global__ void __launch_bounds__(kLaneWarps * 32,
                                   NP == 1 ? SSOPS_LANE_NP1_BWD_MINB : SSOPS_LANE_BWD_MINB)
     lane_scan_bwd_kernel(const ScanParams p) {
@@ -631,9 +663,9 @@ __global__ void __launch_bounds__(kLaneWarps * 32,
   float gp = p.dlast && r.on ? p.dlast[flat * p.N + n] : 0.f;  // exp(dt_{t+1} A) g_{t+1}
   float dA = 0.f, dD = 0.f, dbias = 0.f;
   LaneGradSteps<T, E> cur;
-  BCUnits<T, NP> units;
+  BCUnits<T, NP, LOOSE> units;
   load_grad_steps<T, E, GATE>(cur, p, r, start(0) + s0);
-  start_units<T, NP>(units, bc[0], p, r, start, nchunks);
+  start_units(units, bc[0], p, r, start, nchunks);
   float h_next = state_in(0);
   __syncthreads();
   for (int it = 0; it < nchunks; ++it) {
@@ -774,8 +806,8 @@ __global__ void __launch_bounds__(kLaneWarps * 32,
       store_run(static_cast<T*>(p.ddelta) + r.delta, p0 + s0, ddelta, p);
     }
     if (it + 1 < nchunks) {
-      store_units<T, NP>(units, bc[(it + 1) & 1]);
-      if (it + 2 < nchunks) load_units<T, NP>(units, p, r, start(it + 2));
+      store_units(units, bc[(it + 1) & 1]);
+      if (it + 2 < nchunks) load_units(units, p, r, start(it + 2));
       cur = next;
     }
     __syncthreads();
@@ -810,6 +842,9 @@ bool fwd_pairs(const ScanParams& p, bool backward, int group) {
 
 template <typename T, int NP, bool REV>
 void launch_np(const ScanParams& p, bool backward, dim3 grid, dim3 block, cudaStream_t stream) {
+  if constexpr (sizeof(T) == 2 && NP > 1)
+    if (backward && !p.contig && SSOPS_LANE_LOOSE_BWD)  // (B / C units element by element)
+      return void(lane_scan_bwd_kernel<T, NP, REV, true><<<grid, block, 0, stream>>>(p));
   if (backward)
     lane_scan_bwd_kernel<T, NP, REV><<<grid, block, 0, stream>>>(p);
   else
