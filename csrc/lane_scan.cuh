@@ -37,10 +37,7 @@ namespace ssops {
 #ifndef SSOPS_LANE_NP1_MINB  // one lane per channel: 16-step rows of each input in registers
 #define SSOPS_LANE_NP1_MINB 3
 #endif
-#ifndef SSOPS_LANE_LOOSE_FWD  // 0: B / C units read element by element are packed as loaded
-#define SSOPS_LANE_LOOSE_FWD 1
-#endif
-#ifndef SSOPS_LANE_LOOSE_BWD
+#ifndef SSOPS_LANE_LOOSE_BWD  // 0: the backward packs B / C units read element by element as loaded
 #define SSOPS_LANE_LOOSE_BWD 1
 #endif
 #ifndef SSOPS_LANE_PAIRS_MINB  // the forward's two states a lane (lane_scan_fwd_kernel's NS)
@@ -106,10 +103,10 @@ struct LaneSteps : LaneInputs<T, E, SPLIT> {
 // B (m = 0) or C (m = 1), VE = 16 / sizeof(T).  Stored [m][q][n], a lane reading its row's unit
 // q meets the other rows' units in consecutive banks.
 //
-// LOOSE (half precision, rows whose units are read element by element: Vim's 197 steps): a word
-// per element, each loaded on its own and packed into its unit when staged, a chunk later.
-// Packed as they were loaded, the loading warps waited for the loads there, just before the
-// chunk's barrier (the SASS of fe707b3: PRMT right after the loads; bench/NOTES.md).
+// LOOSE (the backward in half precision, on rows whose units are read element by element: Vim's
+// 197 steps): a word per element, each loaded on its own and packed into its unit when staged,
+// a chunk later.  Packed as they were loaded, the loading warps waited for the loads there, just
+// before the chunk's barrier (PRMT right after the loads in the SASS; bench/NOTES.md).
 template <int VE>
 struct LooseUnit {
   uint32_t e[VE];
@@ -427,7 +424,8 @@ __device__ __forceinline__ void sum_over_states(float (&v)[K], int n) {
 // NS states a lane (NS = 2: lane n of a channel keeps states n and n + NP), so that the
 // per-chunk work that does not grow with the states (staging, loads, the butterfly's rounds,
 // the epilogue) is shared by more of them.  SPLIT (rows under 4-byte alignment): u / delta / z
-// a word per step (Run) and the B / C units a word per element (BCUnits' LOOSE).
+// a word per step (Run).  Its B / C units stay packed as loaded: held loose, the 8 more
+// registers spilled at 80 and the forward was 5% slower (bench/NOTES.md).
 template <typename T, int NP, bool REV, int NS = 1, bool SPLIT = false>
 __global__ void __launch_bounds__(kLaneWarps * 32, lane_min_blocks(NP, sizeof(T), NS))
     lane_scan_fwd_kernel(const ScanParams p) {
@@ -464,7 +462,7 @@ __global__ void __launch_bounds__(kLaneWarps * 32, lane_min_blocks(NP, sizeof(T)
       if (n + s * NP < p.N) dst[row * p.N + n + s * NP] = h[s];
   };
   LaneSteps<T, E, SPLIT> cur;
-  BCUnits<T, NPS, SPLIT && SSOPS_LANE_LOOSE_FWD> units;
+  BCUnits<T, NPS> units;
   load_steps<T, E, GATE>(cur, p, r, start(0) + s0);
   start_units(units, bc[0], p, r, start, nchunks);
   __syncthreads();
