@@ -421,6 +421,37 @@ __device__ __forceinline__ void sum_over_states(float (&v)[K], int n) {
   }
 }
 
+// Rows of a chunk's per-step values, one row a thread (or lane), stored 4 steps at a time
+// (16 bytes) so that the 8 lanes of each store phase hit distinct banks: each row padded by 16
+// bytes (PAD), or its quads swizzled, quad q of row r in slot q ^ (r / 2 % (K / 4)), which
+// takes a fifth less shared memory.
+template <int K, bool PAD>
+__device__ __forceinline__ int quad_slot(int row, int q) {
+  static_assert(PAD || (K / 4 & (K / 4 - 1)) == 0, "the swizzle needs K / 4 a power of two");
+  return PAD ? q : q ^ (row >> 1 & (K / 4 - 1));
+}
+
+// What sum_over_states leaves, through shared memory: steps[k][lane] holds each lane's value of
+// step k (written a step at a time); v[i] gets step s0 + i summed over channel c's NP lanes,
+// read as NP / 4 float4 (rows padded by 4 words: the lanes reading at once meet other banks).
+constexpr int kSumRow = 32 + 4;
+template <int NP, int K>
+__device__ __forceinline__ void sum_steps(const float (&steps)[K][kSumRow], int c, int s0,
+                                          float (&v)[K]) {
+  static_assert(NP % 4 == 0, "a channel's lanes read in float4");
+#pragma unroll
+  for (int i = 0; i < K / NP; ++i) {
+    const float4* src = reinterpret_cast<const float4*>(&steps[s0 + i][c * NP]);
+    float sum = 0.f;
+#pragma unroll
+    for (int t = 0; t < NP / 4; ++t) {
+      const float4 a = src[t];
+      sum += (a.x + a.y) + (a.z + a.w);
+    }
+    v[i] = sum;
+  }
+}
+
 // NS states a lane (NS = 2: lane n of a channel keeps states n and n + NP), so that the
 // per-chunk work that does not grow with the states (staging, loads, the butterfly's rounds,
 // the epilogue) is shared by more of them.  SPLIT (rows under 4-byte alignment): u / delta / z
@@ -582,18 +613,25 @@ __device__ __forceinline__ void load_grad_steps(LaneGradSteps<T, E>& c, const Sc
   if (GATE && p.dz) load_run(c.y, p.y_pre + r.u, pos0, p);
 }
 
-// Per lane and step, a lane's dB (m = 0) and dC (m = 1) terms: [m][warp * 32 + lane][step],
-// stored 4 steps at a time (16 bytes), rows padded by 16 bytes so that the 8 lanes of each
-// store phase hit distinct banks.
-template <int K>
+// Per lane and step, a lane's dB (m = 0) and dC (m = 1) terms: [m][warp * 32 + lane][quad].
+template <int K, bool PAD>
 struct GradTerms {
-  float4 v[2][kLaneWarps * 32][K / 4 + 1];
+  float4 v[2][kLaneWarps * 32][K / 4 + PAD];
+  __device__ __forceinline__ float4& at(int m, int row, int q) {
+    return v[m][row][quad_slot<K, PAD>(row, q)];
+  }
+  __device__ __forceinline__ const float4& at(int m, int row, int q) const {
+    return v[m][row][quad_slot<K, PAD>(row, q)];
+  }
 };
 
+#ifndef SSOPS_LANE_BWD_RED4  // 0: dB / dC added a float at a time
+#define SSOPS_LANE_BWD_RED4 1
+#endif
 // The block's dB / dC terms of the chunk at p0 summed over its channels and added to dB / dC:
 // one thread per (m, state, 4 steps), reading a float4 per channel.
-template <int NP, int K>
-__device__ __forceinline__ void add_bc_grads(const GradTerms<K>& t, const ScanParams& p,
+template <int NP, int K, bool PAD>
+__device__ __forceinline__ void add_bc_grads(const GradTerms<K, PAD>& t, const ScanParams& p,
                                              int64_t gB, int64_t gC, int p0) {
   constexpr int CPW = 32 / NP, Q = K / 4;
   const int warps = blockDim.x / 32;
@@ -606,11 +644,17 @@ __device__ __forceinline__ void add_bc_grads(const GradTerms<K>& t, const ScanPa
       if (w >= warps) break;
 #pragma unroll
       for (int c = 0; c < CPW; ++c) {
-        const float4 v = t.v[m][w * 32 + c * NP + n][q];
+        const float4 v = t.at(m, w * 32 + c * NP + n, q);
         s.x += v.x, s.y += v.y, s.z += v.z, s.w += v.w;
       }
     }
     float* dst = m ? p.dC + gC + n * p.sdC_n + pos : p.dB + gB + n * p.sdB_n + pos;
+#if __CUDA_ARCH__ >= 900 && SSOPS_LANE_BWD_RED4  // one 16-byte reduction for the 4 steps
+    if (pos + 4 <= p.L && reinterpret_cast<uintptr_t>(dst) % 16 == 0) {
+      atomicAdd(reinterpret_cast<float4*>(dst), s);
+      continue;
+    }
+#endif
     const float e[4] = {s.x, s.y, s.z, s.w};
 #pragma unroll
     for (int j = 0; j < 4; ++j)
@@ -618,6 +662,9 @@ __device__ __forceinline__ void add_bc_grads(const GradTerms<K>& t, const ScanPa
   }
 }
 
+#ifndef SSOPS_LANE_BWD_SMEM_SUMS  // 0: the backward sums over the states with butterflies
+#define SSOPS_LANE_BWD_SMEM_SUMS 1
+#endif
 #ifndef SSOPS_LANE_BWD_MINB
 #define SSOPS_LANE_BWD_MINB 3
 #endif
@@ -634,7 +681,11 @@ __global__ void __launch_bounds__(kLaneWarps * 32,
   constexpr bool GATE = NP > 1;
   __shared__ StagedBC<T, NP> bc[2];  // double-buffered
   __shared__ float4 staged[kLaneWarps][NP > 1 ? CPW : 1][3][K / 4];  // per channel: dt, dt u, dy
-  __shared__ GradTerms<K> terms[NP > 1 ? 2 : 1];  // double-buffered (NP = 1: summed at once)
+  // NP > 1 sums over the states through shared memory (SUMS), in rows of the same layout, for
+  // which its terms give up their padding (static shared memory stops at 48 KiB)
+  constexpr bool SUMS = NP > 1 && SSOPS_LANE_BWD_SMEM_SUMS, PAD = !SUMS;
+  __shared__ GradTerms<K, PAD> terms[NP > 1 ? 2 : 1];  // double-buffered (NP = 1: summed at once)
+  __shared__ float sums[SUMS ? kLaneWarps : 1][K][kSumRow];
   const LaneRows r = lane_rows<NP>(p);
   const int warp = r.warp, c = NP > 1 ? r.c : 0, n = r.n, d = r.d;
   const int64_t flat = r.flat;
@@ -669,7 +720,7 @@ __global__ void __launch_bounds__(kLaneWarps * 32,
   for (int it = 0; it < nchunks; ++it) {
     const int p0 = start(it);
     if constexpr (NP > 1)
-      if (it > 0) add_bc_grads<NP, K>(terms[(it - 1) & 1], p, gB, gC, start(it - 1));
+      if (it > 0) add_bc_grads<NP>(terms[(it - 1) & 1], p, gB, gC, start(it - 1));
     LaneGradSteps<T, E> next;
     if (it + 1 < nchunks) load_grad_steps<T, E, GATE>(next, p, r, start(it + 1) + s0);
     float h = h_next;
@@ -746,7 +797,7 @@ __global__ void __launch_bounds__(kLaneWarps * 32,
     };
     // the adjoint, walking back
     float s1[NP > 1 ? K : 4], s2[NP > 1 ? K : 4];  // (NP = 1: a quad's, finished at once)
-    auto& tm = terms[NP > 1 ? it & 1 : 0].v;
+    auto& tm = terms[NP > 1 ? it & 1 : 0];
 #pragma unroll
     for (int w = 0; w < K / 4; ++w) {
       const int q = REV ? w : K / 4 - 1 - w;
@@ -767,8 +818,11 @@ __global__ void __launch_bounds__(kLaneWarps * 32,
         s2[NP > 1 ? k : j] = wk * An;
         gp = exp2_approx(dt[j] * a2) * g;
       }
-      tm[0][threadIdx.x][q] = make_float4(tB[0], tB[1], tB[2], tB[3]);
-      tm[1][threadIdx.x][q] = make_float4(tC[0], tC[1], tC[2], tC[3]);
+      tm.at(0, threadIdx.x, q) = make_float4(tB[0], tB[1], tB[2], tB[3]);
+      tm.at(1, threadIdx.x, q) = make_float4(tC[0], tC[1], tC[2], tC[3]);
+      if constexpr (SUMS)  // S1's terms to shared memory at once (S2's wait in registers)
+#pragma unroll
+        for (int j = 0; j < 4; ++j) sums[warp][4 * q + j][threadIdx.x & 31] = s1[4 * q + j];
       if constexpr (NP == 1) {
         float du[4], ddelta[4];
 #pragma unroll
@@ -780,15 +834,25 @@ __global__ void __launch_bounds__(kLaneWarps * 32,
     if constexpr (NP == 1) {  // the warp's channels share one B / C row: lane l sums term l
       __syncwarp();
       const int lane = threadIdx.x & 31, m = lane / K, k = lane % K, pos = p0 + k;
-      const float* col = reinterpret_cast<const float*>(&tm[m][warp * 32][k / 4]) + k % 4;
+      const float* col = reinterpret_cast<const float*>(&tm.v[m][warp * 32][k / 4]) + k % 4;
       float sum = 0.f;
 #pragma unroll
       for (int j = 0; j < 32; ++j) sum += col[j * 4 * (K / 4 + 1)];
       if (pos < p.L) atomicAdd((m ? p.dC + gC : p.dB + gB) + pos, sum);
     }
     if constexpr (NP > 1) {
-      sum_over_states<NP, K>(s1, n);
-      sum_over_states<NP, K>(s2, n);
+      if constexpr (SUMS) {
+        __syncwarp();
+        sum_steps<NP, K>(sums[warp], c, s0, s1);
+        __syncwarp();
+#pragma unroll
+        for (int k = 0; k < K; ++k) sums[warp][k][threadIdx.x & 31] = s2[k];
+        __syncwarp();
+        sum_steps<NP, K>(sums[warp], c, s0, s2);
+      } else {
+        sum_over_states<NP, K>(s1, n);
+        sum_over_states<NP, K>(s2, n);
+      }
       float du[E], ddelta[E];
 #pragma unroll
       for (int i = 0; i < E; ++i) {
@@ -811,7 +875,7 @@ __global__ void __launch_bounds__(kLaneWarps * 32,
     __syncthreads();
   }
   if constexpr (NP > 1)
-    add_bc_grads<NP, K>(terms[(nchunks - 1) & 1], p, gB, gC, start(nchunks - 1));
+    add_bc_grads<NP>(terms[(nchunks - 1) & 1], p, gB, gC, start(nchunks - 1));
   if (r.on) atomicAdd(p.dA + static_cast<int64_t>(d) * p.N + n, dA);
 #pragma unroll
   for (int o = NP / 2; o >= 1; o /= 2) {  // over the channel's lanes
