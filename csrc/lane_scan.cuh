@@ -37,7 +37,7 @@ namespace ssops {
 #ifndef SSOPS_LANE_NP1_MINB  // one lane per channel: 16-step rows of each input in registers
 #define SSOPS_LANE_NP1_MINB 3
 #endif
-#ifndef SSOPS_LANE_LOOSE_BWD  // 0: the backward packs B / C units read element by element as loaded
+#ifndef SSOPS_LANE_LOOSE_BWD  // 0: the backward packs B / C units as loaded (BCUnits' LOOSE)
 #define SSOPS_LANE_LOOSE_BWD 1
 #endif
 #ifndef SSOPS_LANE_PAIRS_MINB  // the forward's two states a lane (lane_scan_fwd_kernel's NS)
@@ -584,10 +584,13 @@ __global__ void __launch_bounds__(kLaneWarps * 32, lane_min_blocks(NP, sizeof(T)
 //   dB_t += g_t dt_t u_t,  dC_t += dy_t h_t          (summed over the block's channels, then
 //                                                     added to the float32 dB / dC atomically),
 //   w = g_t exp(dt_t A) h_{t-1},  dA += w dt_t,
-// and over the states (the butterfly of the forward): S1 = sum g_t B_t, S2 = sum A w, giving
+// and over the states (sum_steps, through the warp's shared rows: ~35 instructions a lane and
+// chunk a sum, where the forward's butterfly takes ~60): S1 = sum g_t B_t, S2 = sum A w, giving
 //   du = dt S1 + D dy,  d(dt) = u S1 + S2.
 // The block's per-step dB / dC terms go through shared memory, double-buffered, so they are
-// summed after the chunk's one barrier, while the next chunk is computed.
+// summed after the chunk's one barrier, while the next chunk is computed, and added to dB / dC
+// 4 steps at a time (one 16-byte reduction: a float at a time, the atomics took a tenth of the
+// Mamba-LM backward; bench/NOTES.md).
 
 // The backward's: the incoming gradient as loaded (u's dtype, or float32 where dy_f32), and,
 // where GATE, the forward's y before the gate (for dz).  dy is converted where it is used, a
@@ -681,8 +684,8 @@ __global__ void __launch_bounds__(kLaneWarps * 32,
   constexpr bool GATE = NP > 1;
   __shared__ StagedBC<T, NP> bc[2];  // double-buffered
   __shared__ float4 staged[kLaneWarps][NP > 1 ? CPW : 1][3][K / 4];  // per channel: dt, dt u, dy
-  // NP > 1 sums over the states through shared memory (SUMS), in rows of the same layout, for
-  // which its terms give up their padding (static shared memory stops at 48 KiB)
+  // NP > 1 sums over the states through shared memory (SUMS: sum_steps' rows), for which the
+  // terms trade their padding for the swizzle (static shared memory stops at 48 KiB)
   constexpr bool SUMS = NP > 1 && SSOPS_LANE_BWD_SMEM_SUMS, PAD = !SUMS;
   __shared__ GradTerms<K, PAD> terms[NP > 1 ? 2 : 1];  // double-buffered (NP = 1: summed at once)
   __shared__ float sums[SUMS ? kLaneWarps : 1][K][kSumRow];
