@@ -589,7 +589,8 @@ __global__ void __launch_bounds__(kLaneWarps * 32, lane_min_blocks(NP, sizeof(T)
 //   du = dt S1 + D dy,  d(dt) = u S1 + S2.
 // The block's per-step dB / dC terms go through shared memory, double-buffered, so they are
 // summed after the chunk's one barrier, while the next chunk is computed, and added to dB / dC
-// 4 steps at a time (add_quad).
+// 4 steps at a time (one 16-byte reduction: a float at a time, the atomics took a tenth of the
+// Mamba-LM backward; bench/NOTES.md).
 
 // The backward's: the incoming gradient as loaded (u's dtype, or float32 where dy_f32), and,
 // where GATE, the forward's y before the gate (for dz).  dy is converted where it is used, a
@@ -627,6 +628,9 @@ struct GradTerms {
   }
 };
 
+#ifndef SSOPS_LANE_BWD_RED4  // 0: dB / dC added a float at a time
+#define SSOPS_LANE_BWD_RED4 1
+#endif
 // The block's dB / dC terms of the chunk at p0 summed over its channels and added to dB / dC:
 // one thread per (m, state, 4 steps), reading a float4 per channel.
 template <int NP, int K, bool PAD>
@@ -648,10 +652,12 @@ __device__ __forceinline__ void add_bc_grads(const GradTerms<K, PAD>& t, const S
       }
     }
     float* dst = m ? p.dC + gC + n * p.sdC_n + pos : p.dB + gB + n * p.sdB_n + pos;
-    if (kAddQuads && pos + 4 <= p.L && reinterpret_cast<uintptr_t>(dst) % 16 == 0) {
-      add_quad(dst, s);
+#if __CUDA_ARCH__ >= 900 && SSOPS_LANE_BWD_RED4  // one 16-byte reduction for the 4 steps
+    if (pos + 4 <= p.L && reinterpret_cast<uintptr_t>(dst) % 16 == 0) {
+      atomicAdd(reinterpret_cast<float4*>(dst), s);
       continue;
     }
+#endif
     const float e[4] = {s.x, s.y, s.z, s.w};
 #pragma unroll
     for (int j = 0; j < 4; ++j)
@@ -713,10 +719,6 @@ __global__ void __launch_bounds__(kLaneWarps * 32,
   load_grad_steps<T, E, GATE>(cur, p, r, start(0) + s0);
   start_units(units, bc[0], p, r, start, nchunks);
   float h_next = state_in(0);
-  // NP = 1: the warp's dB / dC terms added 4 steps at a time where rows of L allow
-  const bool by_quads = kAddQuads && p.L % 4 == 0 &&
-                     (reinterpret_cast<uintptr_t>(p.dB + gB) |
-                      reinterpret_cast<uintptr_t>(p.dC + gC)) % 16 == 0;
   __syncthreads();
   for (int it = 0; it < nchunks; ++it) {
     const int p0 = start(it);
@@ -839,11 +841,7 @@ __global__ void __launch_bounds__(kLaneWarps * 32,
       float sum = 0.f;
 #pragma unroll
       for (int j = 0; j < 32; ++j) sum += col[j * 4 * (K / 4 + 1)];
-      float* const dst = (m ? p.dC + gC : p.dB + gB) + pos;
-      if (by_quads)
-        add_lane_quads(dst, sum, pos < p.L);
-      else if (pos < p.L)
-        atomicAdd(dst, sum);
+      if (pos < p.L) atomicAdd((m ? p.dC + gC : p.dB + gB) + pos, sum);
     }
     if constexpr (NP > 1) {
       if constexpr (SUMS) {

@@ -620,10 +620,6 @@ line_bwd_kernel(const FusedParams p) {
   if (!COL && p.D && ln.active(p))
     for (int k = 0; k < p.K; ++k) Dsum += p.D[k * p.dim + ln.d];
   bool first = !COL;
-  // dB / dC added 4 positions at a time where rows of L allow 16-byte reductions
-  const bool by_quads =
-      kAddQuads && p.L % 4 == 0 &&
-      (reinterpret_cast<uintptr_t>(p.dB) | reinterpret_cast<uintptr_t>(p.dC)) % 16 == 0;
   for (int k = 0, o = 0; k < p.K; ++k) {
     if (!ln.walks(p, k)) continue;  // (the same for every thread of the block)
     if (ln.active(p)) {
@@ -650,26 +646,18 @@ line_bwd_kernel(const FusedParams p) {
     const int64_t out = ((static_cast<int64_t>(k) * p.batch + b) * p.G + d0 / (p.dim / p.G)) * p.L;
     // (divided, not each_pixel: its stepping state, hoisted out of the route loop, stayed live
     // through the walks and spilled 12-24 bytes)
-    // (a whole block's passes, so that every lane takes part in add_lane_quads' shuffles)
-    for (int at = 0; at < p.L; at += blockDim.x) {
-      const int pos = at + threadIdx.x;
-      float dB = 0.f, dC = 0.f;
-      if (pos < p.L) {
-        const int cell = pos / p.W * pr + pos % p.W;
-        if constexpr (OWN) {
-          for (int c = 0; c < p.cpb; ++c)
-            dB += bc[2 * c * plane_size + cell], dC += bc[(2 * c + 1) * plane_size + cell];
-        } else {
-          dB = bc[cell], dC = bc[plane_size + cell];
-          if constexpr (SUM == kBcAtomic) bc[cell] = bc[plane_size + cell] = 0.f;
-        }
-      }
-      if (by_quads) {
-        add_lane_quads(p.dB + out + pos, dB, pos < p.L);
-        add_lane_quads(p.dC + out + pos, dC, pos < p.L);
-      } else if (pos < p.L) {
+    for (int pos = threadIdx.x; pos < p.L; pos += blockDim.x) {
+      const int cell = pos / p.W * pr + pos % p.W;
+      if constexpr (OWN) {
+        float dB = 0.f, dC = 0.f;
+        for (int c = 0; c < p.cpb; ++c)
+          dB += bc[2 * c * plane_size + cell], dC += bc[(2 * c + 1) * plane_size + cell];
         atomicAdd(p.dB + out + pos, dB);
         atomicAdd(p.dC + out + pos, dC);
+      } else {
+        atomicAdd(p.dB + out + pos, bc[cell]);
+        atomicAdd(p.dC + out + pos, bc[plane_size + cell]);
+        if constexpr (SUM == kBcAtomic) bc[cell] = bc[plane_size + cell] = 0.f;
       }
     }
     __syncthreads();

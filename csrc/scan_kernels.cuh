@@ -61,37 +61,6 @@ __device__ __forceinline__ float load_w(const void* p, int64_t i, bool f32) {
   return f32 ? static_cast<const float*>(p)[i] : to_f(static_cast<const T*>(p)[i]);
 }
 
-// Float atomics, 4 consecutive floats at a time: where a kernel adds many rows of floats to
-// global memory, one 16-byte reduction (sm_90) in place of four float atomics cut the atomic
-// traffic: a tenth of the Mamba-LM backward (bench/NOTES.md).  -DSSOPS_ADD_QUADS=0: a float at
-// a time (experiments).
-#ifndef SSOPS_ADD_QUADS
-#define SSOPS_ADD_QUADS 1
-#endif
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 900
-constexpr bool kAddQuads = false;
-#else
-constexpr bool kAddQuads = SSOPS_ADD_QUADS;
-#endif
-
-// dst[0..3] += v[0..3], dst 16-byte aligned (kAddQuads).
-__device__ __forceinline__ void add_quad(float* dst, float4 v) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  atomicAdd(reinterpret_cast<float4*>(dst), v);
-#else
-  atomicAdd(dst, v.x), atomicAdd(dst + 1, v.y), atomicAdd(dst + 2, v.z), atomicAdd(dst + 3, v.w);
-#endif
-}
-
-// Each lane's v added at its dst, lanes 4j .. 4j + 3 being 4 consecutive floats from a 16-byte
-// boundary: lane 4j adds the four (where its `on`; lanes past the end pass 0).  Every lane of
-// the warp must call it.
-__device__ __forceinline__ void add_lane_quads(float* dst, float v, bool on) {
-  const float v1 = __shfl_down_sync(kFull, v, 1), v2 = __shfl_down_sync(kFull, v, 2),
-              v3 = __shfl_down_sync(kFull, v, 3);
-  if (on && (threadIdx.x & 3) == 0) add_quad(dst, make_float4(v, v1, v2, v3));
-}
-
 // --------------------------------------------------------------------------- chunk I/O
 // The widest load that K elements of T fill exactly.
 template <int K, typename T>
