@@ -837,10 +837,11 @@ __global__ void __launch_bounds__(kLaneWarps * 32,
     if constexpr (NP == 1) {  // the warp's channels share one B / C row: lane l sums term l
       __syncwarp();
       const int lane = threadIdx.x & 31, m = lane / K, k = lane % K, pos = p0 + k;
-      const float* col = reinterpret_cast<const float*>(&tm.v[m][warp * 32][k / 4]) + k % 4;
+      static_assert(PAD, "the lanes' terms are read down a column of padded rows");
+      const float* col = reinterpret_cast<const float*>(&tm.at(m, warp * 32, k / 4)) + k % 4;
       float sum = 0.f;
 #pragma unroll
-      for (int j = 0; j < 32; ++j) sum += col[j * 4 * (K / 4 + 1)];
+      for (int j = 0; j < 32; ++j) sum += col[j * 4 * (K / 4 + PAD)];
       if (pos < p.L) atomicAdd((m ? p.dC + gC : p.dB + gB) + pos, sum);
     }
     if constexpr (NP > 1) {
