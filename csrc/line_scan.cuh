@@ -585,11 +585,15 @@ __device__ __forceinline__ float3 line_bwd_map_route(const FusedParams& p, const
 #ifndef SSOPS_LINE_BWD_MINB  // blocks an SM the registers are sized for (3 spills: NOTES)
 #define SSOPS_LINE_BWD_MINB 2
 #endif
+#ifndef SSOPS_LINE_BWD_MINB_SHORT  // the same for chunks of at most 4 steps (80 registers)
+#define SSOPS_LINE_BWD_MINB_SHORT 3
+#endif
 #ifndef SSOPS_LINE_OWN_MAX_SMEM  // OWN planes up to this block size: two blocks an SM
 #define SSOPS_LINE_OWN_MAX_SMEM (113 * 1024)
 #endif
 template <typename T, int V, int CH, bool TAIL, bool COL, bool MIXED, BcSum SUM>
-__global__ void __launch_bounds__(kLineMaxThreads, SSOPS_LINE_BWD_MINB)
+__global__ void __launch_bounds__(kLineMaxThreads,
+                                  CH <= 4 ? SSOPS_LINE_BWD_MINB_SHORT : SSOPS_LINE_BWD_MINB)
 line_bwd_kernel(const FusedParams p) {
   constexpr bool OWN = SUM == kBcOwn;
   extern __shared__ float4 line_smem_[];
@@ -710,10 +714,11 @@ void launch_line_bwd(const FusedParams& p, cudaStream_t stream) {
     else launch_line_bwd_orientation<T, 1, true>(p, stream);
   }
   with_row_vec<T>(p, [&](auto v) {
-    if constexpr (v() < kLineChunk) {
-      if (p.W % kLineChunk) return launch_line_bwd_orientation<T, v(), false, true>(p, stream);
+    constexpr int V = v() < kLineChunk ? v() : kLineChunk;  // runs within a chunk
+    if constexpr (V < kLineChunk) {
+      if (p.W % kLineChunk) return launch_line_bwd_orientation<T, V, false, true>(p, stream);
     }
-    launch_line_bwd_orientation<T, v(), false>(p, stream);
+    launch_line_bwd_orientation<T, V, false>(p, stream);
   });
 }
 

@@ -174,10 +174,13 @@ SSOPS_HOST_DEVICE inline size_t line_smem_bytes(const FusedParams& p, bool col) 
 // of line_chunk steps but the first [route of the orientation][chunk - 1][thread] (float2),
 // then the channels' sums of dA and ddelta_bias [cpb][K][2] and of dD [cpb].  (At VMamba-T's
 // first stage, 4 channels of 56 x 56, two blocks an SM: 106 KiB, 109,008 bytes.)
-constexpr int kLineChunk = 8;
+#ifndef SSOPS_LINE_CHUNK  // (an experiment knob: 4 halves the registers a chunk's states take)
+#define SSOPS_LINE_CHUNK 8
+#endif
+constexpr int kLineChunk = SSOPS_LINE_CHUNK;
 // The backward's steps between checkpoints on lines of n: kLineChunk, or 7 for columns of a
-// multiple of 7 but not of 8 (VMamba's 28, 14, 7: no masked steps past the end).  Rows keep
-// kLineChunk: they load runs of p.vec elements, which divide it.
+// multiple of 7 but not of kLineChunk (VMamba's 28, 14, 7: no masked steps past the end).  Rows
+// keep kLineChunk: they load runs of at most p.vec elements, which divide it.
 SSOPS_HOST_DEVICE inline int line_chunk(int n, bool col) {
   return col && n % kLineChunk && n % 7 == 0 ? 7 : kLineChunk;
 }
