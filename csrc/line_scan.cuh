@@ -582,22 +582,12 @@ __device__ __forceinline__ float3 line_bwd_map_route(const FusedParams& p, const
 // One launch per orientation, as the forward: the columns' du into p.partial, then the rows'
 // (added to it) into du.  (2 blocks of the most threads: at most 128 registers, the chunk's
 // states, decays and inputs in registers.)
-#ifndef SSOPS_LINE_BWD_MINB  // blocks an SM the registers are sized for (3 spills: NOTES)
-#define SSOPS_LINE_BWD_MINB 2
-#endif
-#ifndef SSOPS_LINE_BWD_MINB_SHORT  // the same for chunks of at most 4 steps (80 registers)
-#define SSOPS_LINE_BWD_MINB_SHORT 3
-#endif
-#ifndef SSOPS_LINE_OWN_MAX_SMEM  // OWN planes up to this block size: two blocks an SM
-#define SSOPS_LINE_OWN_MAX_SMEM (113 * 1024)
-#endif
 template <typename T, int V, int CH, bool TAIL, bool COL, bool MIXED, BcSum SUM>
-__global__ void __launch_bounds__(kLineMaxThreads,
-                                  CH <= 4 ? SSOPS_LINE_BWD_MINB_SHORT : SSOPS_LINE_BWD_MINB)
+__global__ void __launch_bounds__(kLineMaxThreads, line_bwd_min_blocks(CH))
 line_bwd_kernel(const FusedParams p) {
   constexpr bool OWN = SUM == kBcOwn;
   extern __shared__ float4 line_smem_[];
-  const LineBwdLayout lay = line_bwd_layout(p, COL, OWN);
+  const LineBwdLayout lay = line_bwd_layout(p, COL, OWN, CH);
   float* const smem = reinterpret_cast<float*>(line_smem_);
   float *planes = smem, *bc = smem + lay.bc, *sums = smem + lay.sums;
   float2* maps = reinterpret_cast<float2*>(smem + lay.maps);
@@ -690,35 +680,52 @@ line_bwd_kernel(const FusedParams p) {
   }
 }
 
-template <typename T, int V, bool COL, bool TAIL = false, int CH = kLineChunk>
+// Own dB / dC planes where line_bwd_min_blocks(CH) blocks with them still fit an SM.
+template <typename T, int V, bool COL, bool TAIL, int CH>
 void launch_line_bwd_orientation(const FusedParams& p, cudaStream_t stream) {
   constexpr BcSum kShared = COL ? kBcAtomic : kBcLanes;  // where a pair per channel won't fit
-  bool own = line_bwd_layout(p, COL, true).bytes <= SSOPS_LINE_OWN_MAX_SMEM;
+  bool own = line_bwd_layout(p, COL, true, CH).bytes <= line_block_smem(line_bwd_min_blocks(CH));
   auto kernel = own ? line_bwd_kernel<T, V, CH, TAIL, COL, false, kBcOwn>
                     : line_bwd_kernel<T, V, CH, TAIL, COL, false, kShared>;
-  if constexpr (sizeof(T) == 2) {  // float32 B / C or dy beside a half x: rare, never OWN
+  if constexpr (sizeof(T) == 2 && CH != kLineShortChunk) {  // float32 B / C or dy beside a
     if (p.bc_f32 || p.y_f32) kernel = line_bwd_kernel<T, V, CH, TAIL, COL, true, kShared>;
-    own = own && !(p.bc_f32 || p.y_f32);
+    own = own && !(p.bc_f32 || p.y_f32);                     // half x: rare, never OWN
   }
-  launch_lines(kernel, line_bwd_layout(p, COL, own).bytes, p, COL, stream);
+  launch_lines(kernel, line_bwd_layout(p, COL, own, CH).bytes, p, COL, stream);
 }
 
-// Columns (when any route walks them, line_chunk steps a chunk) into p.partial, then rows into
-// du, in runs of p.vec elements (a row's length is a multiple of p.vec, and of kLineChunk
-// unless TAIL).
+// Columns in chunks of CH steps (7 where H is a multiple of 7 but not of CH), one element a step.
+template <typename T, int CH>
+void launch_line_bwd_columns(const FusedParams& p, cudaStream_t stream) {
+  if (line_chunk(p.H, true, CH) == 7) launch_line_bwd_orientation<T, 1, true, false, 7>(p, stream);
+  else if (p.H % CH) launch_line_bwd_orientation<T, 1, true, true, CH>(p, stream);
+  else launch_line_bwd_orientation<T, 1, true, false, CH>(p, stream);
+}
+
+// Rows in chunks of CH steps, loaded in runs of VEC elements (p.vec) or, if longer, of CH.
+template <typename T, int VEC, int CH>
+void launch_line_bwd_rows(const FusedParams& p, cudaStream_t stream) {
+  constexpr int V = VEC < CH ? VEC : CH;
+  if constexpr (V < CH) {
+    if (p.W % CH) return launch_line_bwd_orientation<T, V, false, true, CH>(p, stream);
+  }
+  launch_line_bwd_orientation<T, V, false, false, CH>(p, stream);
+}
+
+// Columns (when any route walks them) into p.partial, then rows into du, each orientation in
+// the chunks line_bwd_chunk gives it.
 template <typename T>
 void launch_line_bwd(const FusedParams& p, cudaStream_t stream) {
   if (p.transposed) {
-    if (line_chunk(p.H, true) == 7) launch_line_bwd_orientation<T, 1, true, false, 7>(p, stream);
-    else if (p.H % kLineChunk) launch_line_bwd_orientation<T, 1, true, true>(p, stream);
-    else launch_line_bwd_orientation<T, 1, true>(p, stream);
+    if (line_bwd_chunk(p, true) == kLineShortChunk)
+      launch_line_bwd_columns<T, kLineShortChunk>(p, stream);
+    else
+      launch_line_bwd_columns<T, kLineChunk>(p, stream);
   }
+  const bool short_rows = line_bwd_chunk(p, false) == kLineShortChunk;
   with_row_vec<T>(p, [&](auto v) {
-    constexpr int V = v() < kLineChunk ? v() : kLineChunk;  // runs within a chunk
-    if constexpr (V < kLineChunk) {
-      if (p.W % kLineChunk) return launch_line_bwd_orientation<T, V, false, true>(p, stream);
-    }
-    launch_line_bwd_orientation<T, V, false>(p, stream);
+    if (short_rows) return launch_line_bwd_rows<T, v(), kLineShortChunk>(p, stream);
+    launch_line_bwd_rows<T, v(), kLineChunk>(p, stream);
   });
 }
 

@@ -173,25 +173,35 @@ SSOPS_HOST_DEVICE inline size_t line_smem_bytes(const FusedParams& p, bool col) 
 // maps [cpb][K][lines] (float2: P, S), the adjoint's S' of each, the states before each chunk
 // of line_chunk steps but the first [route of the orientation][chunk - 1][thread] (float2),
 // then the channels' sums of dA and ddelta_bias [cpb][K][2] and of dD [cpb].  (At VMamba-T's
-// first stage, 4 channels of 56 x 56, two blocks an SM: 106 KiB, 109,008 bytes.)
-#ifndef SSOPS_LINE_CHUNK  // (an experiment knob: 4 halves the registers a chunk's states take)
-#define SSOPS_LINE_CHUNK 8
-#endif
-constexpr int kLineChunk = SSOPS_LINE_CHUNK;
-// The backward's steps between checkpoints on lines of n: kLineChunk, or 7 for columns of a
-// multiple of 7 but not of kLineChunk (VMamba's 28, 14, 7: no masked steps past the end).  Rows
-// keep kLineChunk: they load runs of at most p.vec elements, which divide it.
-SSOPS_HOST_DEVICE inline int line_chunk(int n, bool col) {
-  return col && n % kLineChunk && n % 7 == 0 ? 7 : kLineChunk;
+// first stage, 4 channels of 56 x 56 in chunks of 8, two blocks an SM: 106 KiB, 109,008 bytes.)
+//
+// Its threads hold a chunk's states, decays and inputs in registers: chunks of kLineChunk steps
+// take 128 registers (two blocks of 256 threads an SM), of kLineShortChunk 80 (three).  A launch
+// takes the short chunks where three of its blocks fit an SM's shared memory too (line_bwd_chunk:
+// VMamba-T's stages 2-4, 4-5% faster there than two blocks of chunks of 8; bench/NOTES.md).
+constexpr int kLineChunk = 8, kLineShortChunk = 4;
+SSOPS_HOST_DEVICE constexpr int line_bwd_min_blocks(int ch) {
+  return ch <= kLineShortChunk ? 3 : 2;
+}
+// The shared memory a block may take where `blocks` of them share an SM (228 KiB on sm_90, of
+// which 1 KiB a block is the system's).
+SSOPS_HOST_DEVICE constexpr size_t line_block_smem(int blocks) {
+  return (228 / blocks - 1) * 1024;
+}
+// The steps between checkpoints on lines of n, in chunks of ch: ch, or 7 for columns of a
+// multiple of 7 but not of ch (VMamba's 28 at ch 8, 14, 7: no masked steps past the end).  Rows
+// keep ch: they load runs of at most p.vec elements, which divide it.
+SSOPS_HOST_DEVICE inline int line_chunk(int n, bool col, int ch) {
+  return col && n % ch && n % 7 == 0 ? 7 : ch;
 }
 struct LineBwdLayout {
   int bc, maps, adjoint, checkpoints, sums;
   size_t bytes;
 };
-SSOPS_HOST_DEVICE inline LineBwdLayout line_bwd_layout(const FusedParams& p, bool col,
-                                                        bool own = false) {
+SSOPS_HOST_DEVICE inline LineBwdLayout line_bwd_layout(const FusedParams& p, bool col, bool own,
+                                                        int ch) {
   const int plane = p.H * line_plane_row(p.W), lines = col ? p.W : p.H;
-  const int n = col ? p.H : p.W, chunks = (n + line_chunk(n, col) - 1) / line_chunk(n, col);
+  const int n = col ? p.H : p.W, chunks = (n + line_chunk(n, col, ch) - 1) / line_chunk(n, col, ch);
   int routes = 0;  // walking this orientation
   for (int k = 0; k < p.K; ++k) routes += static_cast<int>(((p.transposed >> k) & 1) == col);
   LineBwdLayout s;
@@ -202,6 +212,15 @@ SSOPS_HOST_DEVICE inline LineBwdLayout line_bwd_layout(const FusedParams& p, boo
   s.sums = s.checkpoints + 2 * routes * (chunks - 1) * p.cpb * lines;
   s.bytes = sizeof(float) * (s.sums + p.cpb * (2 * p.K + 1));
   return s;
+}
+// An orientation's chunks: kLineShortChunk where three blocks with one dB / dC plane pair fit an
+// SM, else kLineChunk (and always for float32 B / C or dy beside a half x: rare, one instance).
+#ifndef SSOPS_LINE_SHORT_CHUNKS  // (0: chunks of kLineChunk everywhere, for A/B runs)
+#define SSOPS_LINE_SHORT_CHUNKS 1
+#endif
+SSOPS_HOST_DEVICE inline int line_bwd_chunk(const FusedParams& p, bool col) {
+  const bool fits = line_bwd_layout(p, col, false, kLineShortChunk).bytes <= line_block_smem(3);
+  return SSOPS_LINE_SHORT_CHUNKS && fits && !p.bc_f32 && !p.y_f32 ? kLineShortChunk : kLineChunk;
 }
 
 void launch_fused_fp32(const FusedParams& p, bool backward, cudaStream_t stream);

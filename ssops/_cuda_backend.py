@@ -455,16 +455,19 @@ def _fused_plan(u, delta, B, C, backward, routes, split=None):
 # an H200 at VMamba-T's stages against 64 / 128 threads (bench/NOTES.md).
 LINE_THREADS = 256  # csrc/scan.h kLineMaxThreads
 LINE_CHANNELS = 16
-LINE_CHUNK = 8  # csrc/scan.h kLineChunk: the backward's steps between checkpoints
+# csrc/scan.h kLineChunk: the backward's steps between checkpoints in its largest layout (the
+# launch takes chunks of kLineShortChunk only where their blocks fit three an SM)
+LINE_CHUNK = 8
 
 
-def _line_chunk(n, col):  # csrc/scan.h line_chunk
+def _line_chunk(n, col):  # csrc/scan.h line_chunk at kLineChunk
     return 7 if col and n % LINE_CHUNK and n % 7 == 0 else LINE_CHUNK
 
 
 def _line_smem(H, W, K, cpb, backward):
     """csrc/scan.h line_smem_bytes, or the larger of the two orientations' line_bwd_layout
-    without the channels' own dB / dC planes (the launch adds those where they fit)."""
+    in chunks of kLineChunk without the channels' own dB / dC planes (the launch adds those
+    where they fit)."""
     plane = H * (W | 1)
     if not backward:
         return 4 * cpb * plane + 8 * cpb * max(H, W) * K + 4
