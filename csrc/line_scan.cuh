@@ -580,8 +580,8 @@ __device__ __forceinline__ float3 line_bwd_map_route(const FusedParams& p, const
 }
 
 // One launch per orientation, as the forward: the columns' du into p.partial, then the rows'
-// (added to it) into du.  (2 blocks of the most threads: at most 128 registers, the chunk's
-// states, decays and inputs in registers.)
+// (added to it) into du.  (line_bwd_min_blocks(CH) blocks of the most threads an SM: the
+// registers hold a chunk's states, decays and inputs.)
 template <typename T, int V, int CH, bool TAIL, bool COL, bool MIXED, BcSum SUM>
 __global__ void __launch_bounds__(kLineMaxThreads, line_bwd_min_blocks(CH))
 line_bwd_kernel(const FusedParams p) {
@@ -687,9 +687,10 @@ void launch_line_bwd_orientation(const FusedParams& p, cudaStream_t stream) {
   bool own = line_bwd_layout(p, COL, true, CH).bytes <= line_block_smem(line_bwd_min_blocks(CH));
   auto kernel = own ? line_bwd_kernel<T, V, CH, TAIL, COL, false, kBcOwn>
                     : line_bwd_kernel<T, V, CH, TAIL, COL, false, kShared>;
-  if constexpr (sizeof(T) == 2 && CH != kLineShortChunk) {  // float32 B / C or dy beside a
+  // float32 B / C or dy beside a half x: rare, never OWN, chunks of kLineChunk (line_bwd_chunk)
+  if constexpr (sizeof(T) == 2 && CH != kLineShortChunk) {
     if (p.bc_f32 || p.y_f32) kernel = line_bwd_kernel<T, V, CH, TAIL, COL, true, kShared>;
-    own = own && !(p.bc_f32 || p.y_f32);                     // half x: rare, never OWN
+    own = own && !(p.bc_f32 || p.y_f32);
   }
   launch_lines(kernel, line_bwd_layout(p, COL, own, CH).bytes, p, COL, stream);
 }

@@ -178,7 +178,7 @@ SSOPS_HOST_DEVICE inline size_t line_smem_bytes(const FusedParams& p, bool col) 
 // Its threads hold a chunk's states, decays and inputs in registers: chunks of kLineChunk steps
 // take 128 registers (two blocks of 256 threads an SM), of kLineShortChunk 80 (three).  A launch
 // takes the short chunks where three of its blocks fit an SM's shared memory too (line_bwd_chunk:
-// VMamba-T's stages 2-4, 4-5% faster there than two blocks of chunks of 8; bench/NOTES.md).
+// VMamba-T's stages 2-4, 3-6% faster there than two blocks of chunks of 8; bench/NOTES.md).
 constexpr int kLineChunk = 8, kLineShortChunk = 4;
 SSOPS_HOST_DEVICE constexpr int line_bwd_min_blocks(int ch) {
   return ch <= kLineShortChunk ? 3 : 2;
