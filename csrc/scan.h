@@ -219,7 +219,8 @@ SSOPS_HOST_DEVICE inline LineBwdLayout line_bwd_layout(const FusedParams& p, boo
 #define SSOPS_LINE_SHORT_CHUNKS 1
 #endif
 SSOPS_HOST_DEVICE inline int line_bwd_chunk(const FusedParams& p, bool col) {
-  const bool fits = line_bwd_layout(p, col, false, kLineShortChunk).bytes <= line_block_smem(3);
+  const bool fits = line_bwd_layout(p, col, false, kLineShortChunk).bytes <=
+                    line_block_smem(line_bwd_min_blocks(kLineShortChunk));
   return SSOPS_LINE_SHORT_CHUNKS && fits && !p.bc_f32 && !p.y_f32 ? kLineShortChunk : kLineChunk;
 }
 
