@@ -3,12 +3,13 @@ ssops._cuda_backend's switches, or another version of that file, timed on the sa
 process, in rotated order.
 
     python ab.py --cases ss2d_s1,ss2d_s3 --rounds 3 base "ch4: LINE_CHANNELS=4" \\
-        "prefetch: -DSSOPS_LINE_PREFETCH_PARTIAL=1" "old: module=/tmp/_cuda_backend.py"
-                                                         (from bench/, ssops importable)
+        "prefetch: -DSSOPS_LINE_PREFETCH_PARTIAL=1" "old: module=/tmp/_cuda_backend.py" \
+        "before: csrc=/tmp/base/csrc"                    (from bench/, ssops importable)
 
 A variant is NAME or NAME: SPEC, SPEC words that are nvcc flags (-D..., a build of its own,
-compiled up front in parallel), module=PATH (a file standing in for ssops/_cuda_backend.py,
-the host side, loaded beside it) or NAME=VALUE switches (a Python literal set on the backend
+compiled up front in parallel), csrc=PATH (a build of another csrc/ directory, e.g. an earlier
+commit's: its kernels beside this one's), module=PATH (a file standing in for
+ssops/_cuda_backend.py, the host side, loaded beside it) or NAME=VALUE switches (a Python literal set on the backend
 module while the variant runs).  Round r runs the variants in the order given, rotated by r;
 each runs every case (run.py's names, inputs drawn with one seed): forward and backward medians
 of 30 after 5 warm-ups (CUDA events), and the host's time per call (20 calls queued without
@@ -22,6 +23,7 @@ import ast
 import importlib.util
 import json
 import os
+import pathlib
 import statistics
 import subprocess
 import sys
@@ -36,17 +38,18 @@ from ssops import _cuda_backend as cuda
 
 
 def parse(spec):
-    """(name, nvcc flags, switches, module path or None) of a variant."""
+    """(name, (nvcc flags, csrc path or ""), switches, module path or None) of a variant."""
     name, _, words = spec.partition(":")
     words = words.split()
     flags = " ".join(w for w in words if w.startswith("-"))
     module = next((w.partition("=")[2] for w in words if w.startswith("module=")), None)
+    csrc = next((w.partition("=")[2] for w in words if w.startswith("csrc=")), "")
     switches = {k: ast.literal_eval(v) for k, _, v in (
-        w.partition("=") for w in words if not w.startswith(("-", "module=")))}
+        w.partition("=") for w in words if not w.startswith(("-", "module=", "csrc=")))}
     unknown = [k for k in switches if not hasattr(cuda, k)]
     if unknown:
         sys.exit(f"{name}: ssops._cuda_backend has no switch {', '.join(unknown)}")
-    return name.strip(), flags, switches, module
+    return name.strip(), (flags, os.path.abspath(csrc) if csrc else ""), switches, module
 
 
 def load_backend(path, tag):
@@ -69,18 +72,23 @@ def host_ms(fn, calls=20):
     return elapsed / calls * 1e3
 
 
-def build_all(flag_sets):
-    """Each flag set's extension, compiled in parallel processes (cached), then loaded here."""
-    procs = [subprocess.Popen([sys.executable, "-c", "from ssops import _cuda_backend as c; "
-                               "c._jit_build()"], env={**os.environ, "SSOPS_NVCC_FLAGS": f})
-             for f in flag_sets]
+def build_all(builds):
+    """Each (flags, csrc) build's extension, compiled in parallel processes (cached), then
+    loaded here."""
+    source = "import pathlib, sys; from ssops import _cuda_backend as c\n" \
+             "if sys.argv[1]: c._sources = lambda: pathlib.Path(sys.argv[1])\nc._jit_build()"
+    procs = [subprocess.Popen([sys.executable, "-c", source, csrc],
+                              env={**os.environ, "SSOPS_NVCC_FLAGS": flags})
+             for flags, csrc in builds]
     if any(p.wait() for p in procs):
         sys.exit("a variant did not build")
-    modules = {}
-    for f in flag_sets:
-        os.environ["SSOPS_NVCC_FLAGS"] = f
-        modules[f] = cuda._jit_build()
+    modules, sources = {}, cuda._sources
+    for flags, csrc in builds:
+        os.environ["SSOPS_NVCC_FLAGS"] = flags
+        cuda._sources = (lambda: pathlib.Path(csrc)) if csrc else sources
+        modules[flags, csrc] = cuda._jit_build()
     os.environ.pop("SSOPS_NVCC_FLAGS")
+    cuda._sources = sources
     return modules
 
 
@@ -99,7 +107,7 @@ def main():
     p.add_argument("--out")
     args = p.parse_args()
     variants = [parse(v) for v in args.variants]
-    modules = build_all(sorted({flags for _, flags, _, _ in variants}))
+    modules = build_all(sorted({build for _, build, _, _ in variants}))
     backends = {None: cuda}
     for i, path in enumerate(sorted({m for *_, m in variants if m})):
         backends[path] = load_backend(path, i)
@@ -110,8 +118,8 @@ def main():
     first, diffs = {}, {v[0]: {} for v in variants}
     for r in range(args.rounds):
         turn = r % len(variants)
-        for name, flags, switches, path in variants[turn:] + variants[:turn]:
-            with switched(backends[path], _ext=lambda m=modules[flags]: m, **switches):
+        for name, build, switches, path in variants[turn:] + variants[:turn]:
+            with switched(backends[path], _ext=lambda m=modules[build]: m, **switches):
                 for case in cases:
                     pair = pairs[path, case]
                     t = (cuda_time_ms(pair.fwd), cuda_time_ms(pair.bwd),

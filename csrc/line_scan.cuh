@@ -337,7 +337,11 @@ __device__ __forceinline__ unsigned active_lanes(int lines) {
 }
 
 // kBcLanes: db / dc of the same cell from the `channels` neighbouring lanes of a line (this
-// one's slot: channel), summed; channel 0 stores dB's sum and channel 1 dC's.
+// one's slot: channel), summed; channel 0 stores dB's sum and channel 1 dC's.  WARP: every lane
+// of the warp walks a line, so the shuffles name the whole warp (a mask of the lanes with lines
+// costs a convergence check a shuffle, ~6 instructions).  The steps are unrolled, each taken
+// where it is within `channels` (uniform: p.cpb), instead of a loop.
+template <bool WARP>
 __device__ __forceinline__ void lanes_sum_bc(float* bc, int plane_size, int cell, float db,
                                              float dc, int channel, int channels,
                                              unsigned lanes) {
@@ -345,10 +349,12 @@ __device__ __forceinline__ void lanes_sum_bc(float* bc, int plane_size, int cell
     bc[cell] = db, bc[plane_size + cell] = dc;
     return;
   }
-  for (int o = channels / 2; o > 1; o /= 2)
-    db += __shfl_xor_sync(lanes, db, o), dc += __shfl_xor_sync(lanes, dc, o);
+  const unsigned mask = WARP ? ~0u : lanes;
+#pragma unroll
+  for (int o = 16; o > 1; o /= 2)
+    if (o < channels) db += __shfl_xor_sync(mask, db, o), dc += __shfl_xor_sync(mask, dc, o);
   const bool odd = channel & 1;  // the last step swaps halves: each lane keeps one sum
-  const float sum = (odd ? dc : db) + __shfl_xor_sync(lanes, odd ? db : dc, 1);
+  const float sum = (odd ? dc : db) + __shfl_xor_sync(mask, odd ? db : dc, 1);
   if (channel < 2) bc[(odd ? plane_size : 0) + cell] = sum;
 }
 
@@ -466,11 +472,13 @@ __device__ __forceinline__ void load_line_chunk(const FusedParams& p, const Line
   }
 }
 
-// dt = softplus(raw) (or raw) and its derivative, from one exponential
+// dt = softplus(raw) (or raw) and its derivative, from one exponential: selects for raw > 20,
+// not a branch (which took ~6 instructions a step with its reconvergence)
 __device__ __forceinline__ float2 dt_and_slope(float raw, bool softplus) {
   if (!softplus) return make_float2(raw, 1.f);
-  const float e = __expf(fminf(raw, 20.f));
-  return raw > 20.f ? make_float2(raw, 1.f) : make_float2(__logf(1.f + e), __fdividef(e, 1.f + e));
+  const float e = __expf(fminf(raw, 20.f)), e1 = 1.f + e;
+  const float dt = __logf(e1), slope = __fdividef(e, e1);
+  return make_float2(raw > 20.f ? raw : dt, raw > 20.f ? 1.f : slope);
 }
 
 // The first walk: the line's (P, S, S') and, at checkpoints[(i - 1) * stride], the (product of
@@ -510,8 +518,9 @@ __device__ __forceinline__ float3 line_bwd_map(const FusedParams& p, const Line<
 // this thread's line in its channel's du plane, bc its line in the dB plane (its channel's own
 // with kBcOwn; the dC plane follows at plane_size), summed as SUM says; sums: its channel's
 // (dA, ddelta_bias) of route k, dD (with_dD: the first route over rows adds (sum_k D_k) dy to
-// du and sums dy u for dD).
-template <typename T, int V, int CH, bool TAIL, bool REV, bool COL, bool MIXED, BcSum SUM>
+// du and sums dy u for dD).  WARP: kBcLanes in a warp whose every lane walks a line.
+template <typename T, int V, int CH, bool TAIL, bool REV, bool COL, bool MIXED, BcSum SUM,
+          bool WARP>
 __device__ __forceinline__ void line_bwd_walk(const FusedParams& p, const Line<COL>& ln,
                                               const LineRoute<T, COL, MIXED>& r,
                                               const float2* checkpoints, int stride, float h_in,
@@ -548,8 +557,8 @@ __device__ __forceinline__ void line_bwd_walk(const FusedParams& p, const Line<C
       if constexpr (SUM == kBcOwn) {  // this thread's cells of its channel's planes: no other
         bc[cell] = g * dt[j] * u[j], bc[plane_size + cell] = dy[j] * h[j + 1];  // writes them
       } else if constexpr (SUM == kBcLanes) {
-        lanes_sum_bc(bc, plane_size, cell, g * dt[j] * u[j], dy[j] * h[j + 1], ln.plane, p.cpb,
-                     lanes);
+        lanes_sum_bc<WARP>(bc, plane_size, cell, g * dt[j] * u[j], dy[j] * h[j + 1], ln.plane,
+                           p.cpb, lanes);
       } else {
         atomicAdd(bc + cell, g * dt[j] * u[j]);
         atomicAdd(bc + plane_size + cell, dy[j] * h[j + 1]);
@@ -597,8 +606,11 @@ line_bwd_kernel(const FusedParams p) {
   const int pr = line_plane_row(p.W), plane_size = p.H * pr, threads = p.cpb * ln.nlines;
   const int chunks = (ln.n - 1) / CH;  // with a checkpoint
   const int b = blockIdx.x % p.batch, d0 = (blockIdx.x / p.batch) * p.cpb;
-  for (int i = threadIdx.x; i < (p.cpb + 2 * (OWN ? p.cpb : 1)) * plane_size; i += blockDim.x)
-    smem[i] = 0.f;  // the du planes and the dB / dC planes after them
+  {  // the du planes and the dB / dC planes after them, zeroed 16 bytes a store
+    const int n = (p.cpb + 2 * (OWN ? p.cpb : 1)) * plane_size;
+    for (int i = threadIdx.x; i < n / 4; i += blockDim.x) line_smem_[i] = make_float4(0, 0, 0, 0);
+    for (int i = n / 4 * 4 + threadIdx.x; i < n; i += blockDim.x) smem[i] = 0.f;
+  }
   for (int i = threadIdx.x; i < p.cpb * (2 * p.K + 1); i += blockDim.x) sums[i] = 0.f;
   const int line_cell = COL ? ln.line : ln.line * pr;
   float* const my_bc = bc + (OWN ? 2 * ln.plane * plane_size : 0) + line_cell;
@@ -626,14 +638,18 @@ line_bwd_kernel(const FusedParams p) {
       float* mine = planes + ln.plane * plane_size + line_cell;
       float* s = sums + (ln.plane * p.K + k) * 2;
       float* dD = sums + 2 * p.K * p.cpb + ln.plane;
-      if ((p.reversed >> k) & 1)
-        line_bwd_walk<T, V, CH, TAIL, true, COL, MIXED, SUM>(p, ln, r, ck, threads, h, carry,
-                                                             mine, my_bc, plane_size, s, dD,
-                                                             Dsum, first);
-      else
-        line_bwd_walk<T, V, CH, TAIL, false, COL, MIXED, SUM>(p, ln, r, ck, threads, h, carry,
-                                                              mine, my_bc, plane_size, s, dD,
-                                                              Dsum, first);
+      const auto walk = [&](auto rev, auto warp) {
+        line_bwd_walk<T, V, CH, TAIL, decltype(rev)::value, COL, MIXED, SUM, decltype(warp)::value>(
+            p, ln, r, ck, threads, h, carry, mine, my_bc, plane_size, s, dD, Dsum, first);
+      };
+      const auto by_warp = [&](auto rev) {
+        if constexpr (SUM == kBcLanes) {
+          if (active_lanes(threads) == ~0u) return walk(rev, std::true_type{});  // whole warps
+        }
+        walk(rev, std::false_type{});
+      };
+      if ((p.reversed >> k) & 1) by_warp(std::true_type{});
+      else by_warp(std::false_type{});
     }
     first = false, Dsum = 0.f, ++o;
     __syncthreads();  // route k's dB / dC, summed over the block's channels, to the outputs
