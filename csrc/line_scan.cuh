@@ -654,10 +654,13 @@ line_bwd_kernel(const FusedParams p) {
     first = false, Dsum = 0.f, ++o;
     __syncthreads();  // route k's dB / dC, summed over the block's channels, to the outputs
     const int64_t out = ((static_cast<int64_t>(k) * p.batch + b) * p.G + d0 / (p.dim / p.G)) * p.L;
-    // (divided, not each_pixel: its stepping state, hoisted out of the route loop, stayed live
-    // through the walks and spilled 12-24 bytes)
+    // (its row by a multiply-high, not each_pixel: that stepping state, hoisted out of the route
+    // loop, stayed live through the walks and spilled 12-24 bytes.  A plane's rows are W + 1
+    // apart where W is even, else W: the row is needed for even W only, where W >= 2 and
+    // 2^32 / W rounded up gives pos / W exactly for pos < 2^32 / W, past any grid's L)
+    const unsigned w_inv = 0xffffffffu / p.W + 1;
     for (int pos = threadIdx.x; pos < p.L; pos += blockDim.x) {
-      const int cell = pos / p.W * pr + pos % p.W;
+      const int cell = pos + (pr - p.W) * static_cast<int>(__umulhi(pos, w_inv));
       if constexpr (OWN) {
         float dB = 0.f, dC = 0.f;
         for (int c = 0; c < p.cpb; ++c)

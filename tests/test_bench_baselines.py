@@ -98,10 +98,13 @@ def test_case_pairs_compute_the_ops(monkeypatch):
 
 
 def test_ab_variant_specs():
-    """bench/ab.py's variants: nvcc flags, a stand-in backend file, switches (known ones only)."""
+    """bench/ab.py's variants: nvcc flags and another csrc/ (a build), a stand-in backend file,
+    switches (known ones only)."""
     import ab  # bench/ab.py
     assert ab.parse("x: -DA=1 LINE_CHANNELS=4 module=/p.py -DB=2") == (
-        "x", "-DA=1 -DB=2", {"LINE_CHANNELS": 4}, "/p.py")
-    assert ab.parse("base") == ("base", "", {}, None)
+        "x", ("-DA=1 -DB=2", ""), {"LINE_CHANNELS": 4}, "/p.py")
+    assert ab.parse("old: csrc=/tmp/old/csrc -DA=1") == ("old", ("-DA=1", "/tmp/old/csrc"), {},
+                                                         None)
+    assert ab.parse("base") == ("base", ("", ""), {}, None)
     with pytest.raises(SystemExit):
         ab.parse("y: NO_SUCH_SWITCH=1")
