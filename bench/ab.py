@@ -3,20 +3,20 @@ ssops._cuda_backend's switches, or another version of that file, timed on the sa
 process, in rotated order.
 
     python ab.py --cases ss2d_s1,ss2d_s3 --rounds 3 base "ch4: LINE_CHANNELS=4" \\
-        "prefetch: -DSSOPS_LINE_PREFETCH_PARTIAL=1" "old: module=/tmp/_cuda_backend.py" \
+        "prefetch: -DSSOPS_LINE_PREFETCH_PARTIAL=1" "old: module=/tmp/_cuda_backend.py" \\
         "before: csrc=/tmp/base/csrc"                    (from bench/, ssops importable)
 
 A variant is NAME or NAME: SPEC, SPEC words that are nvcc flags (-D..., a build of its own,
 compiled up front in parallel), csrc=PATH (a build of another csrc/ directory, e.g. an earlier
 commit's: its kernels beside this one's), module=PATH (a file standing in for
-ssops/_cuda_backend.py, the host side, loaded beside it) or NAME=VALUE switches (a Python literal set on the backend
-module while the variant runs).  Round r runs the variants in the order given, rotated by r;
-each runs every case (run.py's names, inputs drawn with one seed): forward and backward medians
-of 30 after 5 warm-ups (CUDA events), and the host's time per call (20 calls queued without
-waiting: where it nears the median, the case is bound by the host).  Prints each round's times,
-then each case's median and range per variant, and the largest difference of each variant's
-outputs from the first variant's, relative to their largest value; --out writes all of it as
-JSON.
+ssops/_cuda_backend.py, the host side, loaded beside it) or NAME=VALUE switches (a Python
+literal set on the backend module while the variant runs).  Round r runs the variants in the
+order given, rotated by r; each runs every case (run.py's names, inputs drawn with one seed):
+forward and backward medians of 30 after 5 warm-ups (CUDA events), and the host's time per call
+(20 calls queued without waiting: where it nears the median, the case is bound by the host).
+Prints each round's times, then each case's median and range per variant, and the largest
+difference of each variant's outputs from the first variant's, relative to their largest
+value; --out writes all of it as JSON.
 """
 import argparse
 import ast
