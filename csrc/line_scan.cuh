@@ -2,16 +2,17 @@
 //
 // A route over an H x W grid walks its lines (rows, or columns when transposed) one after the
 // other, each left to right or, reversed, right to left.  Each line maps the state entering
-// it, h, to P h + S (P: the product of its decays, S: its end state from zero).  So a thread
-// per line walks its line once for (P, S), stores them in shared memory, folds the maps of
-// the lines the route walks before its own into its entering state, and walks its line
-// again from there, now producing C h.  One launch per orientation, a block holding the lines
-// of cpb channels: first the columns (neighbouring columns in neighbouring threads, one
-// element per step: coalesced), which sum their routes into a float32 buffer in position
-// order; then the rows (each row read with vector loads), which add their routes and
-// (sum_k D_k) u to that sum and write y.  A thread adds its routes' outputs into a
-// shared-memory plane of its block's channels, in its own line, which no other thread of the
-// block touches.  No copy of x or of the routes' inputs is made.
+// it, h_in, to P h_in + S (P: the product of its decays, S: its end state from zero), and its
+// state at step t is its state from zero plus q_t h_in (q_t: the product of the decays so far).
+// So a thread per line walks its line once from zero, adding C h into a shared-memory plane
+// and keeping q C in another, and stores its map (P, S); once every line's map is in, it folds
+// the maps of the lines the route walks before its own into h_in and adds q C h_in to its
+// cells.  One launch per orientation, a block holding the lines of cpb channels: first the
+// columns (neighbouring columns in neighbouring threads, one element per step: coalesced),
+// which sum their routes into a float32 buffer in position order; then the rows (each row read
+// with vector loads), which add their routes and (sum_k D_k) u to that sum and write y.  A
+// thread touches only its own line of its channel's planes.  No copy of x or of the routes'
+// inputs is made.
 #pragma once
 
 #include "scan_kernels.cuh"
@@ -52,8 +53,6 @@ struct Line {
   }
 };
 
-enum LinePass { kMap, kPlane, kSum };
-
 // V elements of T from `at` (aligned to V elements), as whole vector loads.
 template <int V, typename T>
 __device__ __forceinline__ Packed<V, T> load_packed(const T* at) {
@@ -88,14 +87,25 @@ __device__ __forceinline__ void store_floats(const float (&v)[V], T* at) {
     reinterpret_cast<typename Vec<V, T>::type*>(at)[i] = raw.vec[i];
 }
 
-// One route k over this thread's line, walked in the route's direction.  kMap returns the
-// line's map (P, S).  kPlane starts from h and adds (`add`, else stores) C h + Dsum u into the
-// thread's row or column of `plane`; kSum (columns) writes that plus the plane, the columns'
-// float32 sum, to p.partial.  MIXED: B / C may be float32 beside a half x (p.bc_f32; else they
-// are T, and the column loads are not issued both ways).
+// What a walk of route k over a line does (the forward):
+//   kMap   from a zero state: the line's map (P, S) only;
+//   kPlane from the entering state h: adds (`add`, else stores) C h + Dsum u into the thread's
+//          row or column of `plane`;
+//   kSum   the same, written with the plane to p.partial (the columns' last route);
+//   kSplit from a zero state: as kPlane, adding (`add`) also what the route before carried
+//          there (carried * h, h: that route's entering state), and stores this route's q C
+//          in the same cells of `carried` (q: the product of the decays so far), since the
+//          state entering the line, h_in, adds q C h_in to each y (on the next route or by
+//          fix_line); and the map, as kMap.
+enum LinePass { kMap, kPlane, kSum, kSplit };
+
+// One route k over this thread's line, walked in the route's direction, as PASS says.  MIXED:
+// B / C may be float32 beside a half x (p.bc_f32; else they are T, and the column loads are not
+// issued both ways).
 template <typename T, int V, bool TAIL, bool REV, bool COL, LinePass PASS, bool MIXED>
 __device__ __forceinline__ float2 walk_line(const FusedParams& p, const Line<COL>& ln, int k,
-                                            float h, float* plane, bool add, float Dsum) {
+                                            float h_given, float* plane, float* carried, bool add,
+                                            float Dsum) {
   const int row = k * p.dim + ln.d;
   const float a2 = p.A[row] * kLog2e, bias = p.bias ? p.bias[row] : 0.f;
   const T* u = static_cast<const T*>(p.u) + ln.b * p.su_b + ln.d * p.su_d + ln.first;
@@ -111,13 +121,12 @@ __device__ __forceinline__ float2 walk_line(const FusedParams& p, const Line<COL
                    ? p.partial + (static_cast<int64_t>(ln.b) * p.dim + ln.d) * p.L + ln.first
                    : nullptr;
   const int pr = line_plane_row(p.W);
-  float* mine = plane + (COL ? ln.line : ln.line * pr);
   // offsets of the walk's next element along the line: in the grid (elements) and in the plane
   const int grid_step = REV ? -static_cast<int>(ln.step) : static_cast<int>(ln.step);
   const int plane_step = REV ? -(COL ? pr : 1) : (COL ? pr : 1);
   int at = REV ? (ln.n - 1) * static_cast<int>(ln.step) : 0;
-  int in_plane = REV ? (ln.n - 1) * (COL ? pr : 1) : 0;
-  float prod = 1.f;
+  int cell = (COL ? ln.line : ln.line * pr) + (REV ? (ln.n - 1) * (COL ? pr : 1) : 0);
+  float prod = 1.f, h = PASS == kPlane || PASS == kSum ? h_given : 0.f;
   // Column lines take V steps at a time too (loads in flight), one element each, stride W;
   // TAIL: the line's length is not a multiple of V (the last run's extra steps are skipped).
   for (int c = 0; c < ln.n; c += V) {
@@ -144,31 +153,57 @@ __device__ __forceinline__ float2 walk_line(const FusedParams& p, const Line<COL
     }
 #pragma unroll
     for (int j = 0; j < V; ++j) {
-      const bool in = !TAIL || c + j < ln.n;  // past the end: the identity step (dt = u = 0)
+      if (TAIL && c + j >= ln.n) break;
       const float raw = dv[j] + bias;
-      const float dt = in ? (p.softplus ? softplus(raw) : raw) : 0.f;
+      const float dt = p.softplus ? softplus(raw) : raw;
       const float a = exp2_approx(dt * a2);
       h = fmaf(a, h, dt * uv[j] * bv[j]);
-      if constexpr (PASS == kMap) {
-        prod *= a;
-      } else if (in) {
-        float& o = mine[in_plane + j * plane_step];
-        const float y = fmaf(Dsum, uv[j], cv[j] * h) + (add ? o : 0.f);
-        if constexpr (PASS == kSum) sum[at + j * grid_step] = y;
-        else o = y;
+      if constexpr (PASS == kMap || PASS == kSplit) prod *= a;
+      if constexpr (PASS != kMap) {
+        const int o = cell + j * plane_step;
+        const float y = fmaf(Dsum, uv[j], cv[j] * h);
+        if constexpr (PASS == kSplit) {
+          plane[o] = add ? fmaf(carried[o], h_given, plane[o]) + y : y;
+          carried[o] = prod * cv[j];
+        } else if constexpr (PASS == kSum) {
+          sum[at + j * grid_step] = y + (add ? plane[o] : 0.f);
+        } else {
+          plane[o] = y + (add ? plane[o] : 0.f);
+        }
       }
     }
-    at += V * grid_step, in_plane += V * plane_step;
+    at += V * grid_step, cell += V * plane_step;
   }
   return make_float2(prod, h);
 }
 
 template <typename T, int V, bool TAIL, bool COL, LinePass PASS, bool MIXED>
 __device__ __forceinline__ float2 walk_route(const FusedParams& p, const Line<COL>& ln, int k,
-                                             float h, float* plane, bool add, float Dsum) {
+                                             float h, float* plane, float* carried, bool add,
+                                             float Dsum) {
   return (p.reversed >> k) & 1
-             ? walk_line<T, V, TAIL, true, COL, PASS, MIXED>(p, ln, k, h, plane, add, Dsum)
-             : walk_line<T, V, TAIL, false, COL, PASS, MIXED>(p, ln, k, h, plane, add, Dsum);
+             ? walk_line<T, V, TAIL, true, COL, PASS, MIXED>(p, ln, k, h, plane, carried, add, Dsum)
+             : walk_line<T, V, TAIL, false, COL, PASS, MIXED>(p, ln, k, h, plane, carried, add,
+                                                               Dsum);
+}
+
+// kSplit's last route over the line: its entering state h_in adds carried * h_in to the line's
+// cells of `plane` or, with `sum` (the columns: p.partial of the line's channel), is written
+// with them to sum, in grid order.
+template <bool COL>
+__device__ __forceinline__ void fix_line(const FusedParams& p, const Line<COL>& ln,
+                                         float* plane, const float* carried, float h_in,
+                                         float* sum) {
+  const int pr = line_plane_row(p.W), cell_step = COL ? pr : 1;
+  const int mine = COL ? ln.line : ln.line * pr;
+  const int grid_step = static_cast<int>(ln.step);
+#pragma unroll 4
+  for (int i = 0; i < ln.n; ++i) {
+    const int o = mine + i * cell_step;
+    const float y = fmaf(carried[o], h_in, plane[o]);
+    if (sum) sum[ln.first + i * grid_step] = y;
+    else plane[o] = y;
+  }
 }
 
 // put(c, pos, cell, fetched) for the pixels of `channels` planes of the block in position
@@ -210,42 +245,68 @@ __device__ __forceinline__ void each_pixel(const FusedParams& p, int channels, P
       [&](int c, int pos, int cell, float) { put(c, pos, cell); });
 }
 
-// A block's planes [cpb][H][line_plane_row(W)] and its lines' maps [cpb][K][lines].  Columns
-// sum their routes in the plane and write the last into p.partial; rows sum theirs and
-// sum_k D_k u in the plane, and the block writes y from the planes plus p.partial, coalesced
-// (a row thread's own stores would each touch another row).
+// A block's planes [cpb][H][line_plane_row(W)] (SPLIT: as many again for the carried q C of
+// the route walked last) and its lines' maps [cpb][K][lines].  SPLIT: each route walks its
+// lines once (kSplit), publishes their maps, and its carried terms are added once those are
+// in; else each line's maps are walked first (kMap) and its routes again from their entering
+// states (kPlane / kSum): twice the loads and exponentials, for half the shared memory
+// (line_fwd_split).  Columns sum their routes in the plane and write the last into p.partial;
+// rows sum theirs and sum_k D_k u in the plane, and the block writes y from the planes plus
+// p.partial, coalesced (a row thread's own stores would each touch another row).
 // (4 blocks of the most threads: at most 64 registers; 3, 80 registers, for columns in runs of
 // 8, which spill at 64: VMamba's stage 1, whose 58 KiB blocks fit 3 an SM anyway.)
-template <typename T, int V, bool TAIL, bool COL, bool MIXED>
+template <typename T, int V, bool TAIL, bool COL, bool MIXED, bool SPLIT>
 __global__ void __launch_bounds__(kLineMaxThreads, COL && V == 8 ? 3 : 4)
     line_fwd_kernel(const FusedParams p) {
   extern __shared__ float4 line_smem_[];
   float* planes = reinterpret_cast<float*>(line_smem_);
-  float2* maps = reinterpret_cast<float2*>(planes + line_maps_offset(p));
+  float2* maps = reinterpret_cast<float2*>(planes + line_maps_offset(p, SPLIT));
   const Line<COL> ln(p);
   const int plane_size = p.H * line_plane_row(p.W);
   float* plane = planes + ln.plane * plane_size;
-  if (ln.active(p))
-    for (int k = 0; k < p.K; ++k)
-      if (ln.walks(p, k))
-        maps[ln.slot(p, k)] =
-            walk_route<T, V, TAIL, COL, kMap, MIXED>(p, ln, k, 0.f, plane, false, 0.f);
-  __syncthreads();
-  if (ln.active(p)) {
-    int last = -1;
-    for (int k = 0; k < p.K; ++k) last = ln.walks(p, k) ? k : last;
-    float Dsum = 0.f;  // sum_k D_k u: added by the rows' first route
-    if (!COL && p.D)
-      for (int k = 0; k < p.K; ++k) Dsum += p.D[k * p.dim + ln.d];
-    bool add = false;  // the first route stores
+  float* carried = SPLIT ? plane + p.cpb * plane_size : nullptr;
+  float Dsum = 0.f;  // sum_k D_k u: added by the rows' first route
+  if (!COL && p.D && ln.active(p))
+    for (int k = 0; k < p.K; ++k) Dsum += p.D[k * p.dim + ln.d];
+  const auto h_in = [&](int k) {  // the state entering this line on route k
+    float h = 0.f;
+    for (int s = ln.slot(p, k) - ln.rank(p, k); s < ln.slot(p, k); ++s)
+      h = fmaf(maps[s].x, h, maps[s].y);
+    return h;
+  };
+  bool add = false;  // the first route stores
+  if constexpr (SPLIT) {
+    float h = 0.f;  // the state entering the line on the route walked last
     for (int k = 0; k < p.K; ++k) {
-      if (!ln.walks(p, k)) continue;
-      float h = 0.f;
-      const int at = ln.slot(p, k);
-      for (int s = at - ln.rank(p, k); s < at; ++s) h = fmaf(maps[s].x, h, maps[s].y);
-      if (COL && k == last) walk_route<T, V, TAIL, COL, kSum, MIXED>(p, ln, k, h, plane, add, 0.f);
-      else walk_route<T, V, TAIL, COL, kPlane, MIXED>(p, ln, k, h, plane, add, Dsum);
+      if (!ln.walks(p, k)) continue;  // (the same for every thread of the block)
+      if (ln.active(p))
+        maps[ln.slot(p, k)] =
+            walk_route<T, V, TAIL, COL, kSplit, MIXED>(p, ln, k, h, plane, carried, add, Dsum);
+      __syncthreads();  // every line's map of route k
+      if (ln.active(p)) h = h_in(k);
       add = true, Dsum = 0.f;
+    }
+    if (ln.active(p) && add)
+      fix_line(p, ln, plane, carried, h,
+               COL ? p.partial + (static_cast<int64_t>(ln.b) * p.dim + ln.d) * p.L : nullptr);
+  } else {
+    if (ln.active(p))
+      for (int k = 0; k < p.K; ++k)
+        if (ln.walks(p, k))
+          maps[ln.slot(p, k)] =
+              walk_route<T, V, TAIL, COL, kMap, MIXED>(p, ln, k, 0.f, plane, carried, false, 0.f);
+    __syncthreads();
+    if (ln.active(p)) {
+      int last = -1;
+      for (int k = 0; k < p.K; ++k) last = ln.walks(p, k) ? k : last;
+      for (int k = 0; k < p.K; ++k) {
+        if (!ln.walks(p, k)) continue;
+        if (COL && k == last)
+          walk_route<T, V, TAIL, COL, kSum, MIXED>(p, ln, k, h_in(k), plane, carried, add, 0.f);
+        else
+          walk_route<T, V, TAIL, COL, kPlane, MIXED>(p, ln, k, h_in(k), plane, carried, add, Dsum);
+        add = true, Dsum = 0.f;
+      }
     }
   }
   if (COL) return;
@@ -290,9 +351,13 @@ void with_row_vec(const FusedParams& p, Rows&& rows) {
 
 template <typename T, int V, bool COL, bool TAIL = false>
 void launch_line_orientation(const FusedParams& p, cudaStream_t stream) {
-  auto kernel = line_fwd_kernel<T, V, TAIL, COL, false>;
+  const bool split = line_fwd_split(p, COL);
+  auto kernel = split ? line_fwd_kernel<T, V, TAIL, COL, false, true>
+                      : line_fwd_kernel<T, V, TAIL, COL, false, false>;
   if constexpr (sizeof(T) == 2) {
-    if (p.bc_f32) kernel = line_fwd_kernel<T, V, TAIL, COL, true>;
+    if (p.bc_f32)
+      kernel = split ? line_fwd_kernel<T, V, TAIL, COL, true, true>
+                     : line_fwd_kernel<T, V, TAIL, COL, true, false>;
   }
   launch_lines(kernel, line_smem_bytes(p, COL), p, COL, stream);
 }

@@ -159,12 +159,14 @@ SSOPS_HOST_DEVICE constexpr int line_plane_row(int W) { return W | 1; }
 SSOPS_HOST_DEVICE inline int line_threads(const FusedParams& p, bool col) {
   return p.cpb * (col ? p.W : p.H);
 }
-// A plane per channel, then the lines' maps [cpb][K][lines] (float2: an even offset).
-SSOPS_HOST_DEVICE inline int line_maps_offset(const FusedParams& p) {
-  return (p.cpb * p.H * line_plane_row(p.W) + 1) & ~1;
+// The forward's planes (y; split: then the carried q C, two a channel), then the lines' maps
+// [cpb][K][lines] (float2: an even offset).
+SSOPS_HOST_DEVICE inline int line_maps_offset(const FusedParams& p, bool split) {
+  return ((split ? 2 : 1) * p.cpb * p.H * line_plane_row(p.W) + 1) & ~1;
 }
-SSOPS_HOST_DEVICE inline size_t line_smem_bytes(const FusedParams& p, bool col) {
-  return sizeof(float) * line_maps_offset(p) + sizeof(float2) * line_threads(p, col) * p.K;
+SSOPS_HOST_DEVICE inline size_t line_fwd_bytes(const FusedParams& p, bool col, bool split) {
+  return sizeof(float) * line_maps_offset(p, split) +
+         sizeof(float2) * line_threads(p, col) * p.K;
 }
 
 // The backward's blocks (offsets in floats): the du planes [cpb][H][line_plane_row(W)], the
@@ -187,6 +189,16 @@ SSOPS_HOST_DEVICE constexpr int line_bwd_min_blocks(int ch) {
 // which 1 KiB a block is the system's).
 SSOPS_HOST_DEVICE constexpr size_t line_block_smem(int blocks) {
   return (228 / blocks - 1) * 1024;
+}
+// The forward walks each route once (csrc/line_scan.cuh, SPLIT) where its two planes a channel
+// still fit three blocks an SM: VMamba-T's stages 2-4, 7-18% faster than walking twice on an
+// H100.  Stage 1's 4 channels of 56 x 56 would take 107 KiB, two blocks an SM: 10% slower than
+// walking twice in three (bench/NOTES.md).
+SSOPS_HOST_DEVICE inline bool line_fwd_split(const FusedParams& p, bool col) {
+  return line_fwd_bytes(p, col, true) <= line_block_smem(3);
+}
+SSOPS_HOST_DEVICE inline size_t line_smem_bytes(const FusedParams& p, bool col) {
+  return line_fwd_bytes(p, col, line_fwd_split(p, col));
 }
 // The steps between checkpoints on lines of n, in chunks of ch: ch, or 7 for columns of a
 // multiple of 7 but not of ch (VMamba's 28 at ch 8, 14, 7: no masked steps past the end).  Rows

@@ -458,6 +458,7 @@ LINE_CHANNELS = 16
 # csrc/scan.h kLineChunk: the backward's steps between checkpoints in its largest layout (the
 # launch takes chunks of kLineShortChunk only where their blocks fit three an SM)
 LINE_CHUNK = 8
+LINE_SPLIT_SMEM = (228 // 3 - 1) * 1024  # csrc/scan.h line_block_smem(3)
 
 
 def _line_chunk(n, col):  # csrc/scan.h line_chunk at kLineChunk
@@ -465,12 +466,14 @@ def _line_chunk(n, col):  # csrc/scan.h line_chunk at kLineChunk
 
 
 def _line_smem(H, W, K, cpb, backward):
-    """csrc/scan.h line_smem_bytes, or the larger of the two orientations' line_bwd_layout
-    in chunks of kLineChunk without the channels' own dB / dC planes (the launch adds those
-    where they fit)."""
+    """csrc/scan.h line_smem_bytes (at most: the larger orientation's maps), or the larger of
+    the two orientations' line_bwd_layout in chunks of kLineChunk without the channels' own
+    dB / dC planes (the launch adds those where they fit)."""
     plane = H * (W | 1)
-    if not backward:
-        return 4 * cpb * plane + 8 * cpb * max(H, W) * K + 4
+    if not backward:  # two planes a channel where they fit three blocks an SM (line_fwd_split)
+        maps = 8 * cpb * max(H, W) * K
+        split = 8 * cpb * plane + maps
+        return split if split <= LINE_SPLIT_SMEM else 4 * cpb * plane + 4 + maps
     flags = next(f for f in ROUTE_FLAGS.values() if len(f) == K)
 
     def orientation(col):
