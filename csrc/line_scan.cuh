@@ -7,12 +7,13 @@
 // So a thread per line walks its line once from zero, adding C h into a shared-memory plane
 // and keeping q C in another, and stores its map (P, S); once every line's map is in, it folds
 // the maps of the lines the route walks before its own into h_in and adds q C h_in to its
-// cells.  One launch per orientation, a block holding the lines of cpb channels: first the
-// columns (neighbouring columns in neighbouring threads, one element per step: coalesced),
-// which sum their routes into a float32 buffer in position order; then the rows (each row read
-// with vector loads), which add their routes and (sum_k D_k) u to that sum and write y.  A
-// thread touches only its own line of its channel's planes.  No copy of x or of the routes'
-// inputs is made.
+// cells (where the second plane would cost blocks an SM, it walks its line twice instead: for
+// the map, then from h_in; line_fwd_split).  One launch per orientation, a block holding the
+// lines of cpb channels: first the columns (neighbouring columns in neighbouring threads, one
+// element per step: coalesced), which sum their routes into a float32 buffer in position
+// order; then the rows (each row read with vector loads), which add their routes and
+// (sum_k D_k) u to that sum and write y.  A thread touches only its own line of its channel's
+// planes.  No copy of x or of the routes' inputs is made.
 #pragma once
 
 #include "scan_kernels.cuh"

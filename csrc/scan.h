@@ -191,8 +191,8 @@ SSOPS_HOST_DEVICE constexpr size_t line_block_smem(int blocks) {
   return (228 / blocks - 1) * 1024;
 }
 // The forward walks each route once (csrc/line_scan.cuh, SPLIT) where its two planes a channel
-// still fit three blocks an SM: VMamba-T's stages 2-4, 7-18% faster than walking twice on an
-// H100.  Stage 1's 4 channels of 56 x 56 would take 107 KiB, two blocks an SM: 10% slower than
+// still fit three blocks an SM: VMamba-T's stages 2-4, 11-18% faster than walking twice on an
+// H100.  Stage 1's 4 channels of 56 x 56 would take 107 KiB, two blocks an SM: 5% slower than
 // walking twice in three (bench/NOTES.md).
 SSOPS_HOST_DEVICE inline bool line_fwd_split(const FusedParams& p, bool col) {
   return line_fwd_bytes(p, col, true) <= line_block_smem(3);
