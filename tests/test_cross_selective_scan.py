@@ -152,14 +152,18 @@ def test_cuda_fused(fused_cuda, H, W, N, dtype, fused_bwd):
 @pytest.mark.parametrize("H,W,channels,routes,dtype,out_dtype,lines", [
     (8, 16, 32, "cross", torch.float16, None, 1),   # 16-byte rows, 16 channels a block
     (7, 7, 48, "cross", torch.bfloat16, torch.float32, 1),  # element rows, 7-step columns; dy f32
-    (28, 28, 4, "cross", torch.float16, None, 1),   # VMamba-T stage 2's grid: 4-element rows;
-    #                                                 backward in chunks of 4, own dB / dC planes
+    (28, 28, 4, "cross", torch.float16, None, 1),   # VMamba-T stage 2's grid: 4-element rows,
+    #                                                 forward walked once a route (two planes a
+    #                                                 channel); backward in chunks of 4, own
+    #                                                 dB / dC planes
     (14, 14, 16, "cross", torch.float16, None, 1),  # stage 3: 7-step column runs (forward)
-    (56, 56, 8, "cross", torch.float16, None, 1),   # stage 1: 8-step column runs (forward);
+    (56, 56, 8, "cross", torch.float16, None, 1),   # stage 1: 8-step column runs, walked twice
+    #                                                 (forward: two planes won't fit 3 blocks);
     #                                                 backward in chunks of 8, 4 channels a
     #                                                 block, no room for own dB / dC planes:
     #                                                 rows sum over lanes, columns by atomics
-    (50, 50, 4, "cross", torch.float16, None, 1),   # chunks of 8 with tails, rows and columns
+    (50, 50, 4, "cross", torch.float16, None, 1),   # chunks of 8 with tails, rows and columns;
+    #                                                 forward walked twice, with column tails
     (26, 64, 4, "cross", torch.bfloat16, None, 1),  # columns in chunks of 8 with a tail, own
     #                                                 dB / dC planes
     (64, 64, 4, "cross", torch.float16, None, 1),   # the largest side: 4 x 64 lines, the most
