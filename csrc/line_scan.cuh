@@ -20,26 +20,62 @@
 
 namespace ssops {
 
+// The lanes of a warp whose first `n` lanes hold a line (the rest idle).
+__device__ __forceinline__ unsigned active_lanes(int n) {
+  return n >= 32 ? ~0u : (1u << max(n, 0)) - 1;
+}
+
+// How a block's threads take its lines: kByChannel, a channel's lines in turn (neighbouring
+// threads: neighbouring lines); kByLine, a line's channels in neighbouring lanes (cpb, a power
+// of two, divides a warp); kByPair, the two halves of a warp the same 16 lines of a pair of
+// channels (2c, 2c + 1: lanes 16 apart), the pairs' lines in turn (as kByChannel where cpb is
+// 1).
+enum LineOrder { kByChannel, kByLine, kByPair };
+
 // This thread's line: channel d of batch b (slot `plane` of the block), line `line` of its
-// orientation, n steps long, its first element at grid offset `first`, `step` apart.  The
-// threads take a channel's lines in turn, or, interleaved, a line's channels (in neighbouring
-// lanes: cpb, a power of two, divides a warp).
+// orientation, n steps long, its first element at grid offset `first`, `step` apart, its first
+// cell at `cell` of its channel's plane.
 template <bool COL>
 struct Line {
-  int b, d, plane, line, n, nlines;
+  int b, d, plane, line, n, nlines, cell;
   int64_t first, step;
-  __device__ explicit Line(const FusedParams& p, bool interleaved = false) {
+  LineOrder order;  // (a constant where the kernels construct it: no register)
+  __device__ explicit Line(const FusedParams& p, LineOrder order_ = kByChannel) : order(order_) {
     nlines = COL ? p.W : p.H;
-    if (interleaved) {
-      line = threadIdx.x / p.cpb, plane = threadIdx.x - line * p.cpb;
+    const int t = threadIdx.x;
+    if (order == kByLine) {
+      line = t / p.cpb, plane = t - line * p.cpb;
       if (line >= nlines) plane = p.cpb;  // (idle: active() asks the plane only)
+    } else if (paired(p)) {
+      const int e = pair_entry(), pair = e / nlines;
+      line = e - pair * nlines, plane = 2 * pair + ((t >> 4) & 1);
     } else {
-      plane = threadIdx.x / nlines, line = threadIdx.x - plane * nlines;
+      plane = t / nlines, line = t - plane * nlines;
     }
     b = blockIdx.x % p.batch, d = (blockIdx.x / p.batch) * p.cpb + plane;
     n = COL ? p.H : p.W;
     first = COL ? line : static_cast<int64_t>(line) * p.W;
     step = COL ? p.W : 1;
+    cell = COL ? line : line * line_plane_row(p.W);
+  }
+  __device__ bool paired(const FusedParams& p) const { return order == kByPair && p.cpb > 1; }
+  // kByPair: this lane's (pair, line) among the block's cpb / 2 * nlines, 16 a warp
+  __device__ static int pair_entry() { return (threadIdx.x >> 5) * 16 + (threadIdx.x & 15); }
+  // this thread's place among the block's cpb * nlines lines (a dense numbering in any order;
+  // computed when asked, as lanes() is: kept from the start, they cost registers in the walks)
+  __device__ int index(const FusedParams& p) const {
+    return paired(p) ? 2 * pair_entry() + ((threadIdx.x >> 4) & 1) : static_cast<int>(threadIdx.x);
+  }
+  // the lanes of this thread's warp that hold a line
+  __device__ unsigned lanes(const FusedParams& p) const {
+    const int warp = threadIdx.x & ~31u, lines = p.cpb * nlines;
+    if (!paired(p)) return active_lanes(lines - warp);
+    const unsigned half = active_lanes(lines / 2 - warp / 2) & 0xffffu;
+    return half | half << 16;
+  }
+  // this line's channel's row of p.partial (float32, position order)
+  __device__ float* partial_row(const FusedParams& p) const {
+    return p.partial + (static_cast<int64_t>(b) * p.dim + d) * p.L;
   }
   __device__ bool active(const FusedParams& p) const { return plane < p.cpb; }
   __device__ bool walks(const FusedParams& p, int k) const {
@@ -118,15 +154,13 @@ __device__ __forceinline__ float2 walk_line(const FusedParams& p, const Line<COL
   const float *Bf = static_cast<const float*>(p.B) + bo, *Cf = static_cast<const float*>(p.C) + co;
   const T *Bt = static_cast<const T*>(p.B) + bo, *Ct = static_cast<const T*>(p.C) + co;
   const bool bc_f32 = MIXED && p.bc_f32;
-  float* sum = PASS == kSum
-                   ? p.partial + (static_cast<int64_t>(ln.b) * p.dim + ln.d) * p.L + ln.first
-                   : nullptr;
+  float* sum = PASS == kSum ? ln.partial_row(p) + ln.first : nullptr;
   const int pr = line_plane_row(p.W);
   // offsets of the walk's next element along the line: in the grid (elements) and in the plane
   const int grid_step = REV ? -static_cast<int>(ln.step) : static_cast<int>(ln.step);
   const int plane_step = REV ? -(COL ? pr : 1) : (COL ? pr : 1);
   int at = REV ? (ln.n - 1) * static_cast<int>(ln.step) : 0;
-  int cell = (COL ? ln.line : ln.line * pr) + (REV ? (ln.n - 1) * (COL ? pr : 1) : 0);
+  int cell = ln.cell + (REV ? (ln.n - 1) * (COL ? pr : 1) : 0);
   float prod = 1.f, h = PASS == kPlane || PASS == kSum ? h_given : 0.f;
   // Column lines take V steps at a time too (loads in flight), one element each, stride W;
   // TAIL: the line's length is not a multiple of V (the last run's extra steps are skipped).
@@ -196,11 +230,10 @@ __device__ __forceinline__ void fix_line(const FusedParams& p, const Line<COL>& 
                                          float* plane, const float* carried, float h_in,
                                          float* sum) {
   const int pr = line_plane_row(p.W), cell_step = COL ? pr : 1;
-  const int mine = COL ? ln.line : ln.line * pr;
   const int grid_step = static_cast<int>(ln.step);
 #pragma unroll 4
   for (int i = 0; i < ln.n; ++i) {
-    const int o = mine + i * cell_step;
+    const int o = ln.cell + i * cell_step;
     const float y = fmaf(carried[o], h_in, plane[o]);
     if (sum) sum[ln.first + i * grid_step] = y;
     else plane[o] = y;
@@ -288,8 +321,7 @@ __global__ void __launch_bounds__(kLineMaxThreads, COL && V == 8 ? 3 : 4)
       add = true, Dsum = 0.f;
     }
     if (ln.active(p) && add)
-      fix_line(p, ln, plane, carried, h,
-               COL ? p.partial + (static_cast<int64_t>(ln.b) * p.dim + ln.d) * p.L : nullptr);
+      fix_line(p, ln, plane, carried, h, COL ? ln.partial_row(p) : nullptr);
   } else {
     if (ln.active(p))
       for (int k = 0; k < p.K; ++k)
@@ -391,16 +423,12 @@ void launch_line_fwd(const FusedParams& p, cudaStream_t stream) {
 // How a block sums its channels' dB / dC terms of a route into its pair of planes: each channel
 // stores into a pair of its own, summed when the route is done (kBcOwn, where they fit); else,
 // rows: a line's channels, in neighbouring lanes, sum theirs by shuffles and one lane stores
-// each sum (kBcLanes; slower than kBcOwn at VMamba's stages 2-4); columns: the channels add
-// into one pair with shared float atomics (compare-and-swap loops; columns laid out by lanes
-// lose their coalesced loads).  bench/NOTES.md has the measurements.
-enum BcSum { kBcAtomic, kBcOwn, kBcLanes };
-
-// The lanes of this thread's warp that hold one of the block's `lines` (the rest idle).
-__device__ __forceinline__ unsigned active_lanes(int lines) {
-  const int n = lines - static_cast<int>(threadIdx.x & ~31u);
-  return n >= 32 ? ~0u : (1u << max(n, 0)) - 1;
-}
+// each sum (kBcLanes; slower than kBcOwn at VMamba's stages 2-4); columns: a warp's halves
+// take the same 16 columns of a pair of channels (kByPair: 32-byte runs of a row, where lanes
+// by line would cut the coalesced loads to a few columns), sum the pair by one shuffle and add
+// that into one pair of planes with shared float atomics (compare-and-swap loops, one a step
+// and lane: kBcPairs).  bench/NOTES.md has the measurements.
+enum BcSum { kBcPairs, kBcOwn, kBcLanes };
 
 // kBcLanes: db / dc of the same cell from the `channels` neighbouring lanes of a line (this
 // one's slot: channel), summed; channel 0 stores dB's sum and channel 1 dC's.  WARP: every lane
@@ -422,6 +450,22 @@ __device__ __forceinline__ void lanes_sum_bc(float* bc, int plane_size, int cell
   const bool odd = channel & 1;  // the last step swaps halves: each lane keeps one sum
   const float sum = (odd ? dc : db) + __shfl_xor_sync(mask, odd ? db : dc, 1);
   if (channel < 2) bc[(odd ? plane_size : 0) + cell] = sum;
+}
+
+// kBcPairs: db / dc of the same cell from the two channels of a pair (lanes 16 apart) summed
+// by one shuffle (a swap: each lane keeps one sum), the first channel's lane adding dB's sum
+// into its plane, bc, and the second's dC's into its, bc (the dC plane); one channel a block
+// (channels 1) stores its own into bc and the dC plane after it.  WARP as kBcLanes.
+template <bool WARP>
+__device__ __forceinline__ void pairs_sum_bc(float* bc, int plane_size, int cell, float db,
+                                             float dc, int channels, unsigned lanes) {
+  if (channels == 1) {
+    bc[cell] = db, bc[plane_size + cell] = dc;
+    return;
+  }
+  const bool second = threadIdx.x & 16;
+  atomicAdd(bc + cell, (second ? dc : db) +
+                           __shfl_xor_sync(WARP ? ~0u : lanes, second ? db : dc, 16));
 }
 
 // Route k over this thread's line: its inputs, its ddelta and its parameters.  MIXED: B / C or
@@ -582,7 +626,7 @@ __device__ __forceinline__ float3 line_bwd_map(const FusedParams& p, const Line<
 // this thread's line in its channel's du plane, bc its line in the dB plane (its channel's own
 // with kBcOwn; the dC plane follows at plane_size), summed as SUM says; sums: its channel's
 // (dA, ddelta_bias) of route k, dD (with_dD: the first route over rows adds (sum_k D_k) dy to
-// du and sums dy u for dD).  WARP: kBcLanes in a warp whose every lane walks a line.
+// du and sums dy u for dD).  WARP: kBcLanes / kBcPairs in a warp whose every lane walks a line.
 template <typename T, int V, int CH, bool TAIL, bool REV, bool COL, bool MIXED, BcSum SUM,
           bool WARP>
 __device__ __forceinline__ void line_bwd_walk(const FusedParams& p, const Line<COL>& ln,
@@ -591,7 +635,6 @@ __device__ __forceinline__ void line_bwd_walk(const FusedParams& p, const Line<C
                                               float carry, float* mine, float* bc, int plane_size,
                                               float* sums, float* dD, float Dsum, bool with_dD) {
   const int cell_step = COL ? line_plane_row(p.W) : 1;
-  [[maybe_unused]] const unsigned lanes = active_lanes(p.cpb * ln.nlines);
   float dA = 0.f, dbias = 0.f, dDu = 0.f;
   for (int ci = (ln.n - 1) / CH; ci >= 0; --ci) {
     const int c = ci * CH;
@@ -622,10 +665,10 @@ __device__ __forceinline__ void line_bwd_walk(const FusedParams& p, const Line<C
         bc[cell] = g * dt[j] * u[j], bc[plane_size + cell] = dy[j] * h[j + 1];  // writes them
       } else if constexpr (SUM == kBcLanes) {
         lanes_sum_bc<WARP>(bc, plane_size, cell, g * dt[j] * u[j], dy[j] * h[j + 1], ln.plane,
-                           p.cpb, lanes);
+                           p.cpb, ln.lanes(p));
       } else {
-        atomicAdd(bc + cell, g * dt[j] * u[j]);
-        atomicAdd(bc + plane_size + cell, dy[j] * h[j + 1]);
+        pairs_sum_bc<WARP>(bc, plane_size, cell, g * dt[j] * u[j], dy[j] * h[j + 1], p.cpb,
+                           ln.lanes(p));
       }
       if (with_dD) dDu = fmaf(dy[j], u[j], dDu);
       carry = a[j] * g;
@@ -666,8 +709,9 @@ line_bwd_kernel(const FusedParams p) {
   float2* maps = reinterpret_cast<float2*>(smem + lay.maps);
   float* adjoint = smem + lay.adjoint;
   float2* checkpoints = reinterpret_cast<float2*>(smem + lay.checkpoints);
-  const Line<COL> ln(p, SUM == kBcLanes);
-  const int pr = line_plane_row(p.W), plane_size = p.H * pr, threads = p.cpb * ln.nlines;
+  const Line<COL> ln(p, SUM == kBcLanes ? kByLine : SUM == kBcPairs ? kByPair : kByChannel);
+  const int pr = line_plane_row(p.W), plane_size = line_bwd_plane(p, COL, OWN);
+  const int threads = p.cpb * ln.nlines;
   const int chunks = (ln.n - 1) / CH;  // with a checkpoint
   const int b = blockIdx.x % p.batch, d0 = (blockIdx.x / p.batch) * p.cpb;
   {  // the du planes and the dB / dC planes after them, zeroed 16 bytes a store
@@ -676,13 +720,15 @@ line_bwd_kernel(const FusedParams p) {
     for (int i = n / 4 * 4 + threadIdx.x; i < n; i += blockDim.x) smem[i] = 0.f;
   }
   for (int i = threadIdx.x; i < p.cpb * (2 * p.K + 1); i += blockDim.x) sums[i] = 0.f;
-  const int line_cell = COL ? ln.line : ln.line * pr;
-  float* const my_bc = bc + (OWN ? 2 * ln.plane * plane_size : 0) + line_cell;
+  // this thread's line in its channel's own dB plane, or in the block's dB plane (kBcPairs: the
+  // dC plane for a pair's second channel)
+  const bool dc_lane = SUM == kBcPairs && ln.paired(p) && (threadIdx.x & 16);
+  float* const my_bc = bc + (OWN ? 2 * ln.plane : dc_lane) * plane_size + ln.cell;
   if (ln.active(p))
     for (int k = 0, o = 0; k < p.K; ++k)
       if (ln.walks(p, k)) {
         const float3 m = line_bwd_map_route<T, V, CH, TAIL, COL, MIXED>(
-            p, ln, k, checkpoints + o++ * chunks * threads + threadIdx.x, threads);
+            p, ln, k, checkpoints + o++ * chunks * threads + ln.index(p), threads);
         maps[ln.slot(p, k)] = make_float2(m.x, m.y), adjoint[ln.slot(p, k)] = m.z;
       }
   __syncthreads();
@@ -698,8 +744,8 @@ line_bwd_kernel(const FusedParams p) {
       for (int s = base; s < at; ++s) h = fmaf(maps[s].x, h, maps[s].y);
       for (int s = base + ln.nlines - 1; s > at; --s) carry = fmaf(maps[s].x, carry, adjoint[s]);
       const LineRoute<T, COL, MIXED> r(p, ln, k);
-      const float2* ck = checkpoints + o * chunks * threads + threadIdx.x;
-      float* mine = planes + ln.plane * plane_size + line_cell;
+      const float2* ck = checkpoints + o * chunks * threads + ln.index(p);
+      float* mine = planes + ln.plane * plane_size + ln.cell;
       float* s = sums + (ln.plane * p.K + k) * 2;
       float* dD = sums + 2 * p.K * p.cpb + ln.plane;
       const auto walk = [&](auto rev, auto warp) {
@@ -707,8 +753,8 @@ line_bwd_kernel(const FusedParams p) {
             p, ln, r, ck, threads, h, carry, mine, my_bc, plane_size, s, dD, Dsum, first);
       };
       const auto by_warp = [&](auto rev) {
-        if constexpr (SUM == kBcLanes) {
-          if (active_lanes(threads) == ~0u) return walk(rev, std::true_type{});  // whole warps
+        if constexpr (!OWN) {
+          if (ln.lanes(p) == ~0u) return walk(rev, std::true_type{});  // whole warps
         }
         walk(rev, std::false_type{});
       };
@@ -734,7 +780,7 @@ line_bwd_kernel(const FusedParams p) {
       } else {
         atomicAdd(p.dB + out + pos, bc[cell]);
         atomicAdd(p.dC + out + pos, bc[plane_size + cell]);
-        if constexpr (SUM == kBcAtomic) bc[cell] = bc[plane_size + cell] = 0.f;
+        if constexpr (SUM == kBcPairs) bc[cell] = bc[plane_size + cell] = 0.f;
       }
     }
     __syncthreads();
@@ -766,7 +812,7 @@ line_bwd_kernel(const FusedParams p) {
 // Own dB / dC planes where line_bwd_min_blocks(CH) blocks with them still fit an SM.
 template <typename T, int V, bool COL, bool TAIL, int CH>
 void launch_line_bwd_orientation(const FusedParams& p, cudaStream_t stream) {
-  constexpr BcSum kShared = COL ? kBcAtomic : kBcLanes;  // where a pair per channel won't fit
+  constexpr BcSum kShared = COL ? kBcPairs : kBcLanes;  // where a pair per channel won't fit
   bool own = line_bwd_layout(p, COL, true, CH).bytes <= line_block_smem(line_bwd_min_blocks(CH));
   auto kernel = own ? line_bwd_kernel<T, V, CH, TAIL, COL, false, kBcOwn>
                     : line_bwd_kernel<T, V, CH, TAIL, COL, false, kShared>;

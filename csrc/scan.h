@@ -206,13 +206,20 @@ SSOPS_HOST_DEVICE inline size_t line_smem_bytes(const FusedParams& p, bool col) 
 SSOPS_HOST_DEVICE inline int line_chunk(int n, bool col, int ch) {
   return col && n % ch && n % 7 == 0 ? 7 : ch;
 }
+// The du and dB / dC planes' stride: columns summing dB / dC by pairs of channels (lanes 16
+// apart, kBcPairs: where the channels' own planes are not taken) put their planes 16 banks
+// apart, so that a warp's halves, the same cells of two planes, do not conflict.
+SSOPS_HOST_DEVICE inline int line_bwd_plane(const FusedParams& p, bool col, bool own) {
+  const int cells = p.H * line_plane_row(p.W);
+  return col && !own ? (cells | 31) + 17 : cells;  // (the next multiple of 32, + 16)
+}
 struct LineBwdLayout {
   int bc, maps, adjoint, checkpoints, sums;
   size_t bytes;
 };
 SSOPS_HOST_DEVICE inline LineBwdLayout line_bwd_layout(const FusedParams& p, bool col, bool own,
                                                         int ch) {
-  const int plane = p.H * line_plane_row(p.W), lines = col ? p.W : p.H;
+  const int plane = line_bwd_plane(p, col, own), lines = col ? p.W : p.H;
   const int n = col ? p.H : p.W, chunks = (n + line_chunk(n, col, ch) - 1) / line_chunk(n, col, ch);
   int routes = 0;  // walking this orientation
   for (int k = 0; k < p.K; ++k) routes += static_cast<int>(((p.transposed >> k) & 1) == col);

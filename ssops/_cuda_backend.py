@@ -479,7 +479,8 @@ def _line_smem(H, W, K, cpb, backward):
     def orientation(col):
         lines, n = (W, H) if col else (H, W)
         routes = sum(tr == col for _, tr in flags)
-        adjoint = ((cpb * plane + 2 * plane + 1) & ~1) + 2 * cpb * K * lines
+        cells = (plane | 31) + 17 if col else plane  # csrc/scan.h line_bwd_plane
+        adjoint = ((cpb * cells + 2 * cells + 1) & ~1) + 2 * cpb * K * lines
         checkpoints = (adjoint + cpb * K * lines + 1) & ~1
         return 4 * (checkpoints + 2 * routes * ((n - 1) // _line_chunk(n, col)) * cpb * lines
                     + cpb * (2 * K + 1))

@@ -161,14 +161,19 @@ def test_cuda_fused(fused_cuda, H, W, N, dtype, fused_bwd):
     #                                                 (forward: two planes won't fit 3 blocks);
     #                                                 backward in chunks of 8, 4 channels a
     #                                                 block, no room for own dB / dC planes:
-    #                                                 rows sum over lanes, columns by atomics
+    #                                                 rows sum over lanes, columns by pairs of
+    #                                                 channels (whole warps)
     (50, 50, 4, "cross", torch.float16, None, 1),   # chunks of 8 with tails, rows and columns;
-    #                                                 forward walked twice, with column tails
+    #                                                 forward walked twice, with column tails;
+    #                                                 column pairs in a partial last warp
     (26, 64, 4, "cross", torch.bfloat16, None, 1),  # columns in chunks of 8 with a tail, own
     #                                                 dB / dC planes
     (64, 64, 4, "cross", torch.float16, None, 1),   # the largest side: 4 x 64 lines, the most
-    #                                                 threads a block; lanes / atomics
+    #                                                 threads a block; lanes / pairs
     (37, 11, 3, "cross", torch.float32, None, 1),   # odd sides, one channel a block
+    (96, 96, 1, "cross", torch.float16, None, 1),   # one channel a block and no room for two
+    #                                                 blocks with own planes: its columns store
+    #                                                 their dB / dC (pairs' one-channel case)
     (12, 20, 8, "bidi", torch.float32, None, 1),    # rows only
     (5, 14, 6, "unidi", torch.float16, None, 1),    # one route, 2-element rows with a tail
     (16, 24, 2, "cross", torch.float16, None, 1),   # 8-step column runs (forward), no tails
