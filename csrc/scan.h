@@ -173,9 +173,10 @@ SSOPS_HOST_DEVICE inline size_t line_fwd_bytes(const FusedParams& p, bool col, b
 // dB and dC planes of the route being walked (one pair the block's channels add into, or, OWN,
 // a pair per channel [cpb][2], summed when the route is done), the lines'
 // maps [cpb][K][lines] (float2: P, S), the adjoint's S' of each, the states before each chunk
-// of line_chunk steps but the first [route of the orientation][chunk - 1][thread] (float2),
+// of line_chunk steps but the first [route of the orientation][chunk - 1][Line::index] (float2),
 // then the channels' sums of dA and ddelta_bias [cpb][K][2] and of dD [cpb].  (At VMamba-T's
-// first stage, 4 channels of 56 x 56 in chunks of 8, two blocks an SM: 106 KiB, 109,008 bytes.)
+// first stage, 4 channels of 56 x 56 in chunks of 8, two blocks an SM: 106 KiB, 109,008 bytes
+// for rows, 109,584 for columns.)
 //
 // Its threads hold a chunk's states, decays and inputs in registers: chunks of kLineChunk steps
 // take 128 registers (two blocks of 256 threads an SM), of kLineShortChunk 80 (three).  A launch
