@@ -428,7 +428,7 @@ void launch_line_fwd(const FusedParams& p, cudaStream_t stream) {
 // by line would cut the coalesced loads to a few columns), sum the pair by one shuffle and add
 // that into one pair of planes with shared float atomics (compare-and-swap loops, one a step
 // and lane: kBcPairs; −3.5% / −5% of the backward at VMamba-T's stages 1 / 2 on an H100 against
-// each channel's own atomics).  bench/NOTES.md has the measurements.
+// two atomics a lane and step, one for each plane).  bench/NOTES.md has the measurements.
 enum BcSum { kBcPairs, kBcOwn, kBcLanes };
 
 // kBcLanes: db / dc of the same cell from the `channels` neighbouring lanes of a line (this
@@ -454,9 +454,11 @@ __device__ __forceinline__ void lanes_sum_bc(float* bc, int plane_size, int cell
 }
 
 // kBcPairs: db / dc of the same cell from the two channels of a pair (lanes 16 apart) summed
-// by one shuffle (a swap: each lane keeps one sum), the first channel's lane adding dB's sum
-// into its plane, bc, and the second's dC's into its, bc (the dC plane); one channel a block
-// (channels 1) stores its own into bc and the dC plane after it.  WARP as kBcLanes.
+// by one shuffle (a swap: each lane keeps one sum); the pair's first channel adds dB's sum and
+// its second dC's, each into its own plane: bc is the caller's line of the dB plane for the
+// first and of the dC plane for the second.  With one channel a block (channels 1), bc is the
+// dB plane's line and the lane stores both terms, the dC plane plane_size after it.  WARP as
+// kBcLanes.
 template <bool WARP>
 __device__ __forceinline__ void pairs_sum_bc(float* bc, int plane_size, int cell, float db,
                                              float dc, int channels, unsigned lanes) {
