@@ -81,12 +81,14 @@ struct Line {
   __device__ bool walks(const FusedParams& p, int k) const {
     return ((p.transposed >> k) & 1) == COL;
   }
-  // the rank of this line in route k's walk, and the slot of its map
+  // the rank of this line in route k's walk, and the slot of its map among maps [route][cpb]
+  // [lines] (route: k in the forward's maps of every route, the o-th of the orientation's routes
+  // in the backward's)
   __device__ int rank(const FusedParams& p, int k) const {
     return (p.reversed >> k) & 1 ? nlines - 1 - line : line;
   }
-  __device__ int slot(const FusedParams& p, int k) const {
-    return (plane * p.K + k) * nlines + rank(p, k);
+  __device__ int slot(const FusedParams& p, int k, int route) const {
+    return route * p.cpb * nlines + plane * nlines + rank(p, k);
   }
 };
 
@@ -280,7 +282,7 @@ __device__ __forceinline__ void each_pixel(const FusedParams& p, int channels, P
 }
 
 // A block's planes [cpb][H][line_plane_row(W)] (SPLIT: as many again for the carried q C of
-// the route walked last) and its lines' maps [cpb][K][lines].  SPLIT: each route walks its
+// the route walked last) and its lines' maps [K][cpb][lines].  SPLIT: each route walks its
 // lines once (kSplit), publishes their maps, and its carried terms are added once those are
 // in; else each line's maps are walked first (kMap) and its routes again from their entering
 // states (kPlane / kSum): twice the loads and exponentials, for half the shared memory
@@ -304,7 +306,7 @@ __global__ void __launch_bounds__(kLineMaxThreads, COL && V == 8 ? 3 : 4)
     for (int k = 0; k < p.K; ++k) Dsum += p.D[k * p.dim + ln.d];
   const auto h_in = [&](int k) {  // the state entering this line on route k
     float h = 0.f;
-    for (int s = ln.slot(p, k) - ln.rank(p, k); s < ln.slot(p, k); ++s)
+    for (int s = ln.slot(p, k, k) - ln.rank(p, k); s < ln.slot(p, k, k); ++s)
       h = fmaf(maps[s].x, h, maps[s].y);
     return h;
   };
@@ -314,7 +316,7 @@ __global__ void __launch_bounds__(kLineMaxThreads, COL && V == 8 ? 3 : 4)
     for (int k = 0; k < p.K; ++k) {
       if (!ln.walks(p, k)) continue;  // (the same for every thread of the block)
       if (ln.active(p))
-        maps[ln.slot(p, k)] =
+        maps[ln.slot(p, k, k)] =
             walk_route<T, V, TAIL, COL, kSplit, MIXED>(p, ln, k, h, plane, carried, add, Dsum);
       __syncthreads();  // every line's map of route k
       if (ln.active(p)) h = h_in(k);
@@ -326,7 +328,7 @@ __global__ void __launch_bounds__(kLineMaxThreads, COL && V == 8 ? 3 : 4)
     if (ln.active(p))
       for (int k = 0; k < p.K; ++k)
         if (ln.walks(p, k))
-          maps[ln.slot(p, k)] =
+          maps[ln.slot(p, k, k)] =
               walk_route<T, V, TAIL, COL, kMap, MIXED>(p, ln, k, 0.f, plane, carried, false, 0.f);
     __syncthreads();
     if (ln.active(p)) {
@@ -418,7 +420,7 @@ void launch_line_fwd(const FusedParams& p, cudaStream_t stream) {
 // to first, recomputing each chunk's states in registers and stepping the adjoint back through
 // them.  du sums its routes in the thread's own line of the block's planes (as the forward's
 // y); dB / dC sum the block's channels in shared memory, added to the float32 outputs after
-// each route (BcSum).
+// each route, or go to those outputs by atomics as the walk goes (BcSum, csrc/scan.h).
 
 // How a block sums its channels' dB / dC terms of a route into its pair of planes: each channel
 // stores into a pair of its own, summed when the route is done (kBcOwn, where they fit); else,
@@ -428,14 +430,28 @@ void launch_line_fwd(const FusedParams& p, cudaStream_t stream) {
 // by line would cut the coalesced loads to a few columns), sum the pair by one shuffle and add
 // that into one pair of planes with shared float atomics (compare-and-swap loops, one a step
 // and lane: kBcPairs; −3.5% / −5% of the backward at VMamba-T's stages 1 / 2 on an H100 against
-// two atomics a lane and step, one for each plane).  bench/NOTES.md has the measurements.
-enum BcSum { kBcPairs, kBcOwn, kBcLanes };
+// two atomics a lane and step, one for each plane).  kBcGlobal: the same sums, rows' and
+// columns', added by the lanes that hold them to dB / dC themselves (global atomics without a
+// result, which the L2 takes without a compare-and-swap: no plane pair, no pass a route adding
+// it to the outputs; a block's channels each add their own, where the planes' pass added one
+// sum of them).  bench/NOTES.md has the measurements.
 
 // kBcLanes: db / dc of the same cell from the `channels` neighbouring lanes of a line (this
 // one's slot: channel), summed; channel 0 stores dB's sum and channel 1 dC's.  WARP: every lane
 // of the warp walks a line, so the shuffles name the whole warp (a mask of the lanes with lines
 // costs a convergence check a shuffle, ~6 instructions).  The steps are unrolled, each taken
 // where it is within `channels` (uniform: p.cpb), instead of a loop.
+// (lanes_sum: the sum channel 0 holds of db, channel 1 of dc; channels > 1)
+template <bool WARP>
+__device__ __forceinline__ float lanes_sum(float db, float dc, int channel, int channels,
+                                           unsigned lanes) {
+  const unsigned mask = WARP ? ~0u : lanes;
+#pragma unroll
+  for (int o = 16; o > 1; o /= 2)
+    if (o < channels) db += __shfl_xor_sync(mask, db, o), dc += __shfl_xor_sync(mask, dc, o);
+  const bool odd = channel & 1;  // the last step swaps halves: each lane keeps one sum
+  return (odd ? dc : db) + __shfl_xor_sync(mask, odd ? db : dc, 1);
+}
 template <bool WARP>
 __device__ __forceinline__ void lanes_sum_bc(float* bc, int plane_size, int cell, float db,
                                              float dc, int channel, int channels,
@@ -444,13 +460,8 @@ __device__ __forceinline__ void lanes_sum_bc(float* bc, int plane_size, int cell
     bc[cell] = db, bc[plane_size + cell] = dc;
     return;
   }
-  const unsigned mask = WARP ? ~0u : lanes;
-#pragma unroll
-  for (int o = 16; o > 1; o /= 2)
-    if (o < channels) db += __shfl_xor_sync(mask, db, o), dc += __shfl_xor_sync(mask, dc, o);
-  const bool odd = channel & 1;  // the last step swaps halves: each lane keeps one sum
-  const float sum = (odd ? dc : db) + __shfl_xor_sync(mask, odd ? db : dc, 1);
-  if (channel < 2) bc[(odd ? plane_size : 0) + cell] = sum;
+  const float sum = lanes_sum<WARP>(db, dc, channel, channels, lanes);
+  if (channel < 2) bc[(channel & 1 ? plane_size : 0) + cell] = sum;
 }
 
 // kBcPairs: db / dc of the same cell from the two channels of a pair (lanes 16 apart) summed
@@ -459,6 +470,12 @@ __device__ __forceinline__ void lanes_sum_bc(float* bc, int plane_size, int cell
 // first and of the dC plane for the second.  With one channel a block (channels 1), bc is the
 // dB plane's line and the lane stores both terms, the dC plane plane_size after it.  WARP as
 // kBcLanes.
+// (pair_sum: the sum the pair's first channel holds of db, its second of dc)
+template <bool WARP>
+__device__ __forceinline__ float pair_sum(float db, float dc, unsigned lanes) {
+  const bool second = threadIdx.x & 16;
+  return (second ? dc : db) + __shfl_xor_sync(WARP ? ~0u : lanes, second ? db : dc, 16);
+}
 template <bool WARP>
 __device__ __forceinline__ void pairs_sum_bc(float* bc, int plane_size, int cell, float db,
                                              float dc, int channels, unsigned lanes) {
@@ -466,9 +483,20 @@ __device__ __forceinline__ void pairs_sum_bc(float* bc, int plane_size, int cell
     bc[cell] = db, bc[plane_size + cell] = dc;
     return;
   }
-  const bool second = threadIdx.x & 16;
-  atomicAdd(bc + cell, (second ? dc : db) +
-                           __shfl_xor_sync(WARP ? ~0u : lanes, second ? db : dc, 16));
+  atomicAdd(bc + cell, pair_sum<WARP>(db, dc, lanes));
+}
+
+// kBcGlobal: the sums as kBcPairs (columns) or kBcLanes (rows) give them, added to dB / dC at
+// `at` from bc, this lane's line of dB, or of dC for the lane holding dC's sum (p.cpb > 1).
+template <bool WARP, bool COL>
+__device__ __forceinline__ void global_sum_bc(const FusedParams& p, float* bc, int at, float db,
+                                              float dc, int channel, unsigned lanes) {
+  if constexpr (COL) {
+    atomicAdd(bc + at, pair_sum<WARP>(db, dc, lanes));
+  } else {
+    const float sum = lanes_sum<WARP>(db, dc, channel, p.cpb, lanes);
+    if (channel < 2) atomicAdd(bc + at, sum);
+  }
 }
 
 // Route k over this thread's line: its inputs, its ddelta and its parameters.  MIXED: B / C or
@@ -627,9 +655,10 @@ __device__ __forceinline__ float3 line_bwd_map(const FusedParams& p, const Line<
 
 // The second walk, chunks last to first, from the line's entering state h_in and carry.  mine:
 // this thread's line in its channel's du plane, bc its line in the dB plane (its channel's own
-// with kBcOwn; the dC plane follows at plane_size), summed as SUM says; sums: its channel's
-// (dA, ddelta_bias) of route k, dD (with_dD: the first route over rows adds (sum_k D_k) dy to
-// du and sums dy u for dD).  WARP: kBcLanes / kBcPairs in a warp whose every lane walks a line.
+// with kBcOwn; the dC plane follows at plane_size; kBcGlobal: in dB or dC of route k), summed
+// as SUM says; sums: its channel's (dA, ddelta_bias) of route k, dD (with_dD: the first route
+// over rows adds (sum_k D_k) dy to du and sums dy u for dD).  WARP: all but kBcOwn, in a warp
+// whose every lane walks a line.
 template <typename T, int V, int CH, bool TAIL, bool REV, bool COL, bool MIXED, BcSum SUM,
           bool WARP>
 __device__ __forceinline__ void line_bwd_walk(const FusedParams& p, const Line<COL>& ln,
@@ -669,9 +698,12 @@ __device__ __forceinline__ void line_bwd_walk(const FusedParams& p, const Line<C
       } else if constexpr (SUM == kBcLanes) {
         lanes_sum_bc<WARP>(bc, plane_size, cell, g * dt[j] * u[j], dy[j] * h[j + 1], ln.plane,
                            p.cpb, ln.lanes(p));
-      } else {
+      } else if constexpr (SUM == kBcPairs) {
         pairs_sum_bc<WARP>(bc, plane_size, cell, g * dt[j] * u[j], dy[j] * h[j + 1], p.cpb,
                            ln.lanes(p));
+      } else {
+        global_sum_bc<WARP, COL>(p, bc, i * static_cast<int>(ln.step), g * dt[j] * u[j],
+                                 dy[j] * h[j + 1], ln.plane, ln.lanes(p));
       }
       if (with_dD) dDu = fmaf(dy[j], u[j], dDu);
       carry = a[j] * g;
@@ -704,35 +736,36 @@ __device__ __forceinline__ float3 line_bwd_map_route(const FusedParams& p, const
 template <typename T, int V, int CH, bool TAIL, bool COL, bool MIXED, BcSum SUM>
 __global__ void __launch_bounds__(kLineMaxThreads, line_bwd_min_blocks(CH))
 line_bwd_kernel(const FusedParams p) {
-  constexpr bool OWN = SUM == kBcOwn;
+  constexpr bool OWN = SUM == kBcOwn, GLOBAL = SUM == kBcGlobal;
   extern __shared__ float4 line_smem_[];
-  const LineBwdLayout lay = line_bwd_layout(p, COL, OWN, CH);
+  const LineBwdLayout lay = line_bwd_layout(p, COL, SUM, CH);
   float* const smem = reinterpret_cast<float*>(line_smem_);
   float *planes = smem, *bc = smem + lay.bc, *sums = smem + lay.sums;
   float2* maps = reinterpret_cast<float2*>(smem + lay.maps);
   float* adjoint = smem + lay.adjoint;
   float2* checkpoints = reinterpret_cast<float2*>(smem + lay.checkpoints);
-  const Line<COL> ln(p, SUM == kBcLanes ? kByLine : SUM == kBcPairs ? kByPair : kByChannel);
-  const int pr = line_plane_row(p.W), plane_size = line_bwd_plane(p, COL, OWN);
+  const Line<COL> ln(p, OWN ? kByChannel : COL ? kByPair : kByLine);
+  const int pr = line_plane_row(p.W), plane_size = line_bwd_plane(p, COL, SUM);
   const int threads = p.cpb * ln.nlines;
   const int chunks = (ln.n - 1) / CH;  // with a checkpoint
   const int b = blockIdx.x % p.batch, d0 = (blockIdx.x / p.batch) * p.cpb;
   {  // the du planes and the dB / dC planes after them, zeroed 16 bytes a store
-    const int n = (p.cpb + 2 * (OWN ? p.cpb : 1)) * plane_size;
+    const int n = (p.cpb + line_bc_planes(p, SUM)) * plane_size;
     for (int i = threadIdx.x; i < n / 4; i += blockDim.x) line_smem_[i] = make_float4(0, 0, 0, 0);
     for (int i = n / 4 * 4 + threadIdx.x; i < n; i += blockDim.x) smem[i] = 0.f;
   }
   for (int i = threadIdx.x; i < p.cpb * (2 * p.K + 1); i += blockDim.x) sums[i] = 0.f;
-  // this thread's line in its channel's own dB plane, or in the block's dB plane (kBcPairs: the
-  // dC plane for a pair's second channel)
-  const bool dc_lane = SUM == kBcPairs && ln.paired(p) && (threadIdx.x & 16);
+  // this thread's line in its channel's own dB plane, or in the block's dB plane, or (kBcGlobal)
+  // in dB: the dC plane (dC) for a pair's second channel, for a line's channel 1 (rows)
+  const bool dc_lane = COL ? !OWN && ln.paired(p) && (threadIdx.x & 16) : GLOBAL && ln.plane == 1;
   float* const my_bc = bc + (OWN ? 2 * ln.plane : dc_lane) * plane_size + ln.cell;
   if (ln.active(p))
     for (int k = 0, o = 0; k < p.K; ++k)
       if (ln.walks(p, k)) {
         const float3 m = line_bwd_map_route<T, V, CH, TAIL, COL, MIXED>(
-            p, ln, k, checkpoints + o++ * chunks * threads + ln.index(p), threads);
-        maps[ln.slot(p, k)] = make_float2(m.x, m.y), adjoint[ln.slot(p, k)] = m.z;
+            p, ln, k, checkpoints + o * chunks * threads + ln.index(p), threads);
+        maps[ln.slot(p, k, o)] = make_float2(m.x, m.y), adjoint[ln.slot(p, k, o)] = m.z;
+        ++o;
       }
   __syncthreads();
   float Dsum = 0.f;  // sum_k D_k dy into du, by the rows' first route
@@ -741,8 +774,12 @@ line_bwd_kernel(const FusedParams p) {
   bool first = !COL;
   for (int k = 0, o = 0; k < p.K; ++k) {
     if (!ln.walks(p, k)) continue;  // (the same for every thread of the block)
+    // route k's row of dB / dC (computed where used: kept over the walk, it costs registers)
+    const auto out = [&] {
+      return ((static_cast<int64_t>(k) * p.batch + b) * p.G + d0 / (p.dim / p.G)) * p.L;
+    };
     if (ln.active(p)) {
-      const int at = ln.slot(p, k), base = at - ln.rank(p, k);
+      const int at = ln.slot(p, k, o), base = at - ln.rank(p, k);
       float h = 0.f, carry = 0.f;
       for (int s = base; s < at; ++s) h = fmaf(maps[s].x, h, maps[s].y);
       for (int s = base + ln.nlines - 1; s > at; --s) carry = fmaf(maps[s].x, carry, adjoint[s]);
@@ -751,9 +788,10 @@ line_bwd_kernel(const FusedParams p) {
       float* mine = planes + ln.plane * plane_size + ln.cell;
       float* s = sums + (ln.plane * p.K + k) * 2;
       float* dD = sums + 2 * p.K * p.cpb + ln.plane;
+      float* const bc_k = GLOBAL ? (dc_lane ? p.dC : p.dB) + out() + ln.first : my_bc;
       const auto walk = [&](auto rev, auto warp) {
         line_bwd_walk<T, V, CH, TAIL, decltype(rev)::value, COL, MIXED, SUM, decltype(warp)::value>(
-            p, ln, r, ck, threads, h, carry, mine, my_bc, plane_size, s, dD, Dsum, first);
+            p, ln, r, ck, threads, h, carry, mine, bc_k, plane_size, s, dD, Dsum, first);
       };
       const auto by_warp = [&](auto rev) {
         if constexpr (!OWN) {
@@ -765,29 +803,31 @@ line_bwd_kernel(const FusedParams p) {
       else by_warp(std::false_type{});
     }
     first = false, Dsum = 0.f, ++o;
+    if constexpr (GLOBAL) continue;  // (each thread's du: its own cells; no barrier a route)
     __syncthreads();  // route k's dB / dC, summed over the block's channels, to the outputs
-    const int64_t out = ((static_cast<int64_t>(k) * p.batch + b) * p.G + d0 / (p.dim / p.G)) * p.L;
     // (its row by a multiply-high, not each_pixel: that stepping state, hoisted out of the route
     // loop, stayed live through the walks and spilled 12-24 bytes.  A plane's rows are W + 1
     // apart where W is even, else W: the row is needed for even W only, where W >= 2 and
     // 2^32 / W rounded up gives pos / W exactly for pos < 2^32 / W, past any grid's L)
     const unsigned w_inv = 0xffffffffu / p.W + 1;
+    float *const dB_row = p.dB + out(), *const dC_row = p.dC + out();
     for (int pos = threadIdx.x; pos < p.L; pos += blockDim.x) {
       const int cell = pos + (pr - p.W) * static_cast<int>(__umulhi(pos, w_inv));
       if constexpr (OWN) {
         float dB = 0.f, dC = 0.f;
         for (int c = 0; c < p.cpb; ++c)
           dB += bc[2 * c * plane_size + cell], dC += bc[(2 * c + 1) * plane_size + cell];
-        atomicAdd(p.dB + out + pos, dB);
-        atomicAdd(p.dC + out + pos, dC);
+        atomicAdd(dB_row + pos, dB);
+        atomicAdd(dC_row + pos, dC);
       } else {
-        atomicAdd(p.dB + out + pos, bc[cell]);
-        atomicAdd(p.dC + out + pos, bc[plane_size + cell]);
+        atomicAdd(dB_row + pos, bc[cell]);
+        atomicAdd(dC_row + pos, bc[plane_size + cell]);
         if constexpr (SUM == kBcPairs) bc[cell] = bc[plane_size + cell] = 0.f;
       }
     }
     __syncthreads();
   }
+  if constexpr (GLOBAL) __syncthreads();  // the sums and planes, read by every thread below
   for (int i = threadIdx.x; i < p.cpb * p.K; i += blockDim.x) {
     const int c = i / p.K, k = i - c * p.K, row = k * p.dim + d0 + c;
     if (((p.transposed >> k) & 1) == COL) {
@@ -812,19 +852,30 @@ line_bwd_kernel(const FusedParams p) {
   }
 }
 
-// Own dB / dC planes where line_bwd_min_blocks(CH) blocks with them still fit an SM.
+// Own dB / dC planes where line_bwd_min_blocks(CH) blocks with them still fit an SM (with one
+// channel a block, its pair is the block's: always), else straight to dB / dC where
+// SSOPS_LINE_BC_GLOBAL's bit for the orientation and chunk is set (1 / 2: columns / rows in
+// chunks of kLineChunk, 4 / 8 in chunks of kLineShortChunk; for A/B runs), else one pair.
+#ifndef SSOPS_LINE_BC_GLOBAL
+#define SSOPS_LINE_BC_GLOBAL 15
+#endif
 template <typename T, int V, bool COL, bool TAIL, int CH>
 void launch_line_bwd_orientation(const FusedParams& p, cudaStream_t stream) {
-  constexpr BcSum kShared = COL ? kBcPairs : kBcLanes;  // where a pair per channel won't fit
-  bool own = line_bwd_layout(p, COL, true, CH).bytes <= line_block_smem(line_bwd_min_blocks(CH));
-  auto kernel = own ? line_bwd_kernel<T, V, CH, TAIL, COL, false, kBcOwn>
-                    : line_bwd_kernel<T, V, CH, TAIL, COL, false, kShared>;
-  // float32 B / C or dy beside a half x: rare, never OWN, chunks of kLineChunk (line_bwd_chunk)
+  constexpr BcSum kPlanes = COL ? kBcPairs : kBcLanes;
+  constexpr int kBit = (COL ? 1 : 2) << (CH == kLineShortChunk ? 2 : 0);
+  constexpr BcSum kShared = SSOPS_LINE_BC_GLOBAL & kBit ? kBcGlobal : kPlanes;
+  BcSum sum = p.cpb == 1 || line_bwd_layout(p, COL, kBcOwn, CH).bytes <=
+                                line_block_smem(line_bwd_min_blocks(CH))
+                  ? kBcOwn
+                  : kShared;
+  auto kernel = sum == kBcOwn ? line_bwd_kernel<T, V, CH, TAIL, COL, false, kBcOwn>
+                              : line_bwd_kernel<T, V, CH, TAIL, COL, false, kShared>;
+  // float32 B / C or dy beside a half x: one pair of planes, chunks of kLineChunk (line_bwd_chunk)
   if constexpr (sizeof(T) == 2 && CH != kLineShortChunk) {
-    if (p.bc_f32 || p.y_f32) kernel = line_bwd_kernel<T, V, CH, TAIL, COL, true, kShared>;
-    own = own && !(p.bc_f32 || p.y_f32);
+    if (p.bc_f32 || p.y_f32)
+      sum = kPlanes, kernel = line_bwd_kernel<T, V, CH, TAIL, COL, true, kPlanes>;
   }
-  launch_lines(kernel, line_bwd_layout(p, COL, own, CH).bytes, p, COL, stream);
+  launch_lines(kernel, line_bwd_layout(p, COL, sum, CH).bytes, p, COL, stream);
 }
 
 // Columns in chunks of CH steps (7 where H is a multiple of 7 but not of CH), one element a step.
