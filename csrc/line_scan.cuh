@@ -486,16 +486,16 @@ __device__ __forceinline__ void pairs_sum_bc(float* bc, int plane_size, int cell
   atomicAdd(bc + cell, pair_sum<WARP>(db, dc, lanes));
 }
 
-// kBcGlobal: the sums as kBcPairs (columns) or kBcLanes (rows) give them, added to dB / dC at
-// `at` from bc, this lane's line of dB, or of dC for the lane holding dC's sum (p.cpb > 1).
+// kBcGlobal: the sums as kBcPairs (columns) or kBcLanes (rows) give them, added at `at` of row,
+// route k's row of dB, or of dC for the lane holding dC's sum (p.cpb > 1).
 template <bool WARP, bool COL>
-__device__ __forceinline__ void global_sum_bc(const FusedParams& p, float* bc, int at, float db,
+__device__ __forceinline__ void global_sum_bc(const FusedParams& p, float* row, int at, float db,
                                               float dc, int channel, unsigned lanes) {
   if constexpr (COL) {
-    atomicAdd(bc + at, pair_sum<WARP>(db, dc, lanes));
+    atomicAdd(row + at, pair_sum<WARP>(db, dc, lanes));
   } else {
     const float sum = lanes_sum<WARP>(db, dc, channel, p.cpb, lanes);
-    if (channel < 2) atomicAdd(bc + at, sum);
+    if (channel < 2) atomicAdd(row + at, sum);
   }
 }
 
@@ -655,17 +655,20 @@ __device__ __forceinline__ float3 line_bwd_map(const FusedParams& p, const Line<
 
 // The second walk, chunks last to first, from the line's entering state h_in and carry.  mine:
 // this thread's line in its channel's du plane, bc its line in the dB plane (its channel's own
-// with kBcOwn; the dC plane follows at plane_size; kBcGlobal: in dB or dC of route k), summed
-// as SUM says; sums: its channel's (dA, ddelta_bias) of route k, dD (with_dD: the first route
-// over rows adds (sum_k D_k) dy to du and sums dy u for dD).  WARP: all but kBcOwn, in a warp
-// whose every lane walks a line.
+// with kBcOwn; the dC plane follows at plane_size), summed as SUM says; kBcGlobal: into route
+// k's row `out` of dB, or of dC where `dc` (a block-wide offset and a flag: a pointer of each
+// thread's own, kept over the walk, cost the chunk-of-4 kernels 20-80 bytes of spills); sums:
+// its channel's (dA, ddelta_bias) of route k, dD (with_dD: the first route over rows adds
+// (sum_k D_k) dy to du and sums dy u for dD).  WARP: all but kBcOwn, in a warp whose every
+// lane walks a line.
 template <typename T, int V, int CH, bool TAIL, bool REV, bool COL, bool MIXED, BcSum SUM,
           bool WARP>
 __device__ __forceinline__ void line_bwd_walk(const FusedParams& p, const Line<COL>& ln,
                                               const LineRoute<T, COL, MIXED>& r,
                                               const float2* checkpoints, int stride, float h_in,
                                               float carry, float* mine, float* bc, int plane_size,
-                                              float* sums, float* dD, float Dsum, bool with_dD) {
+                                              int64_t out, bool dc, float* sums, float* dD,
+                                              float Dsum, bool with_dD) {
   const int cell_step = COL ? line_plane_row(p.W) : 1;
   float dA = 0.f, dbias = 0.f, dDu = 0.f;
   for (int ci = (ln.n - 1) / CH; ci >= 0; --ci) {
@@ -702,8 +705,9 @@ __device__ __forceinline__ void line_bwd_walk(const FusedParams& p, const Line<C
         pairs_sum_bc<WARP>(bc, plane_size, cell, g * dt[j] * u[j], dy[j] * h[j + 1], p.cpb,
                            ln.lanes(p));
       } else {
-        global_sum_bc<WARP, COL>(p, bc, i * static_cast<int>(ln.step), g * dt[j] * u[j],
-                                 dy[j] * h[j + 1], ln.plane, ln.lanes(p));
+        global_sum_bc<WARP, COL>(p, (dc ? p.dC : p.dB) + out,
+                                 static_cast<int>(ln.first) + i * static_cast<int>(ln.step),
+                                 g * dt[j] * u[j], dy[j] * h[j + 1], ln.plane, ln.lanes(p));
       }
       if (with_dD) dDu = fmaf(dy[j], u[j], dDu);
       carry = a[j] * g;
@@ -755,8 +759,8 @@ line_bwd_kernel(const FusedParams p) {
     for (int i = n / 4 * 4 + threadIdx.x; i < n; i += blockDim.x) smem[i] = 0.f;
   }
   for (int i = threadIdx.x; i < p.cpb * (2 * p.K + 1); i += blockDim.x) sums[i] = 0.f;
-  // this thread's line in its channel's own dB plane, or in the block's dB plane, or (kBcGlobal)
-  // in dB: the dC plane (dC) for a pair's second channel, for a line's channel 1 (rows)
+  // this thread's line in its channel's own dB plane, or in the block's dB plane: the dC plane
+  // (kBcGlobal: dC) for a pair's second channel, for a line's channel 1 (kBcGlobal rows)
   const bool dc_lane = COL ? !OWN && ln.paired(p) && (threadIdx.x & 16) : GLOBAL && ln.plane == 1;
   float* const my_bc = bc + (OWN ? 2 * ln.plane : dc_lane) * plane_size + ln.cell;
   if (ln.active(p))
@@ -788,10 +792,10 @@ line_bwd_kernel(const FusedParams p) {
       float* mine = planes + ln.plane * plane_size + ln.cell;
       float* s = sums + (ln.plane * p.K + k) * 2;
       float* dD = sums + 2 * p.K * p.cpb + ln.plane;
-      float* const bc_k = GLOBAL ? (dc_lane ? p.dC : p.dB) + out() + ln.first : my_bc;
       const auto walk = [&](auto rev, auto warp) {
         line_bwd_walk<T, V, CH, TAIL, decltype(rev)::value, COL, MIXED, SUM, decltype(warp)::value>(
-            p, ln, r, ck, threads, h, carry, mine, bc_k, plane_size, s, dD, Dsum, first);
+            p, ln, r, ck, threads, h, carry, mine, my_bc, plane_size, GLOBAL ? out() : 0, dc_lane,
+            s, dD, Dsum, first);
       };
       const auto by_warp = [&](auto rev) {
         if constexpr (!OWN) {
