@@ -35,6 +35,16 @@ enum LineOrder { kByChannel, kByLine, kByPair };
 // This thread's line: channel d of batch b (slot `plane` of the block), line `line` of its
 // orientation, n steps long, its first element at grid offset `first`, `step` apart, its first
 // cell at `cell` of its channel's plane.
+// kByPair: lanes t and t ^ 16 hold a pair's two channels, the second in the warp's upper half;
+// pair_entry: this lane's (pair, line) among the block's cpb / 2 * nlines, 16 a warp
+__device__ __forceinline__ int pair_half() { return (threadIdx.x >> 4) & 1; }
+__device__ __forceinline__ int pair_entry() { return (threadIdx.x >> 5) * 16 + (threadIdx.x & 15); }
+
+// channel d of batch b's row of p.partial (float32, position order)
+__device__ __forceinline__ float* partial_row(const FusedParams& p, int b, int d) {
+  return p.partial + (static_cast<int64_t>(b) * p.dim + d) * p.L;
+}
+
 template <bool COL>
 struct Line {
   int b, d, plane, line, n, nlines, cell;
@@ -48,7 +58,7 @@ struct Line {
       if (line >= nlines) plane = p.cpb;  // (idle: active() asks the plane only)
     } else if (paired(p)) {
       const int e = pair_entry(), pair = e / nlines;
-      line = e - pair * nlines, plane = 2 * pair + ((t >> 4) & 1);
+      line = e - pair * nlines, plane = 2 * pair + pair_half();
     } else {
       plane = t / nlines, line = t - plane * nlines;
     }
@@ -59,12 +69,10 @@ struct Line {
     cell = COL ? line : line * line_plane_row(p.W);
   }
   __device__ bool paired(const FusedParams& p) const { return order == kByPair && p.cpb > 1; }
-  // kByPair: this lane's (pair, line) among the block's cpb / 2 * nlines, 16 a warp
-  __device__ static int pair_entry() { return (threadIdx.x >> 5) * 16 + (threadIdx.x & 15); }
   // this thread's place among the block's cpb * nlines lines (a dense numbering in any order;
   // computed when asked, as lanes() is: kept from the start, they cost registers in the walks)
   __device__ int index(const FusedParams& p) const {
-    return paired(p) ? 2 * pair_entry() + ((threadIdx.x >> 4) & 1) : static_cast<int>(threadIdx.x);
+    return paired(p) ? 2 * pair_entry() + pair_half() : static_cast<int>(threadIdx.x);
   }
   // the lanes of this thread's warp that hold a line
   __device__ unsigned lanes(const FusedParams& p) const {
@@ -72,10 +80,6 @@ struct Line {
     if (!paired(p)) return active_lanes(lines - warp);
     const unsigned half = active_lanes(lines / 2 - warp / 2) & 0xffffu;
     return half | half << 16;
-  }
-  // this line's channel's row of p.partial (float32, position order)
-  __device__ float* partial_row(const FusedParams& p) const {
-    return p.partial + (static_cast<int64_t>(b) * p.dim + d) * p.L;
   }
   __device__ bool active(const FusedParams& p) const { return plane < p.cpb; }
   __device__ bool walks(const FusedParams& p, int k) const {
@@ -156,7 +160,7 @@ __device__ __forceinline__ float2 walk_line(const FusedParams& p, const Line<COL
   const float *Bf = static_cast<const float*>(p.B) + bo, *Cf = static_cast<const float*>(p.C) + co;
   const T *Bt = static_cast<const T*>(p.B) + bo, *Ct = static_cast<const T*>(p.C) + co;
   const bool bc_f32 = MIXED && p.bc_f32;
-  float* sum = PASS == kSum ? ln.partial_row(p) + ln.first : nullptr;
+  float* sum = PASS == kSum ? partial_row(p, ln.b, ln.d) + ln.first : nullptr;
   const int pr = line_plane_row(p.W);
   // offsets of the walk's next element along the line: in the grid (elements) and in the plane
   const int grid_step = REV ? -static_cast<int>(ln.step) : static_cast<int>(ln.step);
@@ -323,7 +327,7 @@ __global__ void __launch_bounds__(kLineMaxThreads, COL && V == 8 ? 3 : 4)
       add = true, Dsum = 0.f;
     }
     if (ln.active(p) && add)
-      fix_line(p, ln, plane, carried, h, COL ? ln.partial_row(p) : nullptr);
+      fix_line(p, ln, plane, carried, h, COL ? partial_row(p, ln.b, ln.d) : nullptr);
   } else {
     if (ln.active(p))
       for (int k = 0; k < p.K; ++k)
@@ -347,8 +351,7 @@ __global__ void __launch_bounds__(kLineMaxThreads, COL && V == 8 ? 3 : 4)
   if (COL) return;
   __syncthreads();
   const int b = blockIdx.x % p.batch, d0 = (blockIdx.x / p.batch) * p.cpb;
-  const float* partial = p.partial ? p.partial + (static_cast<int64_t>(b) * p.dim + d0) * p.L
-                                   : nullptr;
+  const float* partial = p.partial ? partial_row(p, b, d0) : nullptr;
   each_pixel<8>(
       p, p.cpb, [&](int c, int pos) { return partial ? partial[c * p.L + pos] : 0.f; },
       [&](int c, int pos, int cell, float columns) {
@@ -473,7 +476,7 @@ __device__ __forceinline__ void lanes_sum_bc(float* bc, int plane_size, int cell
 // (pair_sum: the sum the pair's first channel holds of db, its second of dc)
 template <bool WARP>
 __device__ __forceinline__ float pair_sum(float db, float dc, unsigned lanes) {
-  const bool second = threadIdx.x & 16;
+  const bool second = pair_half();
   return (second ? dc : db) + __shfl_xor_sync(WARP ? ~0u : lanes, second ? db : dc, 16);
 }
 template <bool WARP>
@@ -761,7 +764,7 @@ line_bwd_kernel(const FusedParams p) {
   for (int i = threadIdx.x; i < p.cpb * (2 * p.K + 1); i += blockDim.x) sums[i] = 0.f;
   // this thread's line in its channel's own dB plane, or in the block's dB plane: the dC plane
   // (kBcGlobal: dC) for a pair's second channel, for a line's channel 1 (kBcGlobal rows)
-  const bool dc_lane = COL ? !OWN && ln.paired(p) && (threadIdx.x & 16) : GLOBAL && ln.plane == 1;
+  const bool dc_lane = COL ? !OWN && ln.paired(p) && pair_half() : GLOBAL && ln.plane == 1;
   float* const my_bc = bc + (OWN ? 2 * ln.plane : dc_lane) * plane_size + ln.cell;
   if (ln.active(p))
     for (int k = 0, o = 0; k < p.K; ++k)
@@ -840,8 +843,7 @@ line_bwd_kernel(const FusedParams p) {
     }
     if (!COL && p.dD) atomicAdd(p.dD + row, sums[2 * p.K * p.cpb + c]);
   }
-  float* const partial =
-      p.partial ? p.partial + (static_cast<int64_t>(b) * p.dim + d0) * p.L : nullptr;
+  float* const partial = p.partial ? partial_row(p, b, d0) : nullptr;
   if (COL) {
     each_pixel(p, p.cpb, [&](int c, int pos, int cell) {
       partial[c * p.L + pos] = planes[c * plane_size + cell];
