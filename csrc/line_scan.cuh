@@ -35,6 +35,16 @@ enum LineOrder { kByChannel, kByLine, kByPair };
 // This thread's line: channel d of batch b (slot `plane` of the block), line `line` of its
 // orientation, n steps long, its first element at grid offset `first`, `step` apart, its first
 // cell at `cell` of its channel's plane.
+// kByPair: lanes t and t ^ 16 hold a pair's two channels, the second in the warp's upper half;
+// pair_entry: this lane's (pair, line) among the block's cpb / 2 * nlines, 16 a warp
+__device__ __forceinline__ int pair_half() { return (threadIdx.x >> 4) & 1; }
+__device__ __forceinline__ int pair_entry() { return (threadIdx.x >> 5) * 16 + (threadIdx.x & 15); }
+
+// channel d of batch b's row of p.partial (float32, position order)
+__device__ __forceinline__ float* partial_row(const FusedParams& p, int b, int d) {
+  return p.partial + (static_cast<int64_t>(b) * p.dim + d) * p.L;
+}
+
 template <bool COL>
 struct Line {
   int b, d, plane, line, n, nlines, cell;
@@ -48,7 +58,7 @@ struct Line {
       if (line >= nlines) plane = p.cpb;  // (idle: active() asks the plane only)
     } else if (paired(p)) {
       const int e = pair_entry(), pair = e / nlines;
-      line = e - pair * nlines, plane = 2 * pair + ((t >> 4) & 1);
+      line = e - pair * nlines, plane = 2 * pair + pair_half();
     } else {
       plane = t / nlines, line = t - plane * nlines;
     }
@@ -59,12 +69,10 @@ struct Line {
     cell = COL ? line : line * line_plane_row(p.W);
   }
   __device__ bool paired(const FusedParams& p) const { return order == kByPair && p.cpb > 1; }
-  // kByPair: this lane's (pair, line) among the block's cpb / 2 * nlines, 16 a warp
-  __device__ static int pair_entry() { return (threadIdx.x >> 5) * 16 + (threadIdx.x & 15); }
   // this thread's place among the block's cpb * nlines lines (a dense numbering in any order;
   // computed when asked, as lanes() is: kept from the start, they cost registers in the walks)
   __device__ int index(const FusedParams& p) const {
-    return paired(p) ? 2 * pair_entry() + ((threadIdx.x >> 4) & 1) : static_cast<int>(threadIdx.x);
+    return paired(p) ? 2 * pair_entry() + pair_half() : static_cast<int>(threadIdx.x);
   }
   // the lanes of this thread's warp that hold a line
   __device__ unsigned lanes(const FusedParams& p) const {
@@ -73,20 +81,18 @@ struct Line {
     const unsigned half = active_lanes(lines / 2 - warp / 2) & 0xffffu;
     return half | half << 16;
   }
-  // this line's channel's row of p.partial (float32, position order)
-  __device__ float* partial_row(const FusedParams& p) const {
-    return p.partial + (static_cast<int64_t>(b) * p.dim + d) * p.L;
-  }
   __device__ bool active(const FusedParams& p) const { return plane < p.cpb; }
   __device__ bool walks(const FusedParams& p, int k) const {
     return ((p.transposed >> k) & 1) == COL;
   }
-  // the rank of this line in route k's walk, and the slot of its map
+  // the rank of this line in route k's walk, and the slot of its map among maps [route][cpb]
+  // [lines] (route: k in the forward's maps of every route, the o-th of the orientation's routes
+  // in the backward's)
   __device__ int rank(const FusedParams& p, int k) const {
     return (p.reversed >> k) & 1 ? nlines - 1 - line : line;
   }
-  __device__ int slot(const FusedParams& p, int k) const {
-    return (plane * p.K + k) * nlines + rank(p, k);
+  __device__ int slot(const FusedParams& p, int k, int route) const {
+    return route * p.cpb * nlines + plane * nlines + rank(p, k);
   }
 };
 
@@ -154,7 +160,7 @@ __device__ __forceinline__ float2 walk_line(const FusedParams& p, const Line<COL
   const float *Bf = static_cast<const float*>(p.B) + bo, *Cf = static_cast<const float*>(p.C) + co;
   const T *Bt = static_cast<const T*>(p.B) + bo, *Ct = static_cast<const T*>(p.C) + co;
   const bool bc_f32 = MIXED && p.bc_f32;
-  float* sum = PASS == kSum ? ln.partial_row(p) + ln.first : nullptr;
+  float* sum = PASS == kSum ? partial_row(p, ln.b, ln.d) + ln.first : nullptr;
   const int pr = line_plane_row(p.W);
   // offsets of the walk's next element along the line: in the grid (elements) and in the plane
   const int grid_step = REV ? -static_cast<int>(ln.step) : static_cast<int>(ln.step);
@@ -280,7 +286,7 @@ __device__ __forceinline__ void each_pixel(const FusedParams& p, int channels, P
 }
 
 // A block's planes [cpb][H][line_plane_row(W)] (SPLIT: as many again for the carried q C of
-// the route walked last) and its lines' maps [cpb][K][lines].  SPLIT: each route walks its
+// the route walked last) and its lines' maps [K][cpb][lines].  SPLIT: each route walks its
 // lines once (kSplit), publishes their maps, and its carried terms are added once those are
 // in; else each line's maps are walked first (kMap) and its routes again from their entering
 // states (kPlane / kSum): twice the loads and exponentials, for half the shared memory
@@ -304,7 +310,7 @@ __global__ void __launch_bounds__(kLineMaxThreads, COL && V == 8 ? 3 : 4)
     for (int k = 0; k < p.K; ++k) Dsum += p.D[k * p.dim + ln.d];
   const auto h_in = [&](int k) {  // the state entering this line on route k
     float h = 0.f;
-    for (int s = ln.slot(p, k) - ln.rank(p, k); s < ln.slot(p, k); ++s)
+    for (int s = ln.slot(p, k, k) - ln.rank(p, k); s < ln.slot(p, k, k); ++s)
       h = fmaf(maps[s].x, h, maps[s].y);
     return h;
   };
@@ -314,19 +320,19 @@ __global__ void __launch_bounds__(kLineMaxThreads, COL && V == 8 ? 3 : 4)
     for (int k = 0; k < p.K; ++k) {
       if (!ln.walks(p, k)) continue;  // (the same for every thread of the block)
       if (ln.active(p))
-        maps[ln.slot(p, k)] =
+        maps[ln.slot(p, k, k)] =
             walk_route<T, V, TAIL, COL, kSplit, MIXED>(p, ln, k, h, plane, carried, add, Dsum);
       __syncthreads();  // every line's map of route k
       if (ln.active(p)) h = h_in(k);
       add = true, Dsum = 0.f;
     }
     if (ln.active(p) && add)
-      fix_line(p, ln, plane, carried, h, COL ? ln.partial_row(p) : nullptr);
+      fix_line(p, ln, plane, carried, h, COL ? partial_row(p, ln.b, ln.d) : nullptr);
   } else {
     if (ln.active(p))
       for (int k = 0; k < p.K; ++k)
         if (ln.walks(p, k))
-          maps[ln.slot(p, k)] =
+          maps[ln.slot(p, k, k)] =
               walk_route<T, V, TAIL, COL, kMap, MIXED>(p, ln, k, 0.f, plane, carried, false, 0.f);
     __syncthreads();
     if (ln.active(p)) {
@@ -345,8 +351,7 @@ __global__ void __launch_bounds__(kLineMaxThreads, COL && V == 8 ? 3 : 4)
   if (COL) return;
   __syncthreads();
   const int b = blockIdx.x % p.batch, d0 = (blockIdx.x / p.batch) * p.cpb;
-  const float* partial = p.partial ? p.partial + (static_cast<int64_t>(b) * p.dim + d0) * p.L
-                                   : nullptr;
+  const float* partial = p.partial ? partial_row(p, b, d0) : nullptr;
   each_pixel<8>(
       p, p.cpb, [&](int c, int pos) { return partial ? partial[c * p.L + pos] : 0.f; },
       [&](int c, int pos, int cell, float columns) {
@@ -418,7 +423,7 @@ void launch_line_fwd(const FusedParams& p, cudaStream_t stream) {
 // to first, recomputing each chunk's states in registers and stepping the adjoint back through
 // them.  du sums its routes in the thread's own line of the block's planes (as the forward's
 // y); dB / dC sum the block's channels in shared memory, added to the float32 outputs after
-// each route (BcSum).
+// each route, or go to those outputs by atomics as the walk goes (BcSum, csrc/scan.h).
 
 // How a block sums its channels' dB / dC terms of a route into its pair of planes: each channel
 // stores into a pair of its own, summed when the route is done (kBcOwn, where they fit); else,
@@ -428,14 +433,28 @@ void launch_line_fwd(const FusedParams& p, cudaStream_t stream) {
 // by line would cut the coalesced loads to a few columns), sum the pair by one shuffle and add
 // that into one pair of planes with shared float atomics (compare-and-swap loops, one a step
 // and lane: kBcPairs; −3.5% / −5% of the backward at VMamba-T's stages 1 / 2 on an H100 against
-// two atomics a lane and step, one for each plane).  bench/NOTES.md has the measurements.
-enum BcSum { kBcPairs, kBcOwn, kBcLanes };
+// two atomics a lane and step, one for each plane).  kBcGlobal: the same sums, rows' and
+// columns', added by the lanes that hold them to dB / dC themselves (global atomics without a
+// result, which the L2 takes without a compare-and-swap: no plane pair, no pass a route adding
+// it to the outputs; a block's channels each add their own, where the planes' pass added one
+// sum of them).  bench/NOTES.md has the measurements.
 
 // kBcLanes: db / dc of the same cell from the `channels` neighbouring lanes of a line (this
 // one's slot: channel), summed; channel 0 stores dB's sum and channel 1 dC's.  WARP: every lane
 // of the warp walks a line, so the shuffles name the whole warp (a mask of the lanes with lines
 // costs a convergence check a shuffle, ~6 instructions).  The steps are unrolled, each taken
 // where it is within `channels` (uniform: p.cpb), instead of a loop.
+// (lanes_sum: the sum channel 0 holds of db, channel 1 of dc; channels > 1)
+template <bool WARP>
+__device__ __forceinline__ float lanes_sum(float db, float dc, int channel, int channels,
+                                           unsigned lanes) {
+  const unsigned mask = WARP ? ~0u : lanes;
+#pragma unroll
+  for (int o = 16; o > 1; o /= 2)
+    if (o < channels) db += __shfl_xor_sync(mask, db, o), dc += __shfl_xor_sync(mask, dc, o);
+  const bool odd = channel & 1;  // the last step swaps halves: each lane keeps one sum
+  return (odd ? dc : db) + __shfl_xor_sync(mask, odd ? db : dc, 1);
+}
 template <bool WARP>
 __device__ __forceinline__ void lanes_sum_bc(float* bc, int plane_size, int cell, float db,
                                              float dc, int channel, int channels,
@@ -444,13 +463,8 @@ __device__ __forceinline__ void lanes_sum_bc(float* bc, int plane_size, int cell
     bc[cell] = db, bc[plane_size + cell] = dc;
     return;
   }
-  const unsigned mask = WARP ? ~0u : lanes;
-#pragma unroll
-  for (int o = 16; o > 1; o /= 2)
-    if (o < channels) db += __shfl_xor_sync(mask, db, o), dc += __shfl_xor_sync(mask, dc, o);
-  const bool odd = channel & 1;  // the last step swaps halves: each lane keeps one sum
-  const float sum = (odd ? dc : db) + __shfl_xor_sync(mask, odd ? db : dc, 1);
-  if (channel < 2) bc[(odd ? plane_size : 0) + cell] = sum;
+  const float sum = lanes_sum<WARP>(db, dc, channel, channels, lanes);
+  if (channel < 2) bc[(channel & 1 ? plane_size : 0) + cell] = sum;
 }
 
 // kBcPairs: db / dc of the same cell from the two channels of a pair (lanes 16 apart) summed
@@ -459,6 +473,12 @@ __device__ __forceinline__ void lanes_sum_bc(float* bc, int plane_size, int cell
 // first and of the dC plane for the second.  With one channel a block (channels 1), bc is the
 // dB plane's line and the lane stores both terms, the dC plane plane_size after it.  WARP as
 // kBcLanes.
+// (pair_sum: the sum the pair's first channel holds of db, its second of dc)
+template <bool WARP>
+__device__ __forceinline__ float pair_sum(float db, float dc, unsigned lanes) {
+  const bool second = pair_half();
+  return (second ? dc : db) + __shfl_xor_sync(WARP ? ~0u : lanes, second ? db : dc, 16);
+}
 template <bool WARP>
 __device__ __forceinline__ void pairs_sum_bc(float* bc, int plane_size, int cell, float db,
                                              float dc, int channels, unsigned lanes) {
@@ -466,9 +486,20 @@ __device__ __forceinline__ void pairs_sum_bc(float* bc, int plane_size, int cell
     bc[cell] = db, bc[plane_size + cell] = dc;
     return;
   }
-  const bool second = threadIdx.x & 16;
-  atomicAdd(bc + cell, (second ? dc : db) +
-                           __shfl_xor_sync(WARP ? ~0u : lanes, second ? db : dc, 16));
+  atomicAdd(bc + cell, pair_sum<WARP>(db, dc, lanes));
+}
+
+// kBcGlobal: the sums as kBcPairs (columns) or kBcLanes (rows) give them, added at `at` of row,
+// route k's row of dB, or of dC for the lane holding dC's sum (p.cpb > 1).
+template <bool WARP, bool COL>
+__device__ __forceinline__ void global_sum_bc(const FusedParams& p, float* row, int at, float db,
+                                              float dc, int channel, unsigned lanes) {
+  if constexpr (COL) {
+    atomicAdd(row + at, pair_sum<WARP>(db, dc, lanes));
+  } else {
+    const float sum = lanes_sum<WARP>(db, dc, channel, p.cpb, lanes);
+    if (channel < 2) atomicAdd(row + at, sum);
+  }
 }
 
 // Route k over this thread's line: its inputs, its ddelta and its parameters.  MIXED: B / C or
@@ -627,16 +658,20 @@ __device__ __forceinline__ float3 line_bwd_map(const FusedParams& p, const Line<
 
 // The second walk, chunks last to first, from the line's entering state h_in and carry.  mine:
 // this thread's line in its channel's du plane, bc its line in the dB plane (its channel's own
-// with kBcOwn; the dC plane follows at plane_size), summed as SUM says; sums: its channel's
-// (dA, ddelta_bias) of route k, dD (with_dD: the first route over rows adds (sum_k D_k) dy to
-// du and sums dy u for dD).  WARP: kBcLanes / kBcPairs in a warp whose every lane walks a line.
+// with kBcOwn; the dC plane follows at plane_size), summed as SUM says; kBcGlobal: into route
+// k's row `out` of dB, or of dC where `dc` (a block-wide offset and a flag: a pointer of each
+// thread's own, kept over the walk, cost the chunk-of-4 kernels 20-80 bytes of spills); sums:
+// its channel's (dA, ddelta_bias) of route k, dD (with_dD: the first route over rows adds
+// (sum_k D_k) dy to du and sums dy u for dD).  WARP: all but kBcOwn, in a warp whose every
+// lane walks a line.
 template <typename T, int V, int CH, bool TAIL, bool REV, bool COL, bool MIXED, BcSum SUM,
           bool WARP>
 __device__ __forceinline__ void line_bwd_walk(const FusedParams& p, const Line<COL>& ln,
                                               const LineRoute<T, COL, MIXED>& r,
                                               const float2* checkpoints, int stride, float h_in,
                                               float carry, float* mine, float* bc, int plane_size,
-                                              float* sums, float* dD, float Dsum, bool with_dD) {
+                                              int64_t out, bool dc, float* sums, float* dD,
+                                              float Dsum, bool with_dD) {
   const int cell_step = COL ? line_plane_row(p.W) : 1;
   float dA = 0.f, dbias = 0.f, dDu = 0.f;
   for (int ci = (ln.n - 1) / CH; ci >= 0; --ci) {
@@ -669,9 +704,13 @@ __device__ __forceinline__ void line_bwd_walk(const FusedParams& p, const Line<C
       } else if constexpr (SUM == kBcLanes) {
         lanes_sum_bc<WARP>(bc, plane_size, cell, g * dt[j] * u[j], dy[j] * h[j + 1], ln.plane,
                            p.cpb, ln.lanes(p));
-      } else {
+      } else if constexpr (SUM == kBcPairs) {
         pairs_sum_bc<WARP>(bc, plane_size, cell, g * dt[j] * u[j], dy[j] * h[j + 1], p.cpb,
                            ln.lanes(p));
+      } else {
+        global_sum_bc<WARP, COL>(p, (dc ? p.dC : p.dB) + out,
+                                 static_cast<int>(ln.first) + i * static_cast<int>(ln.step),
+                                 g * dt[j] * u[j], dy[j] * h[j + 1], ln.plane, ln.lanes(p));
       }
       if (with_dD) dDu = fmaf(dy[j], u[j], dDu);
       carry = a[j] * g;
@@ -704,35 +743,36 @@ __device__ __forceinline__ float3 line_bwd_map_route(const FusedParams& p, const
 template <typename T, int V, int CH, bool TAIL, bool COL, bool MIXED, BcSum SUM>
 __global__ void __launch_bounds__(kLineMaxThreads, line_bwd_min_blocks(CH))
 line_bwd_kernel(const FusedParams p) {
-  constexpr bool OWN = SUM == kBcOwn;
+  constexpr bool OWN = SUM == kBcOwn, GLOBAL = SUM == kBcGlobal;
   extern __shared__ float4 line_smem_[];
-  const LineBwdLayout lay = line_bwd_layout(p, COL, OWN, CH);
+  const LineBwdLayout lay = line_bwd_layout(p, COL, SUM, CH);
   float* const smem = reinterpret_cast<float*>(line_smem_);
   float *planes = smem, *bc = smem + lay.bc, *sums = smem + lay.sums;
   float2* maps = reinterpret_cast<float2*>(smem + lay.maps);
   float* adjoint = smem + lay.adjoint;
   float2* checkpoints = reinterpret_cast<float2*>(smem + lay.checkpoints);
-  const Line<COL> ln(p, SUM == kBcLanes ? kByLine : SUM == kBcPairs ? kByPair : kByChannel);
-  const int pr = line_plane_row(p.W), plane_size = line_bwd_plane(p, COL, OWN);
+  const Line<COL> ln(p, OWN ? kByChannel : COL ? kByPair : kByLine);
+  const int pr = line_plane_row(p.W), plane_size = line_bwd_plane(p, COL, SUM);
   const int threads = p.cpb * ln.nlines;
   const int chunks = (ln.n - 1) / CH;  // with a checkpoint
   const int b = blockIdx.x % p.batch, d0 = (blockIdx.x / p.batch) * p.cpb;
   {  // the du planes and the dB / dC planes after them, zeroed 16 bytes a store
-    const int n = (p.cpb + 2 * (OWN ? p.cpb : 1)) * plane_size;
+    const int n = (p.cpb + line_bc_planes(p, SUM)) * plane_size;
     for (int i = threadIdx.x; i < n / 4; i += blockDim.x) line_smem_[i] = make_float4(0, 0, 0, 0);
     for (int i = n / 4 * 4 + threadIdx.x; i < n; i += blockDim.x) smem[i] = 0.f;
   }
   for (int i = threadIdx.x; i < p.cpb * (2 * p.K + 1); i += blockDim.x) sums[i] = 0.f;
-  // this thread's line in its channel's own dB plane, or in the block's dB plane (kBcPairs: the
-  // dC plane for a pair's second channel)
-  const bool dc_lane = SUM == kBcPairs && ln.paired(p) && (threadIdx.x & 16);
+  // this thread's line in its channel's own dB plane, or in the block's dB plane: the dC plane
+  // (kBcGlobal: dC) for a pair's second channel, for a line's channel 1 (kBcGlobal rows)
+  const bool dc_lane = COL ? !OWN && ln.paired(p) && pair_half() : GLOBAL && ln.plane == 1;
   float* const my_bc = bc + (OWN ? 2 * ln.plane : dc_lane) * plane_size + ln.cell;
   if (ln.active(p))
     for (int k = 0, o = 0; k < p.K; ++k)
       if (ln.walks(p, k)) {
         const float3 m = line_bwd_map_route<T, V, CH, TAIL, COL, MIXED>(
-            p, ln, k, checkpoints + o++ * chunks * threads + ln.index(p), threads);
-        maps[ln.slot(p, k)] = make_float2(m.x, m.y), adjoint[ln.slot(p, k)] = m.z;
+            p, ln, k, checkpoints + o * chunks * threads + ln.index(p), threads);
+        maps[ln.slot(p, k, o)] = make_float2(m.x, m.y), adjoint[ln.slot(p, k, o)] = m.z;
+        ++o;
       }
   __syncthreads();
   float Dsum = 0.f;  // sum_k D_k dy into du, by the rows' first route
@@ -741,8 +781,12 @@ line_bwd_kernel(const FusedParams p) {
   bool first = !COL;
   for (int k = 0, o = 0; k < p.K; ++k) {
     if (!ln.walks(p, k)) continue;  // (the same for every thread of the block)
+    // route k's row of dB / dC (computed where used: kept over the walk, it costs registers)
+    const auto out = [&] {
+      return ((static_cast<int64_t>(k) * p.batch + b) * p.G + d0 / (p.dim / p.G)) * p.L;
+    };
     if (ln.active(p)) {
-      const int at = ln.slot(p, k), base = at - ln.rank(p, k);
+      const int at = ln.slot(p, k, o), base = at - ln.rank(p, k);
       float h = 0.f, carry = 0.f;
       for (int s = base; s < at; ++s) h = fmaf(maps[s].x, h, maps[s].y);
       for (int s = base + ln.nlines - 1; s > at; --s) carry = fmaf(maps[s].x, carry, adjoint[s]);
@@ -753,7 +797,8 @@ line_bwd_kernel(const FusedParams p) {
       float* dD = sums + 2 * p.K * p.cpb + ln.plane;
       const auto walk = [&](auto rev, auto warp) {
         line_bwd_walk<T, V, CH, TAIL, decltype(rev)::value, COL, MIXED, SUM, decltype(warp)::value>(
-            p, ln, r, ck, threads, h, carry, mine, my_bc, plane_size, s, dD, Dsum, first);
+            p, ln, r, ck, threads, h, carry, mine, my_bc, plane_size, GLOBAL ? out() : 0, dc_lane,
+            s, dD, Dsum, first);
       };
       const auto by_warp = [&](auto rev) {
         if constexpr (!OWN) {
@@ -765,29 +810,31 @@ line_bwd_kernel(const FusedParams p) {
       else by_warp(std::false_type{});
     }
     first = false, Dsum = 0.f, ++o;
+    if constexpr (GLOBAL) continue;  // (each thread's du: its own cells; no barrier a route)
     __syncthreads();  // route k's dB / dC, summed over the block's channels, to the outputs
-    const int64_t out = ((static_cast<int64_t>(k) * p.batch + b) * p.G + d0 / (p.dim / p.G)) * p.L;
     // (its row by a multiply-high, not each_pixel: that stepping state, hoisted out of the route
     // loop, stayed live through the walks and spilled 12-24 bytes.  A plane's rows are W + 1
     // apart where W is even, else W: the row is needed for even W only, where W >= 2 and
     // 2^32 / W rounded up gives pos / W exactly for pos < 2^32 / W, past any grid's L)
     const unsigned w_inv = 0xffffffffu / p.W + 1;
+    float *const dB_row = p.dB + out(), *const dC_row = p.dC + out();
     for (int pos = threadIdx.x; pos < p.L; pos += blockDim.x) {
       const int cell = pos + (pr - p.W) * static_cast<int>(__umulhi(pos, w_inv));
       if constexpr (OWN) {
         float dB = 0.f, dC = 0.f;
         for (int c = 0; c < p.cpb; ++c)
           dB += bc[2 * c * plane_size + cell], dC += bc[(2 * c + 1) * plane_size + cell];
-        atomicAdd(p.dB + out + pos, dB);
-        atomicAdd(p.dC + out + pos, dC);
+        atomicAdd(dB_row + pos, dB);
+        atomicAdd(dC_row + pos, dC);
       } else {
-        atomicAdd(p.dB + out + pos, bc[cell]);
-        atomicAdd(p.dC + out + pos, bc[plane_size + cell]);
+        atomicAdd(dB_row + pos, bc[cell]);
+        atomicAdd(dC_row + pos, bc[plane_size + cell]);
         if constexpr (SUM == kBcPairs) bc[cell] = bc[plane_size + cell] = 0.f;
       }
     }
     __syncthreads();
   }
+  if constexpr (GLOBAL) __syncthreads();  // the sums and planes, read by every thread below
   for (int i = threadIdx.x; i < p.cpb * p.K; i += blockDim.x) {
     const int c = i / p.K, k = i - c * p.K, row = k * p.dim + d0 + c;
     if (((p.transposed >> k) & 1) == COL) {
@@ -796,8 +843,7 @@ line_bwd_kernel(const FusedParams p) {
     }
     if (!COL && p.dD) atomicAdd(p.dD + row, sums[2 * p.K * p.cpb + c]);
   }
-  float* const partial =
-      p.partial ? p.partial + (static_cast<int64_t>(b) * p.dim + d0) * p.L : nullptr;
+  float* const partial = p.partial ? partial_row(p, b, d0) : nullptr;
   if (COL) {
     each_pixel(p, p.cpb, [&](int c, int pos, int cell) {
       partial[c * p.L + pos] = planes[c * plane_size + cell];
@@ -812,19 +858,32 @@ line_bwd_kernel(const FusedParams p) {
   }
 }
 
-// Own dB / dC planes where line_bwd_min_blocks(CH) blocks with them still fit an SM.
+// Own dB / dC planes where line_bwd_min_blocks(CH) blocks with them still fit an SM (with one
+// channel a block, its pair is the block's: always), else straight to dB / dC where
+// SSOPS_LINE_BC_GLOBAL's bit for the orientation and chunk is set (1 / 2: columns / rows in
+// chunks of kLineChunk, 4 / 8 in chunks of kLineShortChunk; for A/B runs), else one pair.
+// Columns only by default: on an H100 (6e44179) straight sums took 8-10% off stages 1-2's
+// backward in columns but cost the rows 5% (their lanes' planes already sum cheaply).
+#ifndef SSOPS_LINE_BC_GLOBAL
+#define SSOPS_LINE_BC_GLOBAL 5
+#endif
 template <typename T, int V, bool COL, bool TAIL, int CH>
 void launch_line_bwd_orientation(const FusedParams& p, cudaStream_t stream) {
-  constexpr BcSum kShared = COL ? kBcPairs : kBcLanes;  // where a pair per channel won't fit
-  bool own = line_bwd_layout(p, COL, true, CH).bytes <= line_block_smem(line_bwd_min_blocks(CH));
-  auto kernel = own ? line_bwd_kernel<T, V, CH, TAIL, COL, false, kBcOwn>
-                    : line_bwd_kernel<T, V, CH, TAIL, COL, false, kShared>;
-  // float32 B / C or dy beside a half x: rare, never OWN, chunks of kLineChunk (line_bwd_chunk)
+  constexpr BcSum kPlanes = COL ? kBcPairs : kBcLanes;
+  constexpr int kBit = (COL ? 1 : 2) << (CH == kLineShortChunk ? 2 : 0);
+  constexpr BcSum kShared = SSOPS_LINE_BC_GLOBAL & kBit ? kBcGlobal : kPlanes;
+  BcSum sum = p.cpb == 1 || line_bwd_layout(p, COL, kBcOwn, CH).bytes <=
+                                line_block_smem(line_bwd_min_blocks(CH))
+                  ? kBcOwn
+                  : kShared;
+  auto kernel = sum == kBcOwn ? line_bwd_kernel<T, V, CH, TAIL, COL, false, kBcOwn>
+                              : line_bwd_kernel<T, V, CH, TAIL, COL, false, kShared>;
+  // float32 B / C or dy beside a half x: one pair of planes, chunks of kLineChunk (line_bwd_chunk)
   if constexpr (sizeof(T) == 2 && CH != kLineShortChunk) {
-    if (p.bc_f32 || p.y_f32) kernel = line_bwd_kernel<T, V, CH, TAIL, COL, true, kShared>;
-    own = own && !(p.bc_f32 || p.y_f32);
+    if (p.bc_f32 || p.y_f32)
+      sum = kPlanes, kernel = line_bwd_kernel<T, V, CH, TAIL, COL, true, kPlanes>;
   }
-  launch_lines(kernel, line_bwd_layout(p, COL, own, CH).bytes, p, COL, stream);
+  launch_lines(kernel, line_bwd_layout(p, COL, sum, CH).bytes, p, COL, stream);
 }
 
 // Columns in chunks of CH steps (7 where H is a multiple of 7 but not of CH), one element a step.

@@ -498,9 +498,11 @@ void fused_bwd(const Tensor& dy, const Tensor& u, const Tensor& delta, const Ten
               "ssops cuda ", op, ": bad gradient buffers");
   TORCH_CHECK(!D == !dD && !bias == !dbias, "ssops cuda ", op, ": gradient buffers missing");
   TORCH_CHECK(p.items <= 8, "ssops cuda ", op, ": at most 8 steps per thread");
-  TORCH_CHECK(!p.lines ||  // (chunks of kLineChunk take the most: shorter ones fit a third)
-                  (ssops::line_bwd_layout(p, false, false, ssops::kLineChunk).bytes <= 200 * 1024 &&
-                   ssops::line_bwd_layout(p, true, false, ssops::kLineChunk).bytes <= 200 * 1024),
+  // (chunks of kLineChunk with a plane pair take the most: shorter ones fit a third)
+  const auto most = [&](bool col) {
+    return ssops::line_bwd_layout(p, col, ssops::kBcPairs, ssops::kLineChunk).bytes;
+  };
+  TORCH_CHECK(!p.lines || (most(false) <= 200 * 1024 && most(true) <= 200 * 1024),
               "ssops cuda ", op, ": inconsistent work split (lines)");
   const Tensor partial = line_partial(p, u);
   p.dy = dy.data_ptr(), p.du = du.data_ptr(), p.ddelta = ddelta.data_ptr();

@@ -160,7 +160,7 @@ SSOPS_HOST_DEVICE inline int line_threads(const FusedParams& p, bool col) {
   return p.cpb * (col ? p.W : p.H);
 }
 // The forward's planes (y; split: then the carried q C, two a channel), then the lines' maps
-// [cpb][K][lines] (float2: an even offset).
+// [K][cpb][lines] (float2: an even offset).
 SSOPS_HOST_DEVICE inline int line_maps_offset(const FusedParams& p, bool split) {
   return ((split ? 2 : 1) * p.cpb * p.H * line_plane_row(p.W) + 1) & ~1;
 }
@@ -171,12 +171,12 @@ SSOPS_HOST_DEVICE inline size_t line_fwd_bytes(const FusedParams& p, bool col, b
 
 // The backward's blocks (offsets in floats): the du planes [cpb][H][line_plane_row(W)], the
 // dB and dC planes of the route being walked (one pair the block's channels add into, or, OWN,
-// a pair per channel [cpb][2], summed when the route is done), the lines'
-// maps [cpb][K][lines] (float2: P, S), the adjoint's S' of each, the states before each chunk
-// of line_chunk steps but the first [route of the orientation][chunk - 1][Line::index] (float2),
-// then the channels' sums of dA and ddelta_bias [cpb][K][2] and of dD [cpb].  (At VMamba-T's
-// first stage, 4 channels of 56 x 56 in chunks of 8, two blocks an SM: 106 KiB, 109,008 bytes
-// for rows, 109,584 for columns.)
+// a pair per channel [cpb][2], summed when the route is done), the lines' maps of the
+// orientation's routes only [route][cpb][lines] (float2: P, S), the adjoint's S' of each, the
+// states before each chunk of line_chunk steps but the first [route][chunk - 1][Line::index]
+// (float2), then the channels' sums of dA and ddelta_bias [cpb][K][2] and of dD [cpb].  (At
+// VMamba-T's first stage, 4 channels of 56 x 56 in chunks of 8, two blocks an SM: 101 KiB,
+// 103,632 bytes for rows, 104,208 for columns.)
 //
 // Its threads hold a chunk's states, decays and inputs in registers: chunks of kLineChunk steps
 // take 128 registers (two blocks of 256 threads an SM), of kLineShortChunk 80 (three).  A launch
@@ -207,28 +207,44 @@ SSOPS_HOST_DEVICE inline size_t line_smem_bytes(const FusedParams& p, bool col) 
 SSOPS_HOST_DEVICE inline int line_chunk(int n, bool col, int ch) {
   return col && n % ch && n % 7 == 0 ? 7 : ch;
 }
-// The du and dB / dC planes' stride: columns summing dB / dC by pairs of channels (lanes 16
-// apart, kBcPairs: where the channels' own planes are not taken) put their planes 16 banks
-// apart, so that a warp's halves, the same cells of two planes, do not conflict.
-SSOPS_HOST_DEVICE inline int line_bwd_plane(const FusedParams& p, bool col, bool own) {
+// Where the line backward sums its channels' dB / dC terms of a route (csrc/line_scan.cuh has
+// how): a pair of planes per channel, summed when the route is done (kBcOwn); one pair the
+// block's channels add into, by pairs of channels (columns: kBcPairs) or by a line's lanes (rows:
+// kBcLanes); or, summed as those, straight into dB / dC in global memory (kBcGlobal: no planes).
+enum BcSum { kBcPairs, kBcOwn, kBcLanes, kBcGlobal };
+SSOPS_HOST_DEVICE constexpr int line_bc_planes(const FusedParams& p, BcSum sum) {
+  return sum == kBcOwn ? 2 * p.cpb : sum == kBcGlobal ? 0 : 2;
+}
+// The du and dB / dC planes' stride: columns by pairs of channels (lanes 16 apart: all but
+// kBcOwn) put their planes 16 banks apart, so that a warp's halves, the same cells of two
+// planes, do not conflict.
+SSOPS_HOST_DEVICE inline int line_bwd_plane(const FusedParams& p, bool col, BcSum sum) {
   const int cells = p.H * line_plane_row(p.W);
-  return col && !own ? (cells | 31) + 17 : cells;  // (the next multiple of 32, + 16)
+  return col && sum != kBcOwn ? (cells | 31) + 17 : cells;  // (the next multiple of 32, + 16)
+}
+// The routes walking an orientation (a bit count: a loop over p.K cost the kernels registers).
+SSOPS_HOST_DEVICE inline int line_routes(const FusedParams& p, bool col) {
+  const unsigned mine = col ? p.transposed : ~p.transposed & ((1u << p.K) - 1);
+#ifdef __CUDA_ARCH__
+  return __popc(mine);
+#else
+  return __builtin_popcount(mine);
+#endif
 }
 struct LineBwdLayout {
   int bc, maps, adjoint, checkpoints, sums;
   size_t bytes;
 };
-SSOPS_HOST_DEVICE inline LineBwdLayout line_bwd_layout(const FusedParams& p, bool col, bool own,
+SSOPS_HOST_DEVICE inline LineBwdLayout line_bwd_layout(const FusedParams& p, bool col, BcSum sum,
                                                         int ch) {
-  const int plane = line_bwd_plane(p, col, own), lines = col ? p.W : p.H;
+  const int plane = line_bwd_plane(p, col, sum), lines = col ? p.W : p.H;
   const int n = col ? p.H : p.W, chunks = (n + line_chunk(n, col, ch) - 1) / line_chunk(n, col, ch);
-  int routes = 0;  // walking this orientation
-  for (int k = 0; k < p.K; ++k) routes += static_cast<int>(((p.transposed >> k) & 1) == col);
+  const int routes = line_routes(p, col);
   LineBwdLayout s;
   s.bc = p.cpb * plane;
-  s.maps = (s.bc + 2 * (own ? p.cpb : 1) * plane + 1) & ~1;
-  s.adjoint = s.maps + 2 * p.cpb * p.K * lines;
-  s.checkpoints = (s.adjoint + p.cpb * p.K * lines + 1) & ~1;
+  s.maps = (s.bc + line_bc_planes(p, sum) * plane + 1) & ~1;
+  s.adjoint = s.maps + 2 * routes * p.cpb * lines;
+  s.checkpoints = (s.adjoint + routes * p.cpb * lines + 1) & ~1;
   s.sums = s.checkpoints + 2 * routes * (chunks - 1) * p.cpb * lines;
   s.bytes = sizeof(float) * (s.sums + p.cpb * (2 * p.K + 1));
   return s;
@@ -239,7 +255,7 @@ SSOPS_HOST_DEVICE inline LineBwdLayout line_bwd_layout(const FusedParams& p, boo
 #define SSOPS_LINE_SHORT_CHUNKS 1
 #endif
 SSOPS_HOST_DEVICE inline int line_bwd_chunk(const FusedParams& p, bool col) {
-  const bool fits = line_bwd_layout(p, col, false, kLineShortChunk).bytes <=
+  const bool fits = line_bwd_layout(p, col, kBcPairs, kLineShortChunk).bytes <=
                     line_block_smem(line_bwd_min_blocks(kLineShortChunk));
   return SSOPS_LINE_SHORT_CHUNKS && fits && !p.bc_f32 && !p.y_f32 ? kLineShortChunk : kLineChunk;
 }

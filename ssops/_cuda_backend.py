@@ -480,8 +480,8 @@ def _line_smem(H, W, K, cpb, backward):
         lines, n = (W, H) if col else (H, W)
         routes = sum(tr == col for _, tr in flags)
         cells = (plane | 31) + 17 if col else plane  # csrc/scan.h line_bwd_plane
-        adjoint = ((cpb * cells + 2 * cells + 1) & ~1) + 2 * cpb * K * lines
-        checkpoints = (adjoint + cpb * K * lines + 1) & ~1
+        adjoint = ((cpb * cells + 2 * cells + 1) & ~1) + 2 * routes * cpb * lines
+        checkpoints = (adjoint + routes * cpb * lines + 1) & ~1
         return 4 * (checkpoints + 2 * routes * ((n - 1) // _line_chunk(n, col)) * cpb * lines
                     + cpb * (2 * K + 1))
     return max(orientation(False), orientation(True))

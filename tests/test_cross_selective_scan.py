@@ -156,13 +156,18 @@ def test_cuda_fused(fused_cuda, H, W, N, dtype, fused_bwd):
     #                                                 forward walked once a route (two planes a
     #                                                 channel); backward in chunks of 4, own
     #                                                 dB / dC planes
+    (28, 28, 8, "cross", torch.float16, None, 1),   # stage 2's 8 channels a block: backward in
+    #                                                 chunks of 4, dB / dC straight to the
+    #                                                 outputs (no room for own planes)
+    (28, 28, 8, "cross", torch.float16, torch.float32, 1),  # the same with dy f32 (VMamba's
+    #                                                 training): chunks of 8, one plane pair
     (14, 14, 16, "cross", torch.float16, None, 1),  # stage 3: 7-step column runs (forward)
     (56, 56, 8, "cross", torch.float16, None, 1),   # stage 1: 8-step column runs, walked twice
     #                                                 (forward: two planes won't fit 3 blocks);
     #                                                 backward in chunks of 8, 4 channels a
     #                                                 block, no room for own dB / dC planes:
     #                                                 rows sum over lanes, columns by pairs of
-    #                                                 channels (whole warps)
+    #                                                 channels (whole warps), into the outputs
     (50, 50, 4, "cross", torch.float16, None, 1),   # chunks of 8 with tails, rows and columns;
     #                                                 forward walked twice, with column tails;
     #                                                 column pairs in a partial last warp
@@ -172,8 +177,8 @@ def test_cuda_fused(fused_cuda, H, W, N, dtype, fused_bwd):
     #                                                 threads a block; lanes / pairs
     (37, 11, 3, "cross", torch.float32, None, 1),   # odd sides, one channel a block
     (96, 96, 1, "cross", torch.float16, None, 1),   # one channel a block and no room for two
-    #                                                 blocks with own planes: its columns store
-    #                                                 their dB / dC (pairs' one-channel case)
+    #                                                 blocks with own planes: its own pair all
+    #                                                 the same
     (12, 20, 8, "bidi", torch.float32, None, 1),    # rows only
     (5, 14, 6, "unidi", torch.float16, None, 1),    # one route, 2-element rows with a tail
     (16, 24, 2, "cross", torch.float16, None, 1),   # 8-step column runs (forward), no tails
