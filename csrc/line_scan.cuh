@@ -862,8 +862,8 @@ line_bwd_kernel(const FusedParams p) {
 // channel a block, its pair is the block's: always), else straight to dB / dC where
 // SSOPS_LINE_BC_GLOBAL's bit for the orientation and chunk is set (1 / 2: columns / rows in
 // chunks of kLineChunk, 4 / 8 in chunks of kLineShortChunk; for A/B runs), else one pair.
-// Columns only by default: on an H100 (6e44179) straight sums took 8-10% off stages 1-2's
-// backward in columns but cost the rows 5% (their lanes' planes already sum cheaply).
+// Columns only by default: on an H100 (6e44179) the columns' straight sums took 4.5-5.7% off
+// stages 1-2's backward, the rows' added 2-5% (a warp's REDs there touch 8 lines' sectors).
 #ifndef SSOPS_LINE_BC_GLOBAL
 #define SSOPS_LINE_BC_GLOBAL 5
 #endif
