@@ -16,6 +16,8 @@ the 4 routes' channels, cross_merge (`unfused_cross_selective_scan`), instead of
 cross_selective_scan: the baseline of the fused op inside the model.  Its projections are
 matmuls whose results the scan reads without copies, as the fused op's are; "+unfused+einsum"
 writes them as VMamba does, einsums whose permuted results `.contiguous()` copies.
+"<backend>+atennorm" computes LayerNorm2d with F.layer_norm (its permutes and copy) instead of
+the models' Triton channel norm, the eager models' norm before it.
 "<backend>+keep" trains with ssops.set_keep_scan_states(True)
 (more memory, a faster backward).  "<backend>+compile" runs the model under torch.compile
 (default mode; the ssops ops stay opaque custom ops), so the rest of the model -- norms,
@@ -35,6 +37,7 @@ import torch
 
 import ssops
 import ssops.models as M
+import ssops.models._layers as layers
 from ssops.models._layers import at_least_fp32
 from results_io import run_info, save
 from ssops.validation import grid
@@ -90,12 +93,14 @@ def measure(name, backend, batch, infer_steps, train_steps, profile=False):
         ssops.cross_selective_scan = functools.partial(unfused_cross_selective_scan,
                                                        einsum="einsum" in options)
     ssops.set_keep_scan_states("keep" in options)
+    layers.FAST_CHANNEL_NORM = "atennorm" not in options
     try:
         return _measure(name, backend or None, batch, infer_steps, train_steps,
                         "compile" in options, profile)
     finally:
         ssops.cross_selective_scan = fused
         ssops.set_keep_scan_states(False)
+        layers.FAST_CHANNEL_NORM = True
 
 
 def _measure(name, backend, batch, infer_steps, train_steps, compile_model, profile):

@@ -7,6 +7,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+try:
+    import triton  # LayerNorm2d's eager CUDA kernel (the optional ssops[triton])
+except ImportError:
+    triton = None
+
 
 class DropPath(nn.Module):
     """Stochastic depth: drops a sample's whole residual branch with probability p in training."""
@@ -34,11 +39,32 @@ def drop_path_rates(rate: float, n: int) -> list[float]:
 
 
 class LayerNorm2d(nn.LayerNorm):
-    """LayerNorm over the channels of a (B, C, H, W) tensor."""
+    """LayerNorm over the channels of a (B, C, H, W) tensor; the result has channels-last
+    strides.  Eager CUDA inference takes one Triton pass (models/_channel_norm.py) instead of
+    ATen's copy + row kernel; autograd, torch.compile (inductor fuses the norm) and the CPU
+    take F.layer_norm."""
 
     def forward(self, x):
+        if _fast_channel_norm(self, x):
+            from ._channel_norm import channel_layer_norm
+            # F.layer_norm's result dtype: float32 under autocast (its float32 list), else x's
+            dtype = torch.float32 if torch.is_autocast_enabled(x.device.type) else x.dtype
+            return channel_layer_norm(x, self.weight, self.bias, self.eps, dtype)
         return F.layer_norm(x.permute(0, 2, 3, 1), self.normalized_shape, self.weight, self.bias,
                             self.eps).permute(0, 3, 1, 2)
+
+
+FAST_CHANNEL_NORM = True  # False: LayerNorm2d always takes F.layer_norm (bench/models.py A/B)
+
+
+def _fast_channel_norm(norm: nn.LayerNorm, x: torch.Tensor) -> bool:
+    return (FAST_CHANNEL_NORM and triton is not None and x.is_cuda and x.dim() == 4
+            and x.dtype in (torch.float16, torch.bfloat16, torch.float32)
+            and norm.weight is not None and norm.bias is not None
+            and x.stride(2) == x.shape[3] * x.stride(3)  # H and W merge into one pixel stride
+            and not (torch.is_grad_enabled()
+                     and any(t.requires_grad for t in (x, norm.weight, norm.bias)))
+            and not torch.compiler.is_compiling())
 
 
 class Linear2d(nn.Linear):
