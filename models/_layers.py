@@ -40,18 +40,27 @@ def drop_path_rates(rate: float, n: int) -> list[float]:
 
 class LayerNorm2d(nn.LayerNorm):
     """LayerNorm over the channels of a (B, C, H, W) tensor; the result has channels-last
-    strides.  Eager CUDA inference takes one Triton pass (models/_channel_norm.py) instead of
-    ATen's copy + row kernel; autograd, torch.compile (inductor fuses the norm) and the CPU
-    take F.layer_norm."""
+    strides.  ``feeds_matmul``: the result only feeds a matmul, which under autocast casts it to
+    autocast's dtype, so it is written in that dtype (the same values, half the bytes).
+    Eager CUDA inference takes one Triton pass (models/_channel_norm.py) instead of ATen's
+    copy + row kernel; autograd, torch.compile (inductor fuses the norm) and the CPU take
+    F.layer_norm."""
+
+    def __init__(self, dim, *, feeds_matmul=False, **kwargs):
+        super().__init__(dim, **kwargs)
+        self.feeds_matmul = feeds_matmul
 
     def forward(self, x):
+        device = x.device.type
+        # F.layer_norm's result: float32 under autocast (its float32 list), else x's dtype
+        dtype = x.dtype
+        if torch.amp.is_autocast_available(device) and torch.is_autocast_enabled(device):
+            dtype = torch.get_autocast_dtype(device) if self.feeds_matmul else torch.float32
         if _fast_channel_norm(self, x):
             from ._channel_norm import channel_layer_norm
-            # F.layer_norm's result dtype: float32 under autocast (its float32 list), else x's
-            dtype = torch.float32 if torch.is_autocast_enabled(x.device.type) else x.dtype
             return channel_layer_norm(x, self.weight, self.bias, self.eps, dtype)
         return F.layer_norm(x.permute(0, 2, 3, 1), self.normalized_shape, self.weight, self.bias,
-                            self.eps).permute(0, 3, 1, 2)
+                            self.eps).permute(0, 3, 1, 2).to(dtype)
 
 
 FAST_CHANNEL_NORM = True  # False: LayerNorm2d always takes F.layer_norm (bench/models.py A/B)
@@ -72,6 +81,9 @@ class Linear2d(nn.Linear):
     its weight is an (out, in) matrix like nn.Linear's."""
 
     def forward(self, x):
+        rows = x.permute(0, 2, 3, 1)
+        if rows.is_contiguous():  # channels-last x: one matmul, its bias in the epilogue
+            return F.linear(rows, self.weight, self.bias).permute(0, 3, 1, 2)
         return F.conv2d(x, self.weight[:, :, None, None], self.bias)
 
 

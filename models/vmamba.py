@@ -14,6 +14,7 @@ float32 out) -> out_norm -> (* silu(z)) -> out_proj.
 """
 from __future__ import annotations
 
+import functools
 import math
 from collections import OrderedDict
 
@@ -48,7 +49,8 @@ class SS2D(nn.Module):
             torch.stack([dt_bias_init(d_inner) for _ in range(K_ROUTES)]))
         self.A_logs = nn.Parameter(s4d_real_A_log(K_ROUTES * d_inner, d_state))
         self.Ds = nn.Parameter(torch.ones(K_ROUTES * d_inner))
-        self.out_norm = (LayerNorm2d if channel_first else nn.LayerNorm)(d_inner)
+        self.out_norm = (LayerNorm2d(d_inner, feeds_matmul=True) if channel_first
+                         else nn.LayerNorm(d_inner))
         self.out_proj = Linear(d_inner, dim, bias=False)
 
     def forward(self, x):
@@ -127,6 +129,8 @@ class VSSM(nn.Module):
         dims = [dims * 2 ** i for i in range(len(depths))] if isinstance(dims, int) else dims
         self.channel_first = v2
         norm = LayerNorm2d if v2 else nn.LayerNorm
+        # a block's norms feed only its in_proj / fc1
+        block_norm = functools.partial(LayerNorm2d, feeds_matmul=True) if v2 else nn.LayerNorm
         keep = nn.Identity  # keeps the official Sequential indices (their permutes)
         if v2:
             self.patch_embed = nn.Sequential(
@@ -138,8 +142,9 @@ class VSSM(nn.Module):
         rates = drop_path_rates(drop_path_rate, sum(depths))
         self.layers = nn.ModuleList()
         for i, depth in enumerate(depths):
-            blocks = [VSSBlock(dims[i], rates[sum(depths[:i]) + j], norm, v2, d_state, ssm_ratio,
-                               conv_bias=not v2, gated=not v2, mlp_ratio=mlp_ratio if v2 else 0.0)
+            blocks = [VSSBlock(dims[i], rates[sum(depths[:i]) + j], block_norm, v2, d_state,
+                               ssm_ratio, conv_bias=not v2, gated=not v2,
+                               mlp_ratio=mlp_ratio if v2 else 0.0)
                       for j in range(depth)]
             if i == len(depths) - 1:
                 down = nn.Identity()

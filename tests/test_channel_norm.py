@@ -48,8 +48,8 @@ def test_channel_layer_norm_matches_layer_norm(shape, channels_last, in_dtype, o
 
 @pytest.mark.gpu
 def test_layer_norm2d_takes_the_kernel_only_for_eager_inference(monkeypatch):
-    """Under no_grad the kernel serves (and agrees with F.layer_norm, float32 out under
-    autocast); with gradients F.layer_norm does, and they flow."""
+    """Under no_grad the kernel serves and agrees with F.layer_norm: float32 out under autocast,
+    or autocast's dtype where the norm feeds a matmul.  With gradients F.layer_norm serves."""
     import ssops.models._channel_norm as kernel
     calls = []
     monkeypatch.setattr(kernel, "channel_layer_norm",
@@ -66,10 +66,18 @@ def test_layer_norm2d_takes_the_kernel_only_for_eager_inference(monkeypatch):
     assert len(calls) == 1 and fast.dtype == aten.dtype == torch.float32
     assert fast.stride() == aten.stride()
     assert testing.rel_error(fast, aten) < TOLERANCE[torch.float32]
+    norm.feeds_matmul = True  # under autocast: written in autocast's dtype, the same values
+    with torch.no_grad(), torch.autocast("cuda", dtype=torch.float16):
+        half = norm(x.half())
+    assert half.dtype == torch.float16 and torch.equal(half, aten.half())
     monkeypatch.setattr(layers, "FAST_CHANNEL_NORM", True)
+    with torch.no_grad(), torch.autocast("cuda", dtype=torch.float16):
+        half = norm(x.half())
+    assert len(calls) == 2 and half.dtype == torch.float16
+    assert testing.rel_error(half, aten) < TOLERANCE[torch.float16]
     x.requires_grad_()
     norm(x).sum().backward()
-    assert len(calls) == 1 and x.grad is not None
+    assert len(calls) == 2 and x.grad is not None
 
 
 @pytest.mark.gpu

@@ -146,6 +146,17 @@ def _perturbed(model):
     return model.double().eval()
 
 
+@pytest.mark.parametrize("channels_last", [False, True], ids=["bchw", "channels_last"])
+def test_linear2d_is_the_official_1x1_convolution(channels_last):
+    """Linear2d (a matmul over channels-last x, else a convolution) = VMamba's F.conv2d."""
+    from ssops.models._layers import Linear2d
+    layer = Linear2d(6, 5).double()
+    x = torch.randn(2, 6, 3, 4, dtype=torch.float64)
+    x = x.to(memory_format=torch.channels_last) if channels_last else x
+    torch.testing.assert_close(layer(x), F.conv2d(x, layer.weight[:, :, None, None], layer.bias),
+                               rtol=1e-12, atol=1e-12)
+
+
 @pytest.mark.parametrize("v2", [True, False], ids=["vmamba_v2", "vanilla"])
 def test_ss2d_matches_official_computation(v2):
     block = _perturbed(VSSM([1], [8], 2, 2.0, v2, num_classes=3)).layers[0].blocks[0].op
