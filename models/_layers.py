@@ -40,40 +40,38 @@ def drop_path_rates(rate: float, n: int) -> list[float]:
 
 class LayerNorm2d(nn.LayerNorm):
     """LayerNorm over the channels of a (B, C, H, W) tensor; the result has channels-last
-    strides.  ``feeds_matmul``: the result only feeds a matmul, which under autocast casts it to
-    autocast's dtype, so it is written in that dtype (the same values, half the bytes).
-    Eager CUDA inference takes one Triton pass (models/_channel_norm.py) instead of ATen's
-    copy + row kernel; autograd, torch.compile (inductor fuses the norm) and the CPU take
-    F.layer_norm."""
+    strides.  Eager CUDA inference takes one Triton pass (models/_channel_norm.py) instead of
+    ATen's copy + row kernel; autograd, torch.compile (inductor fuses the norm) and the CPU
+    take F.layer_norm.  ``feeds_matmul``: the result only feeds a matmul, which under autocast
+    casts it to autocast's dtype, so the Triton pass writes it in that dtype (the same values,
+    half the bytes, no cast)."""
 
     def __init__(self, dim, *, feeds_matmul=False, **kwargs):
         super().__init__(dim, **kwargs)
         self.feeds_matmul = feeds_matmul
 
     def forward(self, x):
-        device = x.device.type
-        # F.layer_norm's result: float32 under autocast (its float32 list), else x's dtype
-        dtype = x.dtype
-        if torch.amp.is_autocast_available(device) and torch.is_autocast_enabled(device):
-            dtype = torch.get_autocast_dtype(device) if self.feeds_matmul else torch.float32
         if _fast_channel_norm(self, x):
             from ._channel_norm import channel_layer_norm
+            dtype = x.dtype  # F.layer_norm's: x's, or float32 under autocast (its float32 list)
+            if torch.is_autocast_enabled("cuda"):
+                dtype = torch.get_autocast_dtype("cuda") if self.feeds_matmul else torch.float32
             return channel_layer_norm(x, self.weight, self.bias, self.eps, dtype)
         return F.layer_norm(x.permute(0, 2, 3, 1), self.normalized_shape, self.weight, self.bias,
-                            self.eps).permute(0, 3, 1, 2).to(dtype)
+                            self.eps).permute(0, 3, 1, 2)
 
 
 FAST_CHANNEL_NORM = True  # False: LayerNorm2d always takes F.layer_norm (bench/models.py A/B)
 
 
 def _fast_channel_norm(norm: nn.LayerNorm, x: torch.Tensor) -> bool:
-    return (FAST_CHANNEL_NORM and triton is not None and x.is_cuda and x.dim() == 4
+    return (FAST_CHANNEL_NORM and not torch.compiler.is_compiling() and triton is not None
+            and x.is_cuda and x.dim() == 4
             and x.dtype in (torch.float16, torch.bfloat16, torch.float32)
             and norm.weight is not None and norm.bias is not None
             and x.stride(2) == x.shape[3] * x.stride(3)  # H and W merge into one pixel stride
             and not (torch.is_grad_enabled()
-                     and any(t.requires_grad for t in (x, norm.weight, norm.bias)))
-            and not torch.compiler.is_compiling())
+                     and any(t.requires_grad for t in (x, norm.weight, norm.bias))))
 
 
 class Linear2d(nn.Linear):
