@@ -2,7 +2,7 @@
 
 The models' eager LayerNorm2d is permute -> F.layer_norm -> permute: a copy of x wherever it is
 channel-first, then ATen's row kernel, whose thread block per row idles most of its threads at
-VMamba's 48-768 channels (bench/NOTES.md, "VMamba-T's LayerNorm2d").  Here one program
+VMamba's 48-768 channels (bench/NOTES.md, "VMamba-T's shared layers").  Here one program
 normalises a tile of pixels x all channels, reading x in either memory layout and writing the
 channels-last result LayerNorm2d's permutes give.
 """
