@@ -12,6 +12,8 @@ import torch
 import triton
 import triton.language as tl
 
+from ssops.triton_kernels.launch import on_device_of
+
 # Elements of one program's tile: 32 a thread at 8 warps.
 TILE = 8192
 # Pixels a tile spans at least where pixels are contiguous (channel-first x): 16 float32s,
@@ -49,7 +51,8 @@ def channel_layer_norm(x, weight, bias, eps, out_dtype):
     BLOCK_P = max(TILE // BLOCK_C, MIN_PIXELS_CONTIGUOUS if s_p == 1 else 1)
     BLOCK_P = min(BLOCK_P, triton.next_power_of_2(H * W))
     grid = (triton.cdiv(H * W, BLOCK_P), B)
-    _channel_norm_kernel[grid](x, weight, bias, y, H * W, C, x.stride(0), x.stride(1), s_p, eps,
-                               BLOCK_P=BLOCK_P, BLOCK_C=BLOCK_C,
-                               num_warps=min(16, max(4, BLOCK_P * BLOCK_C // 1024)))
+    with on_device_of(x):
+        _channel_norm_kernel[grid](x, weight, bias, y, H * W, C, x.stride(0), x.stride(1), s_p,
+                                   eps, BLOCK_P=BLOCK_P, BLOCK_C=BLOCK_C,
+                                   num_warps=min(16, max(4, BLOCK_P * BLOCK_C // 1024)))
     return y.permute(0, 3, 1, 2)

@@ -96,3 +96,15 @@ def test_vmamba_logits_agree_with_either_norm(monkeypatch):
         monkeypatch.setattr(layers, "FAST_CHANNEL_NORM", False)
         aten = model(x)
     assert testing.rel_error(fast, aten) < 1e-5
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA devices")
+def test_channel_layer_norm_on_a_gpu_that_is_not_the_current_one():
+    x = torch.randn(2, 96, 14, 14, device="cuda:1")
+    weight, bias = torch.randn(96, device="cuda:1"), torch.randn(96, device="cuda:1")
+    with torch.cuda.device(0):
+        y = channel_layer_norm(x, weight, bias, 1e-6, torch.float32)
+        assert torch.cuda.current_device() == 0
+    assert y.device == x.device
+    assert testing.rel_error(y, _reference(x, weight, bias, 1e-6)) < TOLERANCE[torch.float32]

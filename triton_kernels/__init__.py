@@ -44,10 +44,30 @@ def why_not(op, tensors):
     return None
 
 
-from .bidirectional_scan import bidirectional_scan_bwd, bidirectional_scan_fwd  # noqa: E402
-from .cross_scan import cross_merge, cross_scan  # noqa: E402
-from .cross_selective_scan import cross_selective_scan_bwd, cross_selective_scan_fwd  # noqa: E402
-from .selective_scan import selective_scan_bwd, selective_scan_fwd  # noqa: E402
+import functools  # noqa: E402
+
+from . import bidirectional_scan as _bidirectional, cross_scan as _cross  # noqa: E402
+from . import cross_selective_scan as _cross_selective, selective_scan as _selective  # noqa: E402
+from .launch import on_device_of  # noqa: E402
+
+
+def _on_inputs_device(op):
+    """op, launching its kernels on the device of its first argument (a tensor)."""
+    @functools.wraps(op)
+    def run(first, *args, **kwargs):
+        with on_device_of(first):
+            return op(first, *args, **kwargs)
+    return run
+
+
+selective_scan_fwd = _on_inputs_device(_selective.selective_scan_fwd)
+selective_scan_bwd = _on_inputs_device(_selective.selective_scan_bwd)
+bidirectional_scan_fwd = _on_inputs_device(_bidirectional.bidirectional_scan_fwd)
+bidirectional_scan_bwd = _on_inputs_device(_bidirectional.bidirectional_scan_bwd)
+cross_scan = _on_inputs_device(_cross.cross_scan)
+cross_merge = _on_inputs_device(_cross.cross_merge)
+cross_selective_scan_fwd = _on_inputs_device(_cross_selective.cross_selective_scan_fwd)
+cross_selective_scan_bwd = _on_inputs_device(_cross_selective.cross_selective_scan_bwd)
 
 __all__ = ["selective_scan_fwd", "selective_scan_bwd", "bidirectional_scan_fwd",
            "bidirectional_scan_bwd", "cross_scan", "cross_merge", "cross_selective_scan_fwd",

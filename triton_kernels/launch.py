@@ -1,6 +1,7 @@
 """Block shapes, autotuning and launch helpers of the scan kernels (used by every Triton op)."""
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 
@@ -28,6 +29,14 @@ DEFAULTS = {"fwd": (512, 512, 2), "bwd": (256, 256, 2), "bwd_n": (1024, 1024, 4)
 # default and keeps the fastest for the process.  SSOPS_AUTOTUNE=0 keeps the defaults.
 AUTOTUNE = os.environ.get("SSOPS_AUTOTUNE", "1") != "0"
 tuned = {}  # key -> (BLOCK_D, num_warps)
+
+
+def on_device_of(t: torch.Tensor):
+    """Triton launches on the current CUDA device and its stream, whatever device the pointers
+    are on: the context in which to launch kernels reading t (on a GPU that may not be current)."""
+    if t.is_cuda and t.device.index != torch.cuda.current_device():
+        return torch.cuda.device(t.device)
+    return contextlib.nullcontext()
 
 
 def _block_d(dpg: int, cap: int) -> int:
