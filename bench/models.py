@@ -133,8 +133,16 @@ def _measure(name, backend, batch, infer_steps, train_steps, compile_model, prof
 
 
 def print_profile(step, rows=12):
-    """The GPU kernels of two steps, by total time (the model's breakdown for NOTES)."""
+    """The GPU kernels of two steps, by total time (the model's breakdown for NOTES), and the
+    host's time to enqueue one step on an idle GPU: where it reaches the GPU time, the step is
+    bound by the host (or something in it waits for the GPU)."""
     from torch.profiler import ProfilerActivity, profile
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    step()
+    host = time.perf_counter() - start
+    torch.cuda.synchronize()
+    print(f"  host time to enqueue one step: {host * 1e3:.2f} ms")
     with profile(activities=[ProfilerActivity.CUDA]) as prof:
         for _ in range(2):
             step()
