@@ -27,12 +27,11 @@ import pathlib
 import statistics
 import subprocess
 import sys
-import time
 
 import torch
 
 from results_io import run_info
-from run import case_pair, cuda_time_ms
+from run import case_pair, cuda_time_ms, enqueue_ms
 from ss2d import switched
 from ssops import _cuda_backend as cuda
 
@@ -63,13 +62,7 @@ def load_backend(path, tag):
 
 def host_ms(fn, calls=20):
     """The host's milliseconds per call of fn, queued without waiting for the GPU."""
-    torch.cuda.synchronize()
-    start = time.perf_counter()
-    for _ in range(calls):
-        fn()
-    elapsed = time.perf_counter() - start
-    torch.cuda.synchronize()
-    return elapsed / calls * 1e3
+    return enqueue_ms(fn, calls)[0] / calls
 
 
 def build_all(builds):

@@ -10,7 +10,6 @@ import cProfile
 import functools
 import pstats
 import sys
-import time
 import warnings
 
 import torch
@@ -18,6 +17,7 @@ import torch
 import ssops
 import ssops.models as M
 from models import unfused_cross_selective_scan
+from run import enqueue_ms
 
 if len(sys.argv) > 1 and sys.argv[1] == "unfused":
     ssops.cross_selective_scan = functools.partial(unfused_cross_selective_scan, einsum=False)
@@ -44,14 +44,8 @@ print(f"synchronising ops in one step: {len(syncs)}")
 for w in syncs[:4]:
     print("  ", str(w.message)[:100], w.filename, w.lineno)
 for n in (1, 3):
-    torch.cuda.synchronize()
-    start = time.perf_counter()
-    for _ in range(n):
-        step()
-    host = time.perf_counter() - start
-    torch.cuda.synchronize()
-    done = time.perf_counter() - start
-    print(f"{n} steps: host enqueue {host * 1e3:.1f} ms, until done {done * 1e3:.1f} ms")
+    host, done = enqueue_ms(step, n)
+    print(f"{n} steps: host enqueue {host:.1f} ms, until done {done:.1f} ms")
 profiler = cProfile.Profile()
 profiler.enable()
 for _ in range(3):

@@ -40,6 +40,7 @@ import ssops.models as M
 import ssops.models._layers as layers
 from ssops.models._layers import at_least_fp32
 from results_io import run_info, save
+from run import enqueue_ms
 from ssops.validation import grid
 
 ANCHORS = json.loads((pathlib.Path(__file__).parent / "anchors_h100.json").read_text())["models"]
@@ -137,12 +138,7 @@ def print_profile(step, rows=12):
     host's time to enqueue one step on an idle GPU: where it reaches the GPU time, the step is
     bound by the host (or something in it waits for the GPU)."""
     from torch.profiler import ProfilerActivity, profile
-    torch.cuda.synchronize()
-    start = time.perf_counter()
-    step()
-    host = time.perf_counter() - start
-    torch.cuda.synchronize()
-    print(f"  host time to enqueue one step: {host * 1e3:.2f} ms")
+    print(f"  host time to enqueue one step: {enqueue_ms(step)[0]:.2f} ms")
     with profile(activities=[ProfilerActivity.CUDA]) as prof:
         for _ in range(2):
             step()
