@@ -31,7 +31,8 @@ import sys
 import torch
 
 from results_io import run_info
-from run import case_pair, cuda_time_ms, enqueue_ms
+from run import case_pair, cuda_time_ms
+from ssops._bench import enqueue_ms
 from ss2d import switched
 from ssops import _cuda_backend as cuda
 

@@ -17,7 +17,7 @@ import torch
 import ssops
 import ssops.models as M
 from models import unfused_cross_selective_scan
-from run import enqueue_ms
+from ssops._bench import enqueue_ms
 
 if len(sys.argv) > 1 and sys.argv[1] == "unfused":
     ssops.cross_selective_scan = functools.partial(unfused_cross_selective_scan, einsum=False)

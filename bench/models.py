@@ -22,6 +22,8 @@ the models' Triton channel norm, the eager models' norm before it.
 (more memory, a faster backward).  "<backend>+compile" runs the model under torch.compile
 (default mode; the ssops ops stay opaque custom ops), so the rest of the model -- norms,
 permutes, activations -- is fused by inductor in both the fused and the unfused variant.
+"<backend>+graph" replays inference as one CUDA graph a step (`inference_step`): the host
+queues one launch a step instead of ~300, so img/s counts the GPU's work, not the host's Python.
 --profile prints, per case, where one inference step's GPU time goes (torch.profiler).
 """
 from __future__ import annotations
@@ -40,7 +42,7 @@ import ssops.models as M
 import ssops.models._layers as layers
 from ssops.models._layers import at_least_fp32
 from results_io import run_info, save
-from run import enqueue_ms
+from ssops._bench import enqueue_ms
 from ssops.validation import grid
 
 ANCHORS = json.loads((pathlib.Path(__file__).parent / "anchors_h100.json").read_text())["models"]
@@ -97,32 +99,28 @@ def measure(name, backend, batch, infer_steps, train_steps, profile=False):
     layers.FAST_CHANNEL_NORM = "atennorm" not in options
     try:
         return _measure(name, backend or None, batch, infer_steps, train_steps,
-                        "compile" in options, profile)
+                        "compile" in options, "graph" in options, profile)
     finally:
         ssops.cross_selective_scan = fused
         ssops.set_keep_scan_states(False)
         layers.FAST_CHANNEL_NORM = True
 
 
-def _measure(name, backend, batch, infer_steps, train_steps, compile_model, profile):
+def _measure(name, backend, batch, infer_steps, train_steps, compile_model, graph, profile):
     model = M.create(name, backend=backend).cuda()
     if compile_model:
         model = torch.compile(model)
     x = torch.randn(batch, 3, 224, 224, device="cuda")
-
-    def infer():
-        with torch.no_grad(), torch.autocast("cuda", dtype=torch.float16):
-            model(x)
+    infer = inference_step(model.eval(), x, graph)
 
     def train():
         with torch.autocast("cuda", dtype=torch.float16):
             model(x).float().logsumexp(-1).mean().backward()
 
-    model.eval()
     inference = images_per_s(infer, batch, 5, infer_steps)
     if profile:
         print_profile(infer)
-    if not train_steps:
+    if not train_steps or graph:  # (the graph is inference's)
         return dict(infer_img_s=inference, train_img_s=float("nan"), train_peak_GB=float("nan"))
     model.train()
     training = images_per_s(train, batch, 5, train_steps)
@@ -131,6 +129,32 @@ def _measure(name, backend, batch, infer_steps, train_steps, compile_model, prof
     torch.cuda.synchronize()
     return dict(infer_img_s=inference, train_img_s=training,
                 train_peak_GB=torch.cuda.max_memory_allocated() / 2 ** 30)
+
+
+def inference_step(model, x, graph=False):
+    """model(x) under fp16 autocast without gradients; ``graph``: captured once as a CUDA graph
+    that each call replays, returning the output the replay rewrites (the graph reads x where
+    it is, so write new inputs into x).  Autocast's cast cache is off then: its casts would be
+    freed on leaving autocast, under the graph's feet."""
+    def step():
+        with torch.no_grad(), torch.autocast("cuda", dtype=torch.float16, cache_enabled=not graph):
+            return model(x)
+    if not graph:
+        return step
+    side = torch.cuda.Stream()  # warm-up (Triton's compiles and tuning) outside the capture
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(3):
+            step()
+    torch.cuda.current_stream().wait_stream(side)
+    captured = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(captured):
+        out = step()
+
+    def replay():
+        captured.replay()
+        return out
+    return replay
 
 
 def print_profile(step, rows=12):

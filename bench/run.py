@@ -27,7 +27,6 @@ import functools
 import json
 import os
 import pathlib
-import time
 from typing import Callable, NamedTuple
 
 import torch
@@ -59,18 +58,6 @@ SS2D_CASES = {f"ss2d_s{i + 1}": (128, 96 * 2 ** i, 56 // 2 ** i, 1, torch.float1
 
 def cuda_time_ms(fn):
     return time_ms(fn, warmup=5, repeat=30)
-
-
-def enqueue_ms(fn, calls=1):
-    """(ms the host takes to queue ``calls`` calls of fn on an idle GPU, ms until the GPU has
-    run them): equal times mean the GPU waited for the host."""
-    torch.cuda.synchronize()
-    start = time.perf_counter()
-    for _ in range(calls):
-        fn()
-    host = time.perf_counter() - start
-    torch.cuda.synchronize()
-    return host * 1e3, (time.perf_counter() - start) * 1e3
 
 
 def copy_bandwidth_gbps():

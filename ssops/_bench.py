@@ -1,6 +1,7 @@
 """Quick timings for ``python -m ssops bench`` (the full benchmark lives in bench/)."""
 from __future__ import annotations
 
+import functools
 import statistics
 import time
 
@@ -10,15 +11,52 @@ from . import testing
 from .dispatch import BackendError, available_backends
 
 
-def time_ms(fn, warmup=3, repeat=20):
-    """Median milliseconds of fn(): CUDA events on the GPU, perf_counter on the CPU."""
+def enqueue_ms(fn, calls=1):
+    """(ms the host takes to queue ``calls`` calls of fn on an idle GPU, ms until the GPU has
+    run them): equal times mean the GPU waited for the host."""
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(calls):
+        fn()
+    host = time.perf_counter() - start
+    torch.cuda.synchronize()
+    return host * 1e3, (time.perf_counter() - start) * 1e3
+
+
+@functools.lru_cache(maxsize=None)
+def _spin_cycles_per_ms(device_index):
+    """Clock cycles a millisecond of torch.cuda._sleep on this GPU (its median over 5 runs)."""
+    cycles, times = 2_000_000, []
+    for _ in range(6):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        torch.cuda._sleep(cycles)
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end))
+    return cycles / statistics.median(times[1:])
+
+
+def time_ms(fn, warmup=3, repeat=20, spin=True):
+    """Median milliseconds of fn(): CUDA events on the GPU, perf_counter on the CPU.
+
+    On the GPU each run starts behind a spin kernel (``torch.cuda._sleep``) twice as long as
+    the host takes to queue fn, plus 0.05 ms: the host queues all of fn while the GPU spins,
+    so the events time the GPU's work alone.  Started straight after a synchronize instead
+    (``spin=False``), a run also counts the host's latency to fn's first launch, which is all
+    of a one-launch op's Python path but a small part of a long pipeline's."""
     for _ in range(warmup):
         fn()
     times = []
     cuda = torch.cuda.is_available() and torch.cuda.is_initialized()
+    if cuda and spin:
+        host_ms = max(enqueue_ms(fn)[0] for _ in range(3))
+        cycles = int((2 * host_ms + 0.05) * _spin_cycles_per_ms(torch.cuda.current_device()))
     for _ in range(repeat):
         if cuda:
             start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            if spin:
+                torch.cuda._sleep(cycles)
             start.record()
             fn()
             end.record()
