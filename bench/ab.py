@@ -32,7 +32,7 @@ import torch
 
 from results_io import run_info
 from run import case_pair, cuda_time_ms
-from ssops._bench import enqueue_ms
+from ssops._bench import host_ms
 from ss2d import switched
 from ssops import _cuda_backend as cuda
 
@@ -59,11 +59,6 @@ def load_backend(path, tag):
     sys.modules[spec.name] = module
     spec.loader.exec_module(module)
     return module
-
-
-def host_ms(fn, calls=20):
-    """The host's milliseconds per call of fn, queued without waiting for the GPU."""
-    return enqueue_ms(fn, calls)[0] / calls
 
 
 def build_all(builds):

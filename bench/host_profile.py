@@ -16,19 +16,14 @@ import torch
 
 import ssops
 import ssops.models as M
-from models import unfused_cross_selective_scan
+from models import inference_step, unfused_cross_selective_scan
 from ssops._bench import enqueue_ms
 
 if len(sys.argv) > 1 and sys.argv[1] == "unfused":
     ssops.cross_selective_scan = functools.partial(unfused_cross_selective_scan, einsum=False)
 model = M.create("vmamba_tiny").cuda().eval()
 x = torch.randn(128, 3, 224, 224, device="cuda")
-
-
-def step():
-    with torch.no_grad(), torch.autocast("cuda", dtype=torch.float16):
-        model(x)
-
+step = inference_step(model, x)
 
 for _ in range(6):
     step()

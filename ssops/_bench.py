@@ -23,6 +23,11 @@ def enqueue_ms(fn, calls=1):
     return host * 1e3, (time.perf_counter() - start) * 1e3
 
 
+
+def host_ms(fn, calls=20):
+    """The host's milliseconds per call of fn, queued without waiting for the GPU."""
+    return enqueue_ms(fn, calls)[0] / calls
+
 @functools.lru_cache(maxsize=None)
 def _spin_cycles_per_ms(device_index):
     """Clock cycles a millisecond of torch.cuda._sleep on this GPU (its median over 5 runs)."""
